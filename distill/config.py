@@ -1,0 +1,135 @@
+"""One configuration: a TOML file, then ``DISTILL_<SECTION>__<FIELD>`` environment overrides,
+then command-line flags. Loading returns the config or a :class:`ConfigInvalid` naming the
+field, so a typo fails at start with a message rather than a traceback.
+
+>>> cfg = load_config(None, env={}, overrides={"serve": {"checkpoint_every": 500}})
+>>> cfg.serve.checkpoint_every, cfg.kafka.input_topic
+(500, 'teacher-outputs')
+>>> print(load_config(None, env={"DISTILL_SERVE__CHECKPOINT_EVERY": "-1"}))
+invalid config: serve.checkpoint_every: Input should be greater than 0 (got -1)
+>>> print(load_config(None, env={}, overrides={"serve": {"chekpoint_every": 1}}))
+invalid config: serve.chekpoint_every: Extra inputs are not permitted (got 1)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stream.events import DEFAULT_MAX_MESSAGE_BYTES
+
+ENV_PREFIX = "DISTILL_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str | None = Field(
+        None, description="Kafka bootstrap servers; empty starts the embedded Tansu broker")
+    input_topic: str = Field("teacher-outputs", description="teacher-output events")
+    dead_letter_topic: str = Field("teacher-outputs.dlq", description="rejected messages")
+    alerts_topic: str = Field("drift-alerts", description="drift alerts (JSON)")
+    groups_topic: str = Field("teacher-groups", description="completed teacher groups")
+    partitions: int = Field(4, gt=0, description="partitions for topics the service creates")
+    group_id: str = Field("distill-monitor", description="consumer group of `distill serve`")
+    session_timeout_ms: int = Field(6000, ge=1000)
+    heartbeat_interval_ms: int = Field(2000, ge=100)
+    security: dict[str, Any] = Field(
+        default_factory=dict,
+        description="kafka-python TLS/SASL options, e.g. security_protocol, sasl_mechanism")
+
+
+class ServeConfig(_Section):
+    state_dir: Path = Field(Path("state"), description="checkpoints, archive, registry")
+    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, gt=0)
+    checkpoint_every: int = Field(1000, gt=0, description="events between checkpoints")
+    checkpoint_interval_s: float = Field(5.0, gt=0, description="seconds between checkpoints")
+    expected_teachers: list[str] = Field(
+        default_factory=list, description="teachers a group waits for; empty = learned")
+    group_timeout_s: float = Field(300.0, gt=0, description="produced_at span before timeout")
+    join_buffer_max: int = Field(100_000, gt=0, description="open samples held at most")
+    dedup_window: int = Field(1_000_000, gt=0, description="event ids remembered at most")
+    metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
+    archive_segment_events: int = Field(50_000, gt=0)
+    log_format: Literal["text", "json"] = "text"
+
+
+class DetectorsConfig(_Section):
+    false_alarms_per_10k: float = Field(0.5, gt=0, description="KL-window false-alarm budget")
+    hist_bins: int = Field(64, ge=4, description="hashed vocabulary histogram bins")
+    adwin_delta: float = Field(0.002, gt=0, lt=1)
+
+
+class TrainConfig(_Section):
+    student: Path | None = Field(None, description="local Hugging Face model directory")
+    trigger_every_groups: int = Field(256, gt=0)
+    trigger_every_s: float = Field(3600.0, gt=0)
+    trigger_on_alert: bool = True
+    buffer_max_groups: int = Field(50_000, gt=0)
+
+
+class Config(_Section):
+    kafka: KafkaConfig = KafkaConfig()
+    serve: ServeConfig = ServeConfig()
+    detectors: DetectorsConfig = DetectorsConfig()
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class ConfigInvalid:
+    """A config that failed validation; ``str()`` names each bad field."""
+
+    errors: tuple[str, ...]
+    valid = False
+
+    def __str__(self) -> str:
+        return "invalid config: " + "; ".join(self.errors)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config | ConfigInvalid:
+    """File < environment < overrides (flags). Never raises for bad user input."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            return ConfigInvalid((f"{path}: file not found",))
+        except tomllib.TOMLDecodeError as exc:
+            return ConfigInvalid((f"{path}: not valid TOML: {exc}",))
+    data = _merge(data, _env_overrides(os.environ if env is None else env))
+    data = _merge(data, overrides or {})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        return ConfigInvalid(tuple(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()))

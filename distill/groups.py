@@ -1,0 +1,87 @@
+"""A completed teacher group: all answers to one sample plus each teacher's drift state.
+
+This is the record ``distill serve`` emits to the groups topic and the archive, and what
+the trainer turns into preference groups (1 consensus positive, N teacher negatives).
+
+>>> g = TeacherGroup(sample_id="s1", prompt="p", status="complete",
+...                  answers=[TeacherAnswer("a", "e1", "out", "yes")],
+...                  consensus=Consensus("yes", support=1, tie=False),
+...                  drift={"a": DriftState(evidence=0.0, in_drift=False)})
+>>> TeacherGroup.from_json(g.to_json()) == g
+True
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class TeacherAnswer:
+    teacher: str
+    event_id: str
+    output: str
+    answer: str | None
+    labels: dict[str, Any] | None = None
+    teacher_version: str | None = None  # for experiments only; detectors never read it
+    produced_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Consensus:
+    """Majority answer over the teachers that gave one; ``tie`` when the top count is shared."""
+
+    answer: str | None
+    support: int
+    tie: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DriftState:
+    """A teacher's drift state when the group completed.
+
+    ``evidence`` in [0, 1] summarises how strongly the teacher's detectors currently point
+    at drift (1 = a detection within the recent horizon); ``signals`` lists the signals
+    that fired recently.
+    """
+
+    evidence: float
+    in_drift: bool
+    signals: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TeacherGroup:
+    sample_id: str
+    prompt: str | None
+    status: Literal["complete", "timeout"]
+    answers: list[TeacherAnswer]
+    consensus: Consensus
+    drift: dict[str, DriftState]
+    ground_truth: Any = None  # experiments only; never shown to a training stage
+    completed_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TeacherGroup:
+        return cls(
+            sample_id=d["sample_id"],
+            prompt=d.get("prompt"),
+            status=d["status"],
+            answers=[TeacherAnswer(**a) for a in d["answers"]],
+            consensus=Consensus(**d["consensus"]),
+            drift={t: DriftState(**s) for t, s in d.get("drift", {}).items()},
+            ground_truth=d.get("ground_truth"),
+            completed_at=d.get("completed_at"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> TeacherGroup:
+        return cls.from_dict(json.loads(raw))

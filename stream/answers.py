@@ -1,0 +1,50 @@
+"""Final-answer extraction from a reasoning trajectory, for events that carry no ``answer``.
+
+The patterns cover the formats teachers use in practice: ``Final answer: X``, LaTeX
+``\\boxed{X}``, bracket tags ``[Yes]``, a JSON ``{"answer": ...}`` object and "the answer
+is X". The last match wins, because trajectories often restate options before answering.
+
+>>> extract_answer("Reasoning... Final answer: pneumonia=worsening")
+'pneumonia=worsening'
+>>> extract_answer("so we get \\\\boxed{42}.")
+'42'
+>>> extract_answer('{"reasoning": "2+2", "answer": "4"}')
+'4'
+>>> extract_answer("I cannot help with that.") is None
+True
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+_PATTERNS = (
+    re.compile(r"final answer\s*[:\-]\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE),
+    re.compile(r"\\boxed\{([^{}]{1,64})\}"),
+    re.compile(r"\[(yes|no)\]", re.IGNORECASE),
+    re.compile(r"answer is\s*[:\(]?\s*\(?([A-Za-z0-9.\-]{1,32})\)?", re.IGNORECASE),
+)
+_JSON_ANSWER = re.compile(r'"answer"\s*:\s*("(?:[^"\\]|\\.)*"|-?[0-9.]+)')
+
+
+def extract_answer(output: str) -> str | None:
+    """Best-effort final answer, normalised (stripped, trailing period removed), or None."""
+    for pattern in _PATTERNS:
+        matches = pattern.findall(output)
+        if matches:
+            return normalise_answer(matches[-1])
+    m = _JSON_ANSWER.findall(output)
+    if m:
+        try:
+            value = json.loads(m[-1])
+        except json.JSONDecodeError:
+            return None
+        return normalise_answer(str(value))
+    return None
+
+
+def normalise_answer(answer: str) -> str | None:
+    """Canonical spelling for comparing answers across teachers."""
+    text = answer.strip().rstrip(".").strip()
+    return text or None

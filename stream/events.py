@@ -1,0 +1,150 @@
+"""The teacher-output event: one teacher's answer to one case.
+
+Decoding never raises on bad input. It returns either a :class:`TeacherEvent` or an
+:class:`Invalid` that carries a machine-readable reason (``not_json``,
+``missing_field:<name>``, ``bad_type:<name>``, ``too_large``, ``bad_timestamp``, ...).
+That reason becomes the dead-letter header and the ``reason`` label of the metric, so
+the set of reasons must stay small and bounded.
+
+>>> ev = decode_event(b'{"event_id": "e1", "sample_id": "s1", "teacher": "gpt", '
+...                   b'"output": "Final answer: yes", "produced_at": "2026-01-01T00:00:00Z"}')
+>>> ev.teacher, ev.produced_at.year
+('gpt', 2026)
+>>> decode_event(b"{oops").reason
+'not_json'
+>>> decode_event(b'{"event_id": "e1"}').reason
+'missing_field:sample_id'
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB; the embedded broker enforces no limit, so we do.
+
+REQUIRED_STR_FIELDS = ("event_id", "sample_id", "teacher", "output")
+OPTIONAL_STR_FIELDS = ("teacher_version", "prompt", "image", "answer")
+OPTIONAL_DICT_FIELDS = ("labels", "meta")
+MAX_ID_CHARS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A rejected message: ``reason`` is a bounded machine-readable code, ``detail`` free text."""
+
+    reason: str
+    detail: str = ""
+
+    def __bool__(self) -> bool:  # an Invalid is falsy, so `if decoded:` reads naturally
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class TeacherEvent:
+    """One teacher answer, validated. ``produced_at`` is timezone-aware (UTC if none given)."""
+
+    event_id: str
+    sample_id: str
+    teacher: str
+    output: str
+    produced_at: datetime
+    teacher_version: str | None = None
+    prompt: str | None = None
+    image: str | None = None
+    answer: str | None = None
+    labels: dict[str, Any] | None = None
+    ground_truth: Any = None
+    meta: dict[str, Any] | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; optional fields that are None are left out."""
+        d = asdict(self)
+        d["produced_at"] = format_timestamp(self.produced_at)
+        return {k: v for k, v in d.items() if v is not None}
+
+    def to_json_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def format_timestamp(ts: datetime) -> str:
+    """RFC 3339 with a ``Z`` suffix for UTC."""
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_timestamp(value: str) -> datetime | None:
+    """Parse an RFC 3339 timestamp; None when it is not one. Naive times are taken as UTC."""
+    try:
+        ts = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def decode_event(
+    raw: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> TeacherEvent | Invalid:
+    """Decode and validate one message value; never raises on bad input."""
+    if raw is None:
+        return Invalid("empty", "message has no value")
+    if len(raw) > max_bytes:
+        return Invalid("too_large", f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return Invalid("not_json", str(exc)[:200])
+    if not isinstance(obj, dict):
+        return Invalid("not_object", f"top-level JSON is {type(obj).__name__}")
+    return validate_event(obj)
+
+
+def validate_event(obj: dict[str, Any]) -> TeacherEvent | Invalid:
+    """Check fields and types of a decoded JSON object."""
+    for name in (*REQUIRED_STR_FIELDS, "produced_at"):
+        if name not in obj or obj[name] is None:
+            return Invalid(f"missing_field:{name}")
+    for name in (*REQUIRED_STR_FIELDS, "produced_at"):
+        if not isinstance(obj[name], str):
+            return Invalid(f"bad_type:{name}", f"expected string, got {type(obj[name]).__name__}")
+    for name in ("event_id", "sample_id", "teacher"):
+        if not obj[name].strip() or len(obj[name]) > MAX_ID_CHARS:
+            return Invalid(f"bad_value:{name}", "empty or longer than 512 characters")
+    for name in OPTIONAL_STR_FIELDS:
+        if obj.get(name) is not None and not isinstance(obj[name], str):
+            return Invalid(f"bad_type:{name}", f"expected string, got {type(obj[name]).__name__}")
+    for name in OPTIONAL_DICT_FIELDS:
+        if obj.get(name) is not None and not isinstance(obj[name], dict):
+            return Invalid(f"bad_type:{name}", f"expected object, got {type(obj[name]).__name__}")
+    produced_at = parse_timestamp(obj["produced_at"])
+    if produced_at is None:
+        return Invalid("bad_timestamp", repr(obj["produced_at"])[:100])
+    return TeacherEvent(
+        event_id=obj["event_id"],
+        sample_id=obj["sample_id"],
+        teacher=obj["teacher"],
+        output=obj["output"],
+        produced_at=produced_at,
+        teacher_version=obj.get("teacher_version"),
+        prompt=obj.get("prompt"),
+        image=obj.get("image"),
+        answer=obj.get("answer"),
+        labels=obj.get("labels"),
+        ground_truth=obj.get("ground_truth"),
+        meta=obj.get("meta"),
+    )
+
+
+#: Every reason prefix `decode_event` can return; used to pre-create metric label children.
+REJECTION_REASONS = (
+    "empty",
+    "too_large",
+    "not_json",
+    "not_object",
+    *(f"missing_field:{n}" for n in (*REQUIRED_STR_FIELDS, "produced_at")),
+    *(f"bad_type:{n}" for n in (*REQUIRED_STR_FIELDS, "produced_at")),
+    *(f"bad_type:{n}" for n in (*OPTIONAL_STR_FIELDS, *OPTIONAL_DICT_FIELDS)),
+    *(f"bad_value:{n}" for n in ("event_id", "sample_id", "teacher")),
+    "bad_timestamp",
+)

@@ -1,0 +1,25 @@
+"""Exceptions of the stream library: broken infrastructure, never bad input (that is `Invalid`)."""
+
+
+class StreamError(Exception):
+    """Base class of every stream-library error."""
+
+
+class BrokerStartError(StreamError):
+    """The embedded broker could not be started."""
+
+
+class BrokerUnavailableError(StreamError):
+    """No broker answered at the configured bootstrap servers."""
+
+
+class ProducerFlushError(StreamError):
+    """Messages were not acknowledged by the broker before the flush timeout."""
+
+
+class CommitError(StreamError):
+    """The consumer group rejected an offset commit (e.g. after a rebalance)."""
+
+
+class DataPackError(StreamError):
+    """A data-pack file or drift chain cannot be used as asked."""
