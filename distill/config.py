@@ -6,7 +6,7 @@ field, so a typo fails at start with a message rather than a traceback.
 >>> cfg.serve.checkpoint_every, cfg.kafka.input_topic
 (500, 'teacher-outputs')
 >>> print(load_config(None, env={"DISTILL_SERVE__CHECKPOINT_EVERY": "-1"}))
-invalid config: serve.checkpoint_every: Input should be greater than 0 (got -1)
+invalid config: serve.checkpoint_every: Input should be greater than 0 (got '-1')
 >>> print(load_config(None, env={}, overrides={"serve": {"chekpoint_every": 1}}))
 invalid config: serve.chekpoint_every: Extra inputs are not permitted (got 1)
 """

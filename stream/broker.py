@@ -61,9 +61,9 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
 class EmbeddedBroker:
     """Start Tansu on a free loopback port; stop it by pid. Also a context manager.
 
-    >>> with EmbeddedBroker() as broker:  # doctest: +SKIP
-    ...     print(broker.bootstrap_servers)
-    127.0.0.1:...
+    >>> with EmbeddedBroker() as broker:
+    ...     print(broker.bootstrap_servers, wait_for_port(broker.host, broker.port, 1.0))
+    127.0.0.1:... True
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None,
