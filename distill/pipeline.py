@@ -1,0 +1,191 @@
+"""The monitor pipeline without I/O: one validated event in, drift alerts and groups out.
+
+``distill serve`` wraps it with Kafka and checkpoints, ``distill replay`` and the
+benchmarks feed it from files. Everything it holds (dedup window, join buffer, detector
+bank, counters) is deterministic and round-trips through :meth:`to_state`, so a restored
+pipeline continues exactly where the checkpoint left it.
+
+Per event: dedupe by ``event_id``, compute the teacher's signals, update its detectors,
+and join by ``sample_id``. When a sample's group closes (all expected teachers answered, or
+the event-time timeout passed) the consensus answer is taken, each teacher's agreement with
+the others updates its ``agreement`` detector, and the group is emitted with every
+teacher's drift state at that moment.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from detectors.bank import BankConfig, DetectorBank, DriftRecord
+from distill.consensus import majority
+from distill.groups import DriftState, TeacherAnswer, TeacherGroup
+from stream.dedup import DedupWindow
+from stream.events import TeacherEvent, format_timestamp
+from stream.join import JoinedSample, SampleJoiner
+from stream.signals import event_signals, leave_one_out_agreement
+
+STATE_VERSION = 1
+
+
+@dataclass
+class StepOutput:
+    """What one step produced: alerts first, then closed groups."""
+
+    alerts: list[DriftRecord] = field(default_factory=list)
+    groups: list[TeacherGroup] = field(default_factory=list)
+    duplicate: bool = False
+
+    def extend(self, other: StepOutput) -> None:
+        self.alerts.extend(other.alerts)
+        self.groups.extend(other.groups)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The knobs of the monitor pipeline (mirrors the ``serve`` and ``detectors`` config)."""
+
+    bank: BankConfig = field(default_factory=BankConfig)
+    expected_teachers: tuple[str, ...] = ()
+    group_timeout_s: float = 300.0
+    join_buffer_max: int = 100_000
+    dedup_window: int = 1_000_000
+
+
+class MonitorPipeline:
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.bank = DetectorBank(self.config.bank)
+        self.joiner = SampleJoiner(self.config.expected_teachers or None,
+                                   self.config.group_timeout_s, self.config.join_buffer_max)
+        self.dedup = DedupWindow(self.config.dedup_window)
+        self.events: Counter[str] = Counter()
+        self.duplicates = 0
+        self.groups_completed = 0
+        self.groups_timed_out = 0
+        self.last_alert: dict[str, dict[str, Any]] = {}
+
+    def process(self, event: TeacherEvent) -> StepOutput:
+        if self.dedup.seen_before(event.event_id):
+            self.duplicates += 1
+            return StepOutput(duplicate=True)
+        at = event.produced_at.timestamp()
+        self.events[event.teacher] += 1
+        signals = event_signals(event, self.config.bank.hist_bins)
+        out = StepOutput(alerts=self._note(self.bank.update(event.teacher, signals, at)))
+        payload = _answer_payload(event, signals.get("answer"))
+        for sample in self.joiner.add(event.sample_id, event.teacher, payload, at):
+            out.extend(self._close(sample, at))
+        return out
+
+    def flush(self) -> StepOutput:
+        """Close every open group (the end of a finite stream)."""
+        out = StepOutput()
+        for sample in self.joiner.flush():
+            out.extend(self._close(sample, self.joiner.watermark))
+        return out
+
+    def _close(self, sample: JoinedSample, at: float) -> StepOutput:
+        if sample.status == "complete":
+            self.groups_completed += 1
+        else:
+            self.groups_timed_out += 1
+        answers = {t: a["answer"] for t, a in sample.answers.items()}
+        alerts: list[DriftRecord] = []
+        for teacher, agrees in leave_one_out_agreement(answers).items():
+            if agrees is not None:
+                alerts.extend(self.bank.update(teacher, {"agreement": agrees}, at))
+        return StepOutput(alerts=self._note(alerts), groups=[self._group(sample, answers)])
+
+    def _group(self, sample: JoinedSample, answers: dict[str, str | None]) -> TeacherGroup:
+        first = next(iter(sample.answers.values()))
+        drift = {}
+        for teacher in sample.answers:
+            state = self.bank.drift_state(teacher)
+            drift[teacher] = DriftState(state.evidence, state.in_drift, list(state.signals))
+        return TeacherGroup(
+            sample_id=sample.sample_id,
+            prompt=first.get("prompt"),
+            status="complete" if sample.status == "complete" else "timeout",
+            answers=[TeacherAnswer(teacher=t, event_id=a["event_id"], output=a["output"],
+                                   answer=a["answer"], labels=a.get("labels"),
+                                   teacher_version=a.get("teacher_version"),
+                                   produced_at=a.get("produced_at"))
+                     for t, a in sample.answers.items()],
+            consensus=majority(answers),
+            drift=drift,
+            ground_truth=first.get("ground_truth"),
+            completed_at=format_timestamp_float(self.joiner.watermark),
+        )
+
+    def _note(self, alerts: list[DriftRecord]) -> list[DriftRecord]:
+        for alert in alerts:
+            self.last_alert[alert.teacher] = alert.to_dict()
+        return alerts
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "events": dict(sorted(self.events.items())),
+            "duplicates": self.duplicates,
+            "groups_completed": self.groups_completed,
+            "groups_timed_out": self.groups_timed_out,
+            "groups_open": self.joiner.open_count,
+            "join_overflow": self.joiner.overflow,
+            "dedup_overflow": self.dedup.overflow,
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "bank": self.bank.to_state(),
+            "joiner": self.joiner.to_state(),
+            "dedup": self.dedup.to_state(),
+            "counters": self.counters(),
+            "last_alert": self.last_alert,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"pipeline state version {state.get('version')!r}, "
+                             f"expected {STATE_VERSION}")
+        self.bank = DetectorBank.from_state(state["bank"])
+        self.joiner.load_state(state["joiner"])
+        self.dedup.load_state(state["dedup"])
+        c = state["counters"]
+        self.events = Counter(c["events"])
+        self.duplicates = c["duplicates"]
+        self.groups_completed = c["groups_completed"]
+        self.groups_timed_out = c["groups_timed_out"]
+        self.last_alert = state["last_alert"]
+
+    def run(self, events: Iterable[TeacherEvent], flush: bool = True) -> StepOutput:
+        """Process a finite stream; the offline path of replay and benchmarks."""
+        out = StepOutput()
+        for event in events:
+            out.extend(self.process(event))
+        if flush:
+            out.extend(self.flush())
+        return out
+
+
+def _answer_payload(event: TeacherEvent, answer: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "event_id": event.event_id,
+        "output": event.output,
+        "answer": answer if isinstance(answer, str) else None,
+        "produced_at": format_timestamp(event.produced_at),
+    }
+    for name in ("labels", "teacher_version", "prompt", "ground_truth"):
+        value = getattr(event, name)
+        if value is not None:
+            payload[name] = value
+    return payload
+
+
+def format_timestamp_float(ts: float) -> str | None:
+    if ts == float("-inf"):
+        return None
+    return format_timestamp(datetime.fromtimestamp(ts, UTC))

@@ -1,0 +1,113 @@
+"""Join teacher answers by ``sample_id`` until every expected teacher answered or time runs out.
+
+Time is event time: the watermark is the largest ``produced_at`` seen, so a replay of the
+same stream makes the same groups whatever the speed. A sample opened at ``t`` times out
+once the watermark passes ``t + timeout_s``. The buffer is bounded: when ``max_open``
+samples are open the oldest is closed early (as a timeout) and the overflow is counted.
+
+>>> j = SampleJoiner(expected=["a", "b"], timeout_s=60)
+>>> j.add("s1", "a", {"x": 1}, 0.0)
+[]
+>>> [(s.sample_id, s.status, sorted(s.answers)) for s in j.add("s1", "b", {"x": 2}, 1.0)]
+[('s1', 'complete', ['a', 'b'])]
+>>> j.add("s2", "a", {}, 2.0), [s.status for s in j.add("s3", "a", {}, 100.0)]
+([], ['timeout'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(slots=True)
+class JoinedSample:
+    """One sample's answers, keyed by teacher, in arrival order."""
+
+    sample_id: str
+    opened_at: float
+    answers: dict[str, Any] = field(default_factory=dict)
+    status: Literal["open", "complete", "timeout"] = "open"
+
+
+class SampleJoiner:
+    """Bounded, event-time join of answers by sample.
+
+    ``expected`` fixes the teachers a group waits for; when None the set is learned: every
+    teacher seen so far is expected. A teacher answering a sample twice keeps its first answer.
+    """
+
+    def __init__(self, expected: Iterable[str] | None = None, timeout_s: float = 300.0,
+                 max_open: int = 100_000) -> None:
+        self.expected = frozenset(expected) if expected else None
+        self.timeout_s = timeout_s
+        self.max_open = max_open
+        self._open: dict[str, JoinedSample] = {}  # insertion order = opening order
+        self._learned: set[str] = set()
+        self.watermark = float("-inf")
+        self.overflow = 0
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def expected_teachers(self) -> frozenset[str]:
+        return self.expected if self.expected is not None else frozenset(self._learned)
+
+    def add(self, sample_id: str, teacher: str, answer: Any, at: float) -> list[JoinedSample]:
+        """Add one answer; returns the samples this closed (complete, timed out, evicted)."""
+        self._learned.add(teacher)
+        self.watermark = max(self.watermark, at)
+        closed = self._expire()
+        sample = self._open.get(sample_id)
+        if sample is None:
+            sample = JoinedSample(sample_id, opened_at=at)
+            self._open[sample_id] = sample
+        sample.answers.setdefault(teacher, answer)
+        if self.expected_teachers() <= sample.answers.keys():
+            sample.status = "complete"
+            closed.append(self._open.pop(sample_id))
+        while len(self._open) > self.max_open:
+            self.overflow += 1
+            closed.append(self._close_oldest())
+        return closed
+
+    def flush(self) -> list[JoinedSample]:
+        """Close every open sample as a timeout (end of a finite stream)."""
+        closed = []
+        while self._open:
+            closed.append(self._close_oldest())
+        return closed
+
+    def _expire(self) -> list[JoinedSample]:
+        closed = []
+        deadline = self.watermark - self.timeout_s
+        while self._open:
+            oldest = next(iter(self._open.values()))
+            if oldest.opened_at > deadline:
+                break
+            closed.append(self._close_oldest())
+        return closed
+
+    def _close_oldest(self) -> JoinedSample:
+        sample_id = next(iter(self._open))
+        sample = self._open.pop(sample_id)
+        sample.status = "timeout"
+        return sample
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "open": [[s.sample_id, s.opened_at, s.answers] for s in self._open.values()],
+            "learned": sorted(self._learned),
+            "watermark": self.watermark if self.watermark != float("-inf") else None,
+            "overflow": self.overflow,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._open = {sid: JoinedSample(sid, opened_at, dict(answers))
+                      for sid, opened_at, answers in state["open"]}
+        self._learned = set(state["learned"])
+        wm = state["watermark"]
+        self.watermark = float("-inf") if wm is None else wm
+        self.overflow = state["overflow"]
