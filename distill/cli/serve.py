@@ -1,17 +1,69 @@
-"""`distill serve`: Run the monitor: Kafka in, drift alerts and teacher groups out."""
+"""`distill serve`: the monitor daemon."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from distill.cli.common import config_option, not_built
+from distill.cli.common import bootstrap_option, config_option, load_or_exit
 
 
 @click.command(name="serve")
 @config_option
-def command(config_path: object) -> None:
-    """Run the monitor: Kafka in, drift alerts and teacher groups out.
+@bootstrap_option
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Checkpoints and the group archive. [default: from config, ./state]")
+@click.option("--metrics-address", default=None, metavar="HOST:PORT",
+              help="Where /metrics and /healthz listen. [default: 127.0.0.1:9108]")
+@click.option("--group-id", default=None, help="Consumer group. [default: distill-monitor]")
+@click.option("--input-topic", default=None, help="Teacher-output topic.")
+@click.option("--partitions", type=int, default=None,
+              help="Partitions for topics the service creates.")
+@click.option("--expected-teachers", default=None, metavar="A,B,..",
+              help="Teachers a group waits for. [default: learned from the stream]")
+@click.option("--checkpoint-every", type=int, default=None, help="Events between checkpoints.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
+@click.option("--max-records", type=int, default=None,
+              help="Stop after this many records (tests, batch runs).")
+@click.option("--idle-exit", type=float, default=None, metavar="SECONDS",
+              help="Stop once nothing arrived for this long (tests, batch runs).")
+@click.option("--demo", is_flag=True,
+              help="Embedded broker + simulator (default drift scenario) + this monitor; "
+                   "prints alerts live and a per-teacher summary, then exits.")
+@click.option("--scenario", default="default", help="Simulator scenario for --demo.")
+@click.option("--seed", type=int, default=0, help="Simulator seed for --demo.")
+def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: Path | None,
+            metrics_address: str | None, group_id: str | None, input_topic: str | None,
+            partitions: int | None, expected_teachers: str | None,
+            checkpoint_every: int | None, log_format: str | None, max_records: int | None,
+            idle_exit: float | None, demo: bool, scenario: str, seed: int) -> None:
+    """Run the monitor: consume teacher outputs as a consumer group, detect drift per
+    teacher, emit alerts and completed teacher groups, checkpoint state with the offsets it
+    covers, and expose Prometheus metrics and /healthz.
 
-    Not built yet in this version: exits with status 2.
+    Bad messages go to the dead-letter topic with a reason. SIGTERM/SIGINT finish the
+    records in hand, checkpoint, commit and exit. With no --bootstrap-servers an embedded
+    Kafka-protocol broker is started (its storage dies with the process).
     """
-    not_built("serve")
+    cfg = load_or_exit(config_path, {
+        "kafka": {"bootstrap_servers": bootstrap_servers, "group_id": group_id,
+                  "input_topic": input_topic, "partitions": partitions},
+        "serve": {"state_dir": state_dir, "metrics_address": metrics_address,
+                  "checkpoint_every": checkpoint_every, "log_format": log_format,
+                  "expected_teachers": expected_teachers.split(",") if expected_teachers
+                  else None},
+    })
+    from distill.logs import setup_logging
+
+    setup_logging(cfg.serve.log_format)
+    if demo:
+        from distill.demo import run_demo
+
+        raise SystemExit(run_demo(cfg, scenario, seed))
+    from distill.service import MonitorService, RunLimits
+
+    service = MonitorService(cfg, limits=RunLimits(max_records, idle_exit))
+    summary = service.run()
+    click.echo(f"processed {summary.records} records, {summary.dead_lettered} dead-lettered, "
+               f"{len(summary.alerts)} alerts, {summary.checkpoints} checkpoints", err=True)

@@ -1,17 +1,64 @@
-"""`distill status`: Show what the monitor and trainer hold: counts, detectors, alerts, versions."""
+"""`distill status`: what the monitor (and the trainer's registry) hold on disk."""
 
 from __future__ import annotations
 
-import click
+import json
+from pathlib import Path
+from typing import Any
 
-from distill.cli.common import config_option, not_built
+import click
+from rich.console import Console
+from rich.table import Table
+
+from distill.cli.common import config_option, load_or_exit
 
 
 @click.command(name="status")
 @config_option
-def command(config_path: object) -> None:
-    """Show what the monitor and trainer hold: counts, detectors, alerts, versions.
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The monitor's state dir. [default: from config, ./state]")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def command(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
+    """Per teacher: events processed, each signal's estimate and detections, the last
+    alert; groups completed and timed out; each partition's checkpointed offset; and the
+    student registry when a trainer shares the state dir. Reads only durable checkpoints,
+    so it shows what a restart would resume from."""
+    from distill.status import monitor_status
 
-    Not built yet in this version: exits with status 2.
-    """
-    not_built("status")
+    cfg = load_or_exit(config_path, {"serve": {"state_dir": state_dir}})
+    doc = monitor_status(cfg.serve.state_dir)
+    doc["registry"] = _registry(cfg.serve.state_dir)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
+        return
+    _print(doc)
+
+
+def _registry(state_dir: Path) -> Any:
+    try:
+        from distill.trainer.registry import registry_summary
+    except ImportError:
+        return None
+    return registry_summary(state_dir)
+
+
+def _print(doc: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(title=f"drift-distill monitor: {doc['state_dir']}")
+    for col in ("teacher", "events", "signal", "estimate", "detections", "last alert"):
+        table.add_column(col)
+    for teacher, t in doc["teachers"].items():
+        alert = t.get("last_alert")
+        last = f"{alert['signal']} @ {alert['index']}" if alert else "-"
+        for i, (signal, s) in enumerate(sorted(t.get("signals", {}).items())):
+            est = s.get("estimate")
+            table.add_row(teacher if i == 0 else "", str(t["events"]) if i == 0 else "",
+                          signal, "-" if est is None else f"{est:.3g}",
+                          str(s.get("detections", 0)), last if i == 0 else "")
+    console.print(table)
+    console.print(f"groups: {doc['groups_completed']} completed, {doc['groups_timed_out']} "
+                  f"timed out, {doc['groups_open']} open; duplicates {doc['duplicates']}")
+    for cp in doc["checkpoints"]:
+        console.print(f"checkpoint {cp['topic']}[{cp['partition']}] offset {cp['offset']}")
+    if doc.get("registry"):
+        console.print(f"student registry: {doc['registry']}")

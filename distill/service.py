@@ -1,0 +1,316 @@
+"""`distill serve`: the long-lived monitor loop around :class:`MonitorPipeline`.
+
+Kafka in (a consumer group, commit after processing), alerts and groups out, state
+checkpointed per partition with the offsets it covers (see :mod:`stream.checkpoint` for
+the order). Signal handlers only set the stop flag; the loop finishes the records in hand,
+forces a final checkpoint and leaves through one ExitStack. A broker that stops answering
+is retried with backoff and reported on ``/healthz`` and ``distill_broker_up``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from detectors.bank import BankConfig
+from distill.config import Config
+from distill.http import start_http_server
+from distill.metrics import MonitorMetrics
+from distill.partition import PartitionState
+from distill.pipeline import PipelineConfig, StepOutput
+from distill.status import merge_summaries
+from stream.broker import EmbeddedBroker
+from stream.checkpoint import commit_checkpoint
+from stream.deadletter import DeadLetterSink
+from stream.events import TeacherEvent, decode_event
+from stream.exceptions import StreamError
+from stream.kafka import KafkaSettings, KafkaSink, KafkaSource, Record, ensure_topics
+from stream.probe import BrokerProbe
+
+log = logging.getLogger("distill.serve")
+
+
+def pipeline_config(cfg: Config) -> PipelineConfig:
+    d = cfg.detectors
+    return PipelineConfig(
+        bank=BankConfig(false_alarms_per_10k=d.false_alarms_per_10k, hist_bins=d.hist_bins,
+                        adwin_delta=d.adwin_delta),
+        expected_teachers=tuple(cfg.serve.expected_teachers),
+        group_timeout_s=cfg.serve.group_timeout_s,
+        join_buffer_max=cfg.serve.join_buffer_max,
+        dedup_window=cfg.serve.dedup_window,
+    )
+
+
+def kafka_settings(cfg: Config, bootstrap_servers: str) -> KafkaSettings:
+    k = cfg.kafka
+    return KafkaSettings(bootstrap_servers=bootstrap_servers,
+                         session_timeout_ms=k.session_timeout_ms,
+                         heartbeat_interval_ms=k.heartbeat_interval_ms, security=k.security)
+
+
+@dataclass
+class RunLimits:
+    """Stop conditions that let tests and the demo run the real loop to completion."""
+
+    max_records: int | None = None
+    idle_exit_s: float | None = None  # stop after this long with nothing to read
+
+
+@dataclass
+class RunSummary:
+    records: int = 0
+    dead_lettered: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: int = 0
+
+
+class MonitorService:
+    def __init__(self, cfg: Config, registry: CollectorRegistry | None = None,
+                 limits: RunLimits | None = None, on_alert: Any = None) -> None:
+        self.cfg = cfg
+        self.limits = limits or RunLimits()
+        self.registry = registry or CollectorRegistry()
+        self.metrics = MonitorMetrics(self.registry)
+        self._lock = threading.RLock()
+        self.metrics.attach_bank(self._bank_summary, self._evidence)
+        self.on_alert = on_alert
+        self.state_dir = Path(cfg.serve.state_dir)
+        self.pconfig = pipeline_config(cfg)
+        self.parts: dict[tuple[str, int], PartitionState] = {}
+        self.summary = RunSummary()
+        self.running = True
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_failing_since: float | None = None
+        self.probe: BrokerProbe | None = None
+        self.source: KafkaSource | None = None
+        self.sink: KafkaSink | None = None
+        self.http_port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def stop(self, *_: Any) -> None:
+        self.running = False
+
+    def run(self) -> RunSummary:
+        k = self.cfg.kafka
+        with ExitStack() as stack:
+            servers = k.bootstrap_servers
+            if not servers:
+                broker = stack.enter_context(EmbeddedBroker(log_path=self.state_dir / "tansu.log"))
+                servers = broker.bootstrap_servers
+                log.info("started embedded broker at %s", servers)
+            settings = kafka_settings(self.cfg, servers)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            ensure_topics(settings, {k.input_topic: k.partitions, k.dead_letter_topic: 1,
+                                     k.alerts_topic: 1, k.groups_topic: k.partitions})
+            self.sink = KafkaSink(settings)
+            stack.callback(self.sink.close)
+            self.dlq = DeadLetterSink(self.sink, k.dead_letter_topic)
+            self.probe = BrokerProbe(settings, k.input_topic).start()
+            stack.callback(self.probe.stop)
+            server = start_http_server(self.cfg.serve.metrics_address, self.registry,
+                                       self.health)
+            self.http_port = server.port
+            stack.callback(server.shutdown)
+            self.source = KafkaSource(settings, [k.input_topic], k.group_id,
+                                      on_assign=self._on_assign, on_revoke=self._on_revoke)
+            stack.callback(self.source.close)
+            self._install_signal_handlers(stack)
+            log.info("serving %s as group %s; metrics on %s", k.input_topic, k.group_id,
+                     self.cfg.serve.metrics_address)
+            self._loop()
+            self._checkpoint(force=True)
+        return self.summary
+
+    def _install_signal_handlers(self, stack: ExitStack) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous = signal.signal(sig, self.stop)
+            except ValueError:  # not the main thread (tests run the loop in a thread)
+                continue
+            stack.callback(signal.signal, sig, previous)
+
+    def _loop(self) -> None:
+        assert self.source is not None
+        idle_since: float | None = None  # idle time counts once the first record arrived
+        backoff = 0.5
+        while self.running:
+            try:
+                records = self.source.poll(timeout_ms=200)
+                backoff = 0.5
+            except (KafkaError, StreamError) as exc:
+                log.warning("poll failed (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            with self._lock:  # the metrics thread reads the banks between batches
+                for record in records:
+                    self._handle(record)
+            self._update_live_metrics()
+            if records:
+                idle_since = time.monotonic()
+            self._checkpoint()
+            if self._limit_reached(idle_since):
+                break
+
+    def _limit_reached(self, idle_since: float | None) -> bool:
+        lim = self.limits
+        if lim.max_records is not None and self.summary.records >= lim.max_records:
+            return True
+        return (lim.idle_exit_s is not None and idle_since is not None
+                and time.monotonic() - idle_since > lim.idle_exit_s)
+
+    # -- per record ----------------------------------------------------------------------
+
+    def _handle(self, record: Record) -> None:
+        part = self.parts.get((record.topic, record.partition))
+        if part is None:  # a record of a partition revoked while the batch was in hand
+            return
+        started = time.perf_counter()
+        self.metrics.messages_consumed.inc()
+        decoded = decode_event(record.value, self.cfg.serve.max_message_bytes)
+        if isinstance(decoded, TeacherEvent):
+            self._emit(part, part.pipeline.process(decoded), decoded)
+        else:
+            self.dlq.send(record, decoded)
+            self.metrics.dead_lettered.labels(reason=decoded.reason).inc()
+            self.summary.dead_lettered += 1
+        part.next_offset = record.offset + 1
+        part.dirty = True
+        self.summary.records += 1
+        self._since_checkpoint += 1
+        self.metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def _emit(self, part: PartitionState, out: StepOutput, event: TeacherEvent) -> None:
+        assert self.sink is not None
+        k = self.cfg.kafka
+        if out.duplicate:
+            self.metrics.duplicates.inc()
+            return
+        self.metrics.events_by_teacher.labels(teacher=event.teacher).inc()
+        self.metrics.last_message_timestamp.set(time.time())
+        for alert in out.alerts:
+            doc = {**alert.to_dict(), "partition": part.partition}
+            self.sink.send(k.alerts_topic, json.dumps(doc).encode(), key=alert.teacher.encode())
+            self.metrics.drift_detections.labels(teacher=alert.teacher, signal=alert.signal,
+                                                 detector=alert.detector).inc()
+            log.warning("drift: teacher=%s signal=%s detector=%s at event %s "
+                        "(statistic %.4g > threshold %.4g)", alert.teacher, alert.signal,
+                        alert.detector, alert.index, alert.statistic or 0.0,
+                        alert.threshold or 0.0, extra={"alert": doc})
+            self.summary.alerts.append(doc)
+            if self.on_alert:
+                self.on_alert(doc)
+        for group in out.groups:
+            payload = group.to_json()
+            self.sink.send(k.groups_topic, payload, key=group.sample_id.encode())
+            part.archive.append(payload)
+            counter = (self.metrics.groups_completed if group.status == "complete"
+                       else self.metrics.groups_timed_out)
+            counter.inc()
+
+    # -- partitions and checkpoints ------------------------------------------------------
+
+    def _on_assign(self, partitions: list[tuple[str, int]]) -> None:
+        with self._lock:
+            self._assign(partitions)
+
+    def _assign(self, partitions: list[tuple[str, int]]) -> None:
+        assert self.source is not None
+        for topic, p in partitions:
+            if (topic, p) in self.parts:
+                continue
+            part = PartitionState.restore(self.state_dir, topic, p, self.pconfig,
+                                          self.cfg.serve.archive_segment_events)
+            self.parts[(topic, p)] = part
+            if part.next_offset is not None:
+                self.source.seek(topic, p, part.next_offset)
+            log.info("assigned %s[%d] from offset %s", topic, p, part.next_offset)
+
+    def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
+        with self._lock:
+            self._revoke(partitions)
+
+    def _revoke(self, partitions: list[tuple[str, int]]) -> None:
+        self._checkpoint(force=True, only=partitions)
+        for key in partitions:
+            part = self.parts.pop(tuple(key), None)  # type: ignore[arg-type]
+            if part:
+                part.archive.close()
+            log.info("revoked %s[%d]", *key)
+
+    def _checkpoint(self, force: bool = False,
+                    only: list[tuple[str, int]] | None = None) -> None:
+        due = (self._since_checkpoint >= self.cfg.serve.checkpoint_every or
+               time.monotonic() - self._last_checkpoint >= self.cfg.serve.checkpoint_interval_s)
+        if not (force or due):
+            return
+        keys = [tuple(k) for k in only] if only is not None else list(self.parts)
+        parts = [self.parts[k] for k in keys if k in self.parts]  # type: ignore[index]
+        dirty = [p for p in parts if p.dirty and p.next_offset is not None]
+        self._last_checkpoint = time.monotonic()
+        if not dirty:
+            return
+        try:
+            commit_checkpoint(self.state_dir, [p.snapshot() for p in dirty], self.sink,
+                              self.source, time.time())
+        except (KafkaError, StreamError) as exc:
+            self._checkpoint_failing_since = self._checkpoint_failing_since or time.monotonic()
+            log.warning("checkpoint not committed (%s); will retry", exc)
+            return
+        self._checkpoint_failing_since = None
+        for p in dirty:
+            p.dirty = False
+        self._since_checkpoint = 0
+        self.summary.checkpoints += 1
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_timestamp.set(time.time())
+
+    # -- observability -------------------------------------------------------------------
+
+    def _bank_summary(self) -> dict[str, dict[str, dict[str, Any]]]:
+        with self._lock:
+            return merge_summaries([p.pipeline.bank.summary() for p in self.parts.values()])
+
+    def _evidence(self) -> dict[str, float]:
+        with self._lock:
+            evidence: dict[str, float] = {}
+            for part in self.parts.values():
+                for teacher in part.pipeline.events:
+                    e = part.pipeline.bank.drift_state(teacher).evidence
+                    evidence[teacher] = max(e, evidence.get(teacher, 0.0))
+            return evidence
+
+    def _update_live_metrics(self) -> None:
+        if self.probe is None:
+            return
+        self.metrics.broker_up.set(1 if self.probe.healthy else 0)
+        for (_, p), part in list(self.parts.items()):
+            end = self.probe.end_offsets.get(p)
+            if end is not None and part.next_offset is not None:
+                self.metrics.consumer_lag.labels(partition=str(p)).set(
+                    max(0, end - part.next_offset))
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        probe = self.probe.status() if self.probe else {"broker_reachable": False}
+        failing = self._checkpoint_failing_since
+        body = {
+            **probe,
+            "partitions": sorted(f"{t}[{p}]" for t, p in self.parts),
+            "records": self.summary.records,
+            "checkpoint_failing_for_s": None if failing is None
+            else round(time.monotonic() - failing, 3),
+        }
+        return bool(probe["broker_reachable"]) and failing is None, body
