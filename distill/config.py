@@ -74,6 +74,13 @@ class TrainConfig(_Section):
     trigger_every_s: float = Field(3600.0, gt=0)
     trigger_on_alert: bool = True
     buffer_max_groups: int = Field(50_000, gt=0)
+    group_id: str = Field("distill-trainer", description="consumer group of `distill train`")
+    metrics_address: str = Field("127.0.0.1:9109", description="trainer /metrics, /healthz")
+    steps: int = Field(20, gt=0, description="APO optimizer steps per round")
+    max_new_groups: int = Field(256, gt=0, description="new groups trained on per round")
+    replay_fraction: float = Field(0.5, ge=0, le=4, description="replayed old groups per new")
+    probe_fraction: float = Field(0.1, ge=0, lt=1, description="samples held out for the gate")
+    gate_tolerance: float = Field(0.0, ge=0, description="promote if score >= current - this")
 
 
 class Config(_Section):

@@ -1,0 +1,343 @@
+"""One training round, the single code path of ``distill train --follow`` and ``distill retrain``.
+
+Numbered steps, each recorded in the registry under the run id:
+
+1. take the round lock of the state directory (one round at a time across processes);
+2. a run id that already finished (promoted or kept) is answered from the registry and
+   nothing runs again: rounds are idempotent by run id;
+3. bootstrap the frozen reference (SFT on all teachers) if none is registered;
+4. select the new training groups since the last finished round (or since ``--since``)
+   plus a seeded replay sample of older ones; probe groups are never selected;
+5. APO steps (``distill.apo.train_round``) into a staging directory;
+6. evaluate the candidate and the current version on the same held-out probe set;
+7. promote the candidate if it is not worse (``score >= current - tolerance``), else keep
+   the current version; the registry commit is atomic (see :mod:`distill.trainer.registry`);
+8. record the run (status, version, watermark, metrics) and update the Prometheus metrics.
+
+A failure at any step is recorded as a ``failed`` run and returned as a value; the staging
+directory is removed, so the registry never points at a partial model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import shutil
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from distill.groups import TeacherGroup
+from distill.trainer.buffer import GroupBuffer
+from distill.trainer.exceptions import NoStudentError, NothingToTrainError, RoundBusyError
+from distill.trainer.registry import Registry, Version
+
+log = logging.getLogger(__name__)
+
+RoundStatus = Literal["promoted", "kept", "skipped", "failed"]
+Stage = Callable[[str, str], None]
+"""Progress callback: ``stage(name, detail)``; the retrain CLI draws it with rich."""
+
+
+@dataclass(frozen=True)
+class TrainerPaths:
+    """Where the trainer keeps its state inside a service state directory."""
+
+    state_dir: Path
+
+    @property
+    def root(self) -> Path:
+        return Path(self.state_dir) / "trainer"
+
+    @property
+    def buffer(self) -> Path:
+        return self.root / "buffer.sqlite"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def archive(self) -> Path:
+        return Path(self.state_dir) / "archive"
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """What one round does. ``apo`` passes extra :class:`distill.apo.APOConfig` fields."""
+
+    steps: int = 20
+    max_new_groups: int = 256
+    replay_fraction: float = 0.5
+    probe_max: int = 64
+    tolerance: float = 0.0
+    gate_metric: str = "score"
+    keep_rejected: bool = False
+    bootstrap_max_groups: int = 1024
+    seed: int = 0
+    apo: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.max_new_groups <= 0 or self.probe_max <= 0:
+            raise ValueError("steps, max_new_groups and probe_max must be positive")
+        if not 0.0 <= self.replay_fraction <= 4.0:
+            raise ValueError("replay_fraction must be in [0, 4]")
+        if self.tolerance < 0:
+            raise ValueError("tolerance must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    model_dir: Path
+    metrics: dict[str, float]
+
+
+class Engine(Protocol):
+    """The training backend: :class:`ApoEngine` in production, a stand-in in logic tests."""
+
+    def bootstrap(self, student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
+                  settings: RoundSettings) -> Path: ...
+
+    def train(self, policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
+              out_dir: Path, settings: RoundSettings, progress: bool) -> TrainOutput: ...
+
+    def evaluate(self, model_dir: Path, probe: Sequence[TeacherGroup]) -> dict[str, float]: ...
+
+
+class ApoEngine:
+    """``distill.apo`` (imported on first use, so the CLI starts without torch)."""
+
+    def _config(self, out_dir: Path, settings: RoundSettings) -> Any:
+        from distill.apo import APOConfig
+
+        return APOConfig(output_dir=str(out_dir / ".hf-trainer"), max_steps=settings.steps,
+                         seed=settings.seed, **dict(settings.apo))
+
+    def bootstrap(self, student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
+                  settings: RoundSettings) -> Path:
+        from distill.apo import bootstrap
+
+        path = Path(bootstrap(student_dir, list(groups), out_dir, self._config(out_dir, settings)))
+        shutil.rmtree(out_dir / ".hf-trainer", ignore_errors=True)
+        return path
+
+    def train(self, policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
+              out_dir: Path, settings: RoundSettings, progress: bool) -> TrainOutput:
+        from distill.apo import train_round
+
+        result = train_round(policy_dir, reference_dir, list(groups), out_dir,
+                             self._config(out_dir, settings), progress=progress)
+        shutil.rmtree(out_dir / ".hf-trainer", ignore_errors=True)
+        return TrainOutput(Path(result.model_dir), {k: float(v) for k, v in
+                                                     result.metrics.items()})
+
+    def evaluate(self, model_dir: Path, probe: Sequence[TeacherGroup]) -> dict[str, float]:
+        from distill.apo import evaluate
+
+        return {k: float(v) for k, v in evaluate(model_dir, list(probe)).items()}
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    run_id: str
+    status: RoundStatus
+    trigger: str
+    version: str | None = None  # the version this round created (promoted or rejected)
+    current: str | None = None  # the serving version after the round
+    reason: str = ""
+    seconds: float = 0.0
+    groups: int = 0
+    replayed: int = 0
+    upto_seq: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    reused: bool = False  # answered from the registry: this run id had already finished
+
+    @property
+    def ok(self) -> bool:
+        """Exit-0 outcomes: a model was promoted or deliberately kept."""
+        return self.status in ("promoted", "kept")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def round_lock(paths: TrainerPaths) -> Iterator[None]:
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with open(paths.root / "round.lock", "a+b") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RoundBusyError(f"another round holds {paths.root / 'round.lock'}") from None
+        yield
+
+
+def new_run_id(trigger: str) -> str:
+    return f"{trigger}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
+def gate(current: Mapping[str, float], candidate: Mapping[str, float], metric: str,
+         tolerance: float) -> tuple[bool, str]:
+    """Promote when the candidate is not worse on ``metric`` (within ``tolerance``).
+
+    >>> gate({"score": 0.5}, {"score": 0.5}, "score", 0.0)
+    (True, 'score 0.5000 >= current 0.5000 - 0.0000')
+    >>> gate({"score": 0.6}, {"score": 0.5}, "score", 0.05)[0]
+    False
+    >>> gate({}, {}, "score", 0.0)
+    (True, 'no probe groups: gate not evaluated')
+    """
+    if metric not in candidate or metric not in current:
+        return True, "no probe groups: gate not evaluated"
+    new, old = candidate[metric], current[metric]
+    ok = new >= old - tolerance
+    return ok, f"{metric} {new:.4f} {'>=' if ok else '<'} current {old:.4f} - {tolerance:.4f}"
+
+
+def run_round(paths: TrainerPaths, settings: RoundSettings, *, run_id: str | None = None,
+              trigger: str = "manual", since_ts: float | None = None,
+              student: Path | None = None, engine: Engine | None = None,
+              metrics: Any = None, stage: Stage | None = None,
+              progress: bool = False) -> RoundOutcome:
+    """Run one round (see the module docstring); raises only :class:`RoundBusyError`."""
+    run_id = run_id or new_run_id(trigger)
+    stage = stage or (lambda name, detail: log.info("round %s: %s %s", run_id, name, detail))
+    with round_lock(paths):
+        registry = Registry(paths.registry)
+        done = registry.run(run_id)
+        if done and done.get("status") in ("promoted", "kept"):
+            stage("done", f"run {run_id} already finished: {done['status']}")
+            return _from_record(run_id, done)
+        started = time.monotonic()
+        registry.start_run(run_id, {"trigger": trigger, "since_ts": since_ts,
+                                    "steps": settings.steps})
+        try:
+            outcome = _round(paths, registry, settings, run_id, trigger, since_ts, student,
+                             engine or ApoEngine(), stage, progress, started)
+        except NothingToTrainError as exc:
+            outcome = RoundOutcome(run_id, "skipped", trigger, reason=str(exc),
+                                   current=_name(registry.current()),
+                                   seconds=time.monotonic() - started)
+        except Exception as exc:
+            log.exception("round %s failed", run_id)
+            outcome = RoundOutcome(run_id, "failed", trigger, reason=f"{type(exc).__name__}: "
+                                   f"{exc}", current=_name(registry.current()),
+                                   seconds=time.monotonic() - started)
+        record = outcome.to_dict()
+        record.pop("reused")
+        registry.finish_run(run_id, record)
+    observe(metrics, outcome, paths)
+    stage("done", f"{outcome.status}: {outcome.reason}")
+    return outcome
+
+
+def _round(paths: TrainerPaths, registry: Registry, settings: RoundSettings, run_id: str,
+           trigger: str, since_ts: float | None, student: Path | None, engine: Engine,
+           stage: Stage, progress: bool, started: float) -> RoundOutcome:
+    with GroupBuffer(paths.buffer) as buffer:
+        if registry.reference() is None:
+            _bootstrap(registry, buffer, settings, student, engine, stage, run_id)
+        selection = buffer.select(registry.watermark(), settings.max_new_groups,
+                                  settings.replay_fraction, seed=_seed(settings, run_id),
+                                  since_ts=since_ts)
+        probe = buffer.probe(settings.probe_max)
+    if not selection.new:
+        raise NothingToTrainError("no new training groups in the buffer")
+    current, reference = registry.current(), registry.reference()
+    assert current is not None and reference is not None
+    stage("train", f"{len(selection.new)} new + {len(selection.replay)} replayed groups, "
+                   f"{settings.steps} steps from {current.version}")
+    with registry.staging() as staging:
+        out = engine.train(registry.model_dir(current), registry.model_dir(reference),
+                           selection.groups, staging, settings, progress)
+        model_dir = _inside(out.model_dir, staging)
+        stage("evaluate", f"{len(probe)} probe groups")
+        cand = engine.evaluate(model_dir, probe) if probe else {}
+        base = engine.evaluate(registry.model_dir(current), probe) if probe else {}
+        promote, why = gate(base, cand, settings.gate_metric, settings.tolerance)
+        metrics = {**out.metrics, **{f"eval_{k}": v for k, v in cand.items()},
+                   **{f"current_eval_{k}": v for k, v in base.items()}}
+        version = registry.commit(
+            staging, status="promoted" if promote else "rejected", metrics=metrics,
+            parent=current.version, run_id=run_id, trigger=trigger,
+            model_subdir=str(model_dir.relative_to(staging)) if model_dir != staging else "",
+            keep_weights=settings.keep_rejected)
+    stage("gate", ("promoted " if promote else "kept ") + why)
+    return RoundOutcome(run_id, "promoted" if promote else "kept", trigger,
+                        version=version.version, current=_name(registry.current()), reason=why,
+                        seconds=time.monotonic() - started, groups=len(selection.new),
+                        replayed=len(selection.replay), upto_seq=selection.upto_seq,
+                        metrics=metrics)
+
+
+def _bootstrap(registry: Registry, buffer: GroupBuffer, settings: RoundSettings,
+               student: Path | None, engine: Engine, stage: Stage, run_id: str) -> Version:
+    if student is None:
+        raise NoStudentError("no reference model registered: pass --student DIR to bootstrap")
+    groups = [g for _, g in buffer.new_since(0, limit=settings.bootstrap_max_groups)]
+    if not groups:
+        raise NothingToTrainError("no training groups to bootstrap the reference from")
+    stage("bootstrap", f"SFT on {len(groups)} groups from {student}")
+    with registry.staging() as staging:
+        model_dir = _inside(engine.bootstrap(Path(student), groups, staging, settings), staging)
+        return registry.commit(
+            staging, status="reference", metrics={"groups": float(len(groups))}, parent=None,
+            run_id=run_id, trigger="bootstrap",
+            model_subdir=str(model_dir.relative_to(staging)) if model_dir != staging else "")
+
+
+def _inside(model_dir: Path, staging: Path) -> Path:
+    """The model directory inside ``staging`` (copied there if the engine wrote elsewhere)."""
+    model_dir, staging = Path(model_dir).resolve(), staging.resolve()
+    if model_dir == staging or staging in model_dir.parents:
+        return model_dir
+    target = staging / "model"
+    shutil.copytree(model_dir, target)
+    return target
+
+
+def _seed(settings: RoundSettings, run_id: str) -> int:
+    return settings.seed * 1_000_003 + zlib.crc32(run_id.encode())
+
+
+def _name(version: Version | None) -> str | None:
+    return version.version if version else None
+
+
+def _from_record(run_id: str, record: Mapping[str, Any]) -> RoundOutcome:
+    fields = {k: record[k] for k in RoundOutcome.__dataclass_fields__ if k in record}
+    fields.update(run_id=run_id, reused=True)
+    fields.setdefault("trigger", "manual")
+    return RoundOutcome(**fields)
+
+
+def observe(metrics: Any, outcome: RoundOutcome, paths: TrainerPaths | None = None) -> None:
+    """Update :class:`distill.metrics.TrainerMetrics` (``None`` = no metrics) for a round."""
+    if metrics is None or outcome.reused or outcome.status == "skipped":
+        return
+    trigger = outcome.trigger if outcome.trigger in ("count", "interval", "alert",
+                                                     "manual", "webhook") else "manual"
+    metrics.retrain_runs.labels(trigger=trigger, status=outcome.status).inc()
+    metrics.retrain_duration.observe(outcome.seconds)
+    if outcome.status == "failed":
+        return
+    metrics.retrain_last_success.set(time.time())
+    m = outcome.metrics
+    if "loss" in m:
+        metrics.train_loss.set(m["loss"])
+    if "reward_margin" in m:
+        metrics.reward_margin.set(m["reward_margin"])
+    metrics.preference_groups.inc(m.get("groups", outcome.groups + outcome.replayed))
+    metrics.synthesis_fallbacks.inc(m.get("synthesis_fallbacks", 0.0))
+    prefix = "eval_" if outcome.status == "promoted" else "current_eval_"
+    for key, value in m.items():
+        if key.startswith(prefix):
+            metrics.eval_score.labels(metric=key[len(prefix):]).set(value)
+    if outcome.current:
+        metrics.student_version.set(int(outcome.current[1:]))
+
