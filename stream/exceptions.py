@@ -23,3 +23,12 @@ class CommitError(StreamError):
 
 class DataPackError(StreamError):
     """A data-pack file or drift chain cannot be used as asked."""
+
+
+class ScenarioInvalid(StreamError, ValueError):
+    """A simulator scenario failed validation; ``field`` is the dotted path of the bad field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if not message.startswith(field) else message)
+        self.field = field
+        self.message = message
