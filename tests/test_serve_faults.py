@@ -1,0 +1,174 @@
+"""Fault tests with real processes: kill -9, a stalled broker, a fuzzed stream."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from serving import Topics, produce_events, produce_raw, read_topic, start_serve, status_json
+
+from distill.groups import TeacherGroup
+from stream.archive import read_archive
+from stream.broker import EmbeddedBroker, free_port
+from stream.deadletter import header_dict
+from stream.kafka import KafkaSettings
+from stream.simulator import generate, load_scenario
+
+N_SAMPLES = 7150  # x 7 teachers = 50,050 events
+
+
+def run_to_end(env: dict[str, str], log: Path, timeout: float = 300) -> None:
+    proc = start_serve(env, "--idle-exit", "3", log=log)
+    assert proc.wait(timeout=timeout) == 0, log.read_text()[-3000:]
+
+
+def comparable(status: dict) -> dict:
+    """Everything in `distill status --json` that must not depend on crashes."""
+    status = {k: v for k, v in status.items() if k not in ("state_dir", "registry")}
+    status["checkpoints"] = [{k: v for k, v in cp.items() if k != "written_at"}
+                             for cp in status["checkpoints"]]
+    return status
+
+
+def archived_samples(state_dir: Path) -> list[str]:
+    return [TeacherGroup.from_json(x).sample_id for x in read_archive(state_dir / "archive")]
+
+
+def test_kill_9_at_random_moments_loses_and_double_counts_nothing(
+        kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    scenario = load_scenario("default").with_samples(N_SAMPLES)
+    events = list(generate(scenario, seed=11))
+    src = Topics.fresh()
+    n = produce_events(kafka_settings, src.input, events, partitions=2)
+    assert n == 50_050
+
+    clean_dir, crash_dir = tmp_path / "clean", tmp_path / "crash"
+    clean = Topics(src.input, src.dlq, src.alerts, src.groups, src.group_id + "-clean")
+    run_to_end(clean.env(kafka_settings.bootstrap_servers, clean_dir, checkpoint_every=2000),
+               tmp_path / "clean.log")
+
+    crash = Topics(src.input, src.dlq, src.alerts, src.groups, src.group_id + "-crash")
+    env = crash.env(kafka_settings.bootstrap_servers, crash_dir, checkpoint_every=2000)
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(6):
+        proc = start_serve(env, log=tmp_path / "crash.log")
+        time.sleep(rng.uniform(3.5, 7.0))  # group join ~3 s, then a random point mid-stream
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    assert kills >= 5
+    run_to_end(env, tmp_path / "crash.log")
+
+    want, got = status_json(clean_dir), status_json(crash_dir)
+    assert sum(t["events"] for t in got["teachers"].values()) == 50_050
+    assert comparable(got) == comparable(want)
+    groups = archived_samples(crash_dir)
+    assert sorted(groups) == sorted(archived_samples(clean_dir))
+    assert len(set(groups)) == len(groups)
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_stalled_broker_is_reported_and_serve_catches_up(tmp_path: Path) -> None:
+    scenario = load_scenario("default").with_samples(400)
+    events = list(generate(scenario, seed=2))
+    topics = Topics.fresh()
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as broker:
+        settings = KafkaSettings(broker.bootstrap_servers)
+        produce_events(settings, topics.input, events[:1400])
+        port = free_port()
+        env = topics.env(broker.bootstrap_servers, tmp_path / "state", checkpoint_every=200)
+        proc = start_serve(env, "--idle-exit", "8", "--metrics-address", f"127.0.0.1:{port}",
+                           log=tmp_path / "serve.log")
+        healthz = f"http://127.0.0.1:{port}/healthz"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if get(healthz)[1].get("records") == 1400:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert get(healthz)[0] == 200
+
+        broker.pause()
+        time.sleep(8)
+        code, body = get(healthz)
+        assert code == 503 and body["broker_reachable"] is False
+        time.sleep(12)  # 20 s of stall in all
+        broker.resume()
+
+        produce_events(settings, topics.input, events[1400:])
+        assert proc.wait(timeout=120) == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    status = status_json(tmp_path / "state")
+    assert sum(t["events"] for t in status["teachers"].values()) == len(events)
+
+
+def fuzzed_bad_messages(rng: random.Random, valid: list[bytes], n: int) -> list[tuple[bytes, str]]:
+    """Messages that are bad by construction, each with the reason it must be rejected for."""
+    out: list[tuple[bytes, str]] = []
+    required = ["event_id", "sample_id", "teacher", "output", "produced_at"]
+    while len(out) < n:
+        base = rng.choice(valid)
+        kind = rng.randrange(6)
+        if kind == 0:  # a proper prefix of a JSON object is never valid JSON
+            out.append((base[: rng.randrange(1, len(base) - 1)], "not_json"))
+        elif kind == 1:
+            out.append((bytes([0xFF]) + rng.randbytes(rng.randrange(0, 64)), "not_json"))
+        elif kind == 2:
+            doc = json.loads(base)
+            field = rng.choice(required)
+            del doc[field]
+            out.append((json.dumps(doc).encode(), f"missing_field:{field}"))
+        elif kind == 3:
+            doc = json.loads(base)
+            field = rng.choice(required)
+            doc[field] = rng.choice([1, 2.5, True, [1], {"x": 1}])
+            out.append((json.dumps(doc).encode(), f"bad_type:{field}"))
+        elif kind == 4:
+            doc = json.loads(base)
+            doc["output"] = "x" * 5000
+            out.append((json.dumps(doc).encode(), "too_large"))
+        else:
+            doc = json.loads(base)
+            doc["produced_at"] = rng.choice(["yesterday", "2026-13-01", "", "12:00"])
+            out.append((json.dumps(doc).encode(), "bad_timestamp"))
+    return out
+
+
+@pytest.mark.parametrize("seed", [7])
+def test_fuzzed_stream_dead_letters_every_bad_message(kafka_settings: KafkaSettings,
+                                                      tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    events = list(generate(load_scenario("default").with_samples(300), seed=seed))
+    valid = [e.to_json_bytes() for e in events]
+    bad = fuzzed_bad_messages(rng, valid, 5000)
+    stream: list[tuple[bytes, bytes]] = [(b"v", v) for v in valid]
+    for value, _ in bad:
+        stream.insert(rng.randrange(len(stream) + 1), (b"bad", value))
+    topics = Topics.fresh()
+    produce_raw(kafka_settings, topics.input, stream)
+    env = topics.env(kafka_settings.bootstrap_servers, tmp_path / "state",
+                     max_message_bytes=4096)
+    run_to_end(env, tmp_path / "serve.log")
+
+    dead = read_topic(kafka_settings, topics.dlq, len(bad), timeout=90)
+    assert len(dead) == len(bad)
+    want = sorted(reason for _, reason in bad)
+    assert sorted(header_dict(r.headers)["dlq.reason"] for r in dead) == want
+    status = status_json(tmp_path / "state")
+    assert sum(t["events"] for t in status["teachers"].values()) == len(valid)
