@@ -1,0 +1,113 @@
+"""The evaluation gate: how often the student picks the teachers' consensus, and the truth.
+
+Choice by likelihood, not generation: for each probe case the student scores every
+candidate answer ``"Final answer: <option>"`` after the prompt (mean log-prob per token,
+so options of different token lengths compete fairly) and picks the best. The options are
+the teachers' distinct answers plus the ground truth where one exists. This is one batched
+forward pass per option instead of a decode loop, and it still measures what matters for
+a tiny or early student: which answer it prefers.
+
+Multi-finding tasks (MS-CXR-T: 5 findings x {improving, stable, worsening}): where the
+teachers' ``labels`` or the ground truth are dicts, each finding is scored separately
+(option text ``"<finding>=<value>"``); the result has ``top1/<finding>`` (accuracy against
+the ground truth), ``top1/mean`` (their plain mean, as in the paper's table) and
+``agreement/<finding>`` (against the teachers' majority for that finding).
+
+Ground truth is read here only, never by a training stage.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distill.groups import TeacherGroup
+
+ANSWER_FORMAT = "Final answer: {}"
+FINDING_FORMAT = "{}={}"
+
+
+def _majority(values: list[str]) -> str | None:
+    counts = Counter(values).most_common(2)
+    if not counts or (len(counts) == 2 and counts[0][1] == counts[1][1]):
+        return None
+    return counts[0][0]
+
+
+def _questions(group: TeacherGroup) -> list[tuple[str, list[str], str | None, Any]]:
+    """(key, options, consensus, truth) per question: "answer" and/or one per finding."""
+    out = []
+    answers = sorted({a.answer for a in group.answers if a.answer})
+    truth = group.ground_truth
+    if answers or isinstance(truth, str):
+        opts = sorted(set(answers) | ({truth} if isinstance(truth, str) else set()))
+        out.append(("answer", opts, group.consensus.answer,
+                    truth if isinstance(truth, str) else None))
+    labels = [a.labels for a in group.answers if isinstance(a.labels, dict)]
+    truth_map = truth if isinstance(truth, dict) else {}
+    findings = sorted({k for lab in labels for k in lab} | set(truth_map))
+    for k in findings:
+        values = [str(lab[k]) for lab in labels if lab.get(k) is not None]
+        gt = truth_map.get(k)
+        opts = sorted(set(values) | ({str(gt)} if gt is not None else set()))
+        if opts:
+            out.append((f"finding:{k}", opts, _majority(values),
+                        str(gt) if gt is not None else None))
+    return out
+
+
+def _option_text(key: str, option: str) -> str:
+    if key == "answer":
+        return ANSWER_FORMAT.format(option)
+    return FINDING_FORMAT.format(key.removeprefix("finding:"), option)
+
+
+def evaluate(model_dir: Path, probe: Sequence[TeacherGroup], max_length: int = 512,
+             batch_size: int = 32) -> dict[str, float]:
+    """Agreement with the consensus and accuracy where ground truth exists (see module)."""
+    from distill.apo.encode import encode_pair, score_all
+    from distill.apo.student import load_student
+
+    model, tokenizer = load_student(Path(model_dir))
+    device = next(model.parameters()).device
+    items = [(g, q) for g in probe for q in _questions(g)]
+    encoded, spans = [], []
+    for g, (key, opts, _, _) in items:
+        start = len(encoded)
+        encoded.extend(encode_pair(tokenizer, g.prompt or "", _option_text(key, o), max_length,
+                                   max_length // 2) for o in opts)
+        spans.append((start, len(encoded)))
+    sums = score_all(model, encoded, tokenizer.pad_token_id, batch_size, device)
+    scores = [s / max(e.response_len, 1) for s, e in zip(sums, encoded, strict=True)]
+    agree: dict[str, list[bool]] = {}
+    correct: dict[str, list[bool]] = {}
+    for (_, (key, opts, consensus, truth)), (a, b) in zip(items, spans, strict=True):
+        pick = opts[max(range(b - a), key=lambda i: scores[a + i])]
+        if consensus is not None:
+            agree.setdefault(key, []).append(pick == consensus)
+        if truth is not None:
+            correct.setdefault(key, []).append(pick == truth)
+    return _summarise(agree, correct, len(probe))
+
+
+def _summarise(agree: dict[str, list[bool]], correct: dict[str, list[bool]],
+               n_probe: int) -> dict[str, float]:
+    def mean(xs: list[bool]) -> float:
+        return sum(xs) / len(xs) if xs else 0.0
+
+    out: dict[str, float] = {"n_probe": float(n_probe)}
+    out["agreement"] = mean([x for v in agree.values() for x in v])
+    if "answer" in correct:
+        out["accuracy"] = mean(correct["answer"])
+    findings = sorted(k for k in correct if k.startswith("finding:"))
+    for k in findings:
+        out[f"top1/{k.removeprefix('finding:')}"] = mean(correct[k])
+    for k in sorted(a for a in agree if a.startswith("finding:")):
+        out[f"agreement/{k.removeprefix('finding:')}"] = mean(agree[k])
+    if findings:
+        out["top1/mean"] = sum(mean(correct[k]) for k in findings) / len(findings)
+        if "accuracy" not in out:
+            out["accuracy"] = out["top1/mean"]
+    return out

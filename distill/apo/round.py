@@ -1,0 +1,126 @@
+"""The API the continual trainer builds on: one APO round, and the evaluation gate.
+
+``train_round`` = consensus synthesis with the current policy -> preference groups
+(1 positive, N weighted negatives) -> reference log-probs, cached once -> APO steps
+(LoRA or full) -> merged model saved with ``save_pretrained`` (safetensors).
+Atomic promotion (temp dir + rename) belongs to the caller.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.apo.config import APOConfig
+from distill.apo.evaluate import evaluate
+from distill.groups import TeacherGroup
+
+__all__ = ["RoundResult", "evaluate", "make_preference_groups", "train_round"]
+
+
+@dataclass
+class RoundResult:
+    """Where the round's model is, and what the round measured.
+
+    ``metrics``: loss (mean over steps), reward_margin (mean r+ - max r_u over steps),
+    reward_margin_last, reward_accuracy, steps, groups, synthesis_fallbacks, tokens_per_s
+    (policy tokens forwarded per training second), seconds (whole round).
+    """
+
+    model_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def make_preference_groups(groups: Sequence[TeacherGroup], config: APOConfig,
+                           model: Any = None, tokenizer: Any = None) -> list[Any]:
+    """Synthesis then weighting; ``model`` writes the positives when ``synthesis='generate'``."""
+    from distill.apo.preference import build_preference_group
+    from distill.apo.synthesis import hf_generate_fn, synthesize
+
+    generate = None
+    if config.synthesis == "generate":
+        if model is None or tokenizer is None:
+            raise ValueError("synthesis='generate' needs the student model and tokenizer")
+        generate = hf_generate_fn(model, tokenizer, config.synthesis_max_new_tokens,
+                                  config.max_length)
+    usable = [g for g in groups if g.answers]
+    made = synthesize(usable, generate, template=config.synthesis_template,
+                      trajectory_template=config.synthesis_trajectory_template,
+                      max_chars=config.synthesis_max_chars_per_teacher,
+                      batch_size=config.synthesis_batch_size)
+    return [build_preference_group(g, s.positive, fallback=s.fallback,
+                                   weighting=config.weighting,
+                                   consensus_weight=config.consensus_weight,
+                                   drift_weight_scale=config.drift_weight_scale)
+            for g, s in zip(usable, made, strict=True)]
+
+
+def _reference_logps(reference_dir: Path, encoded: list[Any], pad_id: int,
+                     config: APOConfig) -> list[Any]:
+    import torch
+
+    from distill.apo.data import attach_reference
+    from distill.apo.student import load_student
+
+    reference, _ = load_student(reference_dir)
+    device = next(reference.parameters()).device
+    out = attach_reference(encoded, reference, pad_id, config.reference_batch_size, device)
+    del reference
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
+                out_dir: Path, config: APOConfig, progress: bool = True) -> RoundResult:
+    """One APO round over ``groups``; the merged policy is saved to ``out_dir``."""
+    from transformers import PrinterCallback
+
+    from distill.apo.data import encode_groups
+    from distill.apo.student import apply_lora, load_student, save_student
+    from distill.apo.trainer import APOTrainer
+
+    started = time.perf_counter()
+    model, tokenizer = load_student(Path(policy_dir))
+    prefs = [p for p in make_preference_groups(groups, config, model, tokenizer) if p.negatives]
+    if not prefs:
+        raise ValueError("no usable preference group: every group lacks teacher answers")
+    encoded = encode_groups(prefs, tokenizer, config.max_length, config.max_prompt_length)
+    encoded = _reference_logps(Path(reference_dir), encoded, tokenizer.pad_token_id, config)
+    if config.lora:
+        model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout,
+                           config.lora_target_modules)
+    args = copy.deepcopy(config)
+    args.disable_tqdm = not progress
+    trainer = APOTrainer(model=model, args=args, train_dataset=encoded,
+                         processing_class=tokenizer)
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    train_started = time.perf_counter()
+    output = trainer.train()
+    train_seconds = time.perf_counter() - train_started
+    save_student(trainer.model, tokenizer, Path(out_dir))
+    hist = trainer.round_history
+    margins = hist.get("rewards/margins") or [0.0]
+    metrics = {
+        "loss": float(output.training_loss),
+        "reward_margin": sum(margins) / len(margins),
+        "reward_margin_last": margins[-1],
+        "reward_accuracy": _mean(hist.get("rewards/accuracies")),
+        "steps": float(trainer.state.global_step),
+        "groups": float(len(prefs)),
+        "synthesis_fallbacks": float(sum(p.fallback for p in prefs)),
+        "tokens_per_s": trainer.tokens_seen / max(train_seconds, 1e-9),
+        "seconds": time.perf_counter() - started,
+    }
+    return RoundResult(Path(out_dir), metrics)
+
+
+def _mean(values: list[float] | None) -> float:
+    return sum(values) / len(values) if values else 0.0

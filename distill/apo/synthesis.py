@@ -1,0 +1,128 @@
+"""Consensus synthesis: the student reads all N teacher trajectories and writes one.
+
+A synthesised trajectory is kept only when its final answer (``stream.answers``) equals
+the group's majority answer. Otherwise the positive falls back to the best-supported
+teacher trajectory, and the fallback is counted: a high fallback rate says the student
+cannot yet write consensus answers (early rounds, tiny models) and APO is then learning
+"prefer the most agreed-upon teacher", which is still ground-truth free.
+
+Best-supported teacher: among teachers whose answer equals the consensus (all teachers if
+there is none), the one with the least drift evidence, then the highest mean word overlap
+with the other trajectories, then the first in the group.
+
+Examples
+--------
+>>> from distill.groups import Consensus, DriftState, TeacherAnswer, TeacherGroup
+>>> g = TeacherGroup("s1", "Is 7 prime?", "complete",
+...     [TeacherAnswer("a", "e1", "7 is odd. Final answer: yes", "yes"),
+...      TeacherAnswer("b", "e2", "7 = 7*1 so prime. Final answer: yes", "yes"),
+...      TeacherAnswer("c", "e3", "Final answer: no", "no")],
+...     Consensus("yes", 2, False),
+...     {"a": DriftState(0.9, True), "b": DriftState(0.0, False), "c": DriftState(0.0, False)})
+>>> best_supported(g).teacher
+'b'
+>>> choose_positive(g, "I think... Final answer: no")
+('7 = 7*1 so prime. Final answer: yes', True)
+>>> choose_positive(g, "Both agree. Final answer: yes")
+('Both agree. Final answer: yes', False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from distill.groups import TeacherAnswer, TeacherGroup
+from stream.answers import extract_answer
+
+GenerateFn = Callable[[list[str]], list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Synthesis:
+    positive: str
+    fallback: bool
+
+
+def _words(text: str) -> set[str]:
+    return set(text.lower().split())
+
+
+def _overlap(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
+
+
+def best_supported(group: TeacherGroup) -> TeacherAnswer:
+    """The teacher trajectory that the most other evidence supports (module docstring)."""
+    pool = [a for a in group.answers
+            if group.consensus.answer is not None and a.answer == group.consensus.answer]
+    pool = pool or list(group.answers)
+    words = {a.event_id: _words(a.output) for a in group.answers}
+
+    def support(a: TeacherAnswer) -> tuple[float, float]:
+        state = group.drift.get(a.teacher)
+        others = [_overlap(words[a.event_id], words[b.event_id])
+                  for b in group.answers if b.event_id != a.event_id]
+        return (state.evidence if state else 0.0,
+                -(sum(others) / len(others) if others else 0.0))
+
+    return min(pool, key=support)
+
+
+def choose_positive(group: TeacherGroup, candidate: str | None) -> tuple[str, bool]:
+    """Keep ``candidate`` if its final answer is the majority answer, else fall back."""
+    if candidate and group.consensus.answer is not None \
+            and extract_answer(candidate) == group.consensus.answer:
+        return candidate, False
+    return best_supported(group).output, True
+
+
+def synthesis_prompt(group: TeacherGroup, template: str, trajectory_template: str,
+                     max_chars: int) -> str:
+    """The context the student synthesises from: the question and every trajectory."""
+    parts = [trajectory_template.format(index=i + 1, teacher=f"{i + 1}",
+                                        output=a.output[:max_chars])
+             for i, a in enumerate(group.answers)]
+    return template.format(prompt=group.prompt or "", trajectories="\n".join(parts))
+
+
+def synthesize(groups: Sequence[TeacherGroup], generate: GenerateFn | None, *,
+               template: str, trajectory_template: str, max_chars: int = 2000,
+               batch_size: int = 8) -> list[Synthesis]:
+    """One positive per group. ``generate=None`` skips the student (``best_teacher`` mode)."""
+    if generate is None:
+        return [Synthesis(*choose_positive(g, None)) for g in groups]
+    out: list[Synthesis] = []
+    for start in range(0, len(groups), batch_size):
+        chunk = groups[start:start + batch_size]
+        prompts = [synthesis_prompt(g, template, trajectory_template, max_chars) for g in chunk]
+        texts = generate(prompts)
+        out.extend(Synthesis(*choose_positive(g, t)) for g, t in zip(chunk, texts, strict=True))
+    return out
+
+
+def hf_generate_fn(model: Any, tokenizer: Any, max_new_tokens: int,
+                   max_prompt_tokens: int) -> GenerateFn:
+    """Greedy, batched, left-padded generation with the student's chat template."""
+    import torch
+
+    from distill.apo.encode import prompt_ids
+
+    def generate(prompts: list[str]) -> list[str]:
+        rows = [prompt_ids(tokenizer, p)[-max_prompt_tokens:] for p in prompts]
+        width = max(len(r) for r in rows)
+        pad = tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        attn = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
+                                 max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        model.train(was_training)
+        return tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+
+    return generate
