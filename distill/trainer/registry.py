@@ -52,6 +52,7 @@ MANIFEST = "MANIFEST.json"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 VersionStatus = Literal["reference", "promoted", "rejected"]
 HISTORY_MAX = 1000
+RUNS_MAX = 1000
 
 
 def now_iso() -> str:
@@ -256,9 +257,13 @@ class Registry:
     # -- runs (idempotency of rounds) --------------------------------------------------
 
     def start_run(self, run_id: str, info: dict[str, Any]) -> None:
+        """Record a run as running; only the newest :data:`RUNS_MAX` runs are remembered."""
         with self._locked(write=True) as data:
-            data["runs"][run_id] = {"status": "running", "started_at": now_iso(),
-                                    "pid": os.getpid(), **info}
+            runs = data["runs"]
+            runs[run_id] = {"status": "running", "started_at": now_iso(), "pid": os.getpid(),
+                            **info}
+            for old in sorted(runs, key=lambda r: runs[r].get("started_at", ""))[:-RUNS_MAX]:
+                del runs[old]
 
     def finish_run(self, run_id: str, result: dict[str, Any]) -> None:
         with self._locked(write=True) as data:

@@ -76,7 +76,7 @@ class RoundSettings:
     replay_fraction: float = 0.5
     probe_max: int = 64
     tolerance: float = 0.0
-    gate_metric: str = "score"
+    gate_metrics: tuple[str, ...] = ("agreement", "accuracy")
     keep_rejected: bool = False
     bootstrap_max_groups: int = 1024
     seed: int = 0
@@ -115,8 +115,9 @@ class ApoEngine:
     def _config(self, out_dir: Path, settings: RoundSettings) -> Any:
         from distill.apo import APOConfig
 
+        fields = {"disable_tqdm": True, "seed": settings.seed, **dict(settings.apo)}
         return APOConfig(output_dir=str(out_dir / ".hf-trainer"), max_steps=settings.steps,
-                         seed=settings.seed, **dict(settings.apo))
+                         **fields)
 
     def bootstrap(self, student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
                   settings: RoundSettings) -> Path:
@@ -181,22 +182,33 @@ def new_run_id(trigger: str) -> str:
     return f"{trigger}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
 
 
-def gate(current: Mapping[str, float], candidate: Mapping[str, float], metric: str,
-         tolerance: float) -> tuple[bool, str]:
-    """Promote when the candidate is not worse on ``metric`` (within ``tolerance``).
+def gate(current: Mapping[str, float], candidate: Mapping[str, float],
+         metrics: Sequence[str], tolerance: float) -> tuple[bool, str]:
+    """Promote when the candidate is not worse on every gate metric both sides measured.
 
-    >>> gate({"score": 0.5}, {"score": 0.5}, "score", 0.0)
-    (True, 'score 0.5000 >= current 0.5000 - 0.0000')
-    >>> gate({"score": 0.6}, {"score": 0.5}, "score", 0.05)[0]
-    False
-    >>> gate({}, {}, "score", 0.0)
+    ``agreement`` (with the teachers' consensus) always exists; ``accuracy`` only where the
+    probe carries ground truth (experiments).
+
+    >>> gate({"agreement": 0.5}, {"agreement": 0.5}, ("agreement", "accuracy"), 0.0)
+    (True, 'agreement 0.5000 >= 0.5000')
+    >>> gate({"agreement": 0.5, "accuracy": 0.6}, {"agreement": 0.7, "accuracy": 0.5},
+    ...      ("agreement", "accuracy"), 0.05)
+    (False, 'agreement 0.7000 >= 0.5000 - 0.05; accuracy 0.5000 < 0.6000 - 0.05')
+    >>> gate({}, {}, ("agreement",), 0.0)
     (True, 'no probe groups: gate not evaluated')
     """
-    if metric not in candidate or metric not in current:
+    parts, ok = [], True
+    for name in metrics:
+        if name not in candidate or name not in current:
+            continue
+        new, old = candidate[name], current[name]
+        passed = new >= old - tolerance
+        ok = ok and passed
+        slack = f" - {tolerance:g}" if tolerance else ""
+        parts.append(f"{name} {new:.4f} {'>=' if passed else '<'} {old:.4f}{slack}")
+    if not parts:
         return True, "no probe groups: gate not evaluated"
-    new, old = candidate[metric], current[metric]
-    ok = new >= old - tolerance
-    return ok, f"{metric} {new:.4f} {'>=' if ok else '<'} current {old:.4f} - {tolerance:.4f}"
+    return ok, "; ".join(parts)
 
 
 def run_round(paths: TrainerPaths, settings: RoundSettings, *, run_id: str | None = None,
@@ -259,7 +271,7 @@ def _round(paths: TrainerPaths, registry: Registry, settings: RoundSettings, run
         stage("evaluate", f"{len(probe)} probe groups")
         cand = engine.evaluate(model_dir, probe) if probe else {}
         base = engine.evaluate(registry.model_dir(current), probe) if probe else {}
-        promote, why = gate(base, cand, settings.gate_metric, settings.tolerance)
+        promote, why = gate(base, cand, settings.gate_metrics, settings.tolerance)
         metrics = {**out.metrics, **{f"eval_{k}": v for k, v in cand.items()},
                    **{f"current_eval_{k}": v for k, v in base.items()}}
         version = registry.commit(
@@ -336,7 +348,7 @@ def observe(metrics: Any, outcome: RoundOutcome, paths: TrainerPaths | None = No
     metrics.synthesis_fallbacks.inc(m.get("synthesis_fallbacks", 0.0))
     prefix = "eval_" if outcome.status == "promoted" else "current_eval_"
     for key, value in m.items():
-        if key.startswith(prefix):
+        if key.startswith(prefix) and key != prefix + "n_probe":
             metrics.eval_score.labels(metric=key[len(prefix):]).set(value)
     if outcome.current:
         metrics.student_version.set(int(outcome.current[1:]))
