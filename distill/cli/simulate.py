@@ -28,6 +28,7 @@ from stream.simulator import (
 )
 from stream.simulator.scenario import Scenario
 
+PRODUCER_TUNING = {"compression_type": "gzip", "batch_size": 262144, "linger_ms": 20}
 EPILOG = """\b
 Examples:
   distill simulate --out sim.jsonl.gz                 # default scenario, seed 0
@@ -152,7 +153,8 @@ def _to_kafka(config_path: Path | None, bootstrap: str | None, topic: str,
                                  heartbeat_interval_ms=cfg.kafka.heartbeat_interval_ms,
                                  security=cfg.kafka.security)
         ensure_topics(settings, {topic: partitions or cfg.kafka.partitions})
-        sink = KafkaSink(settings)
+        # ~1.7 KB events, 7 per sample sharing one prompt: gzip batches move ~5x more/s.
+        sink = KafkaSink(settings, **PRODUCER_TUNING)
         stack.callback(sink.close)
         count = produce(events, sink, topic, rate=rate, on_event=tick)
         if hold and not cfg.kafka.bootstrap_servers:
