@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -81,8 +82,9 @@ class MonitorMetrics:
     """Metrics of ``distill serve``. ``messages_consumed`` counts every polled message,
     valid or not; ``dead_lettered`` is the rejected subset, by reason.
 
-    Call :meth:`teacher_seen` when a teacher first appears so that its detection counters
-    exist at 0 before the first detection (``increase()`` cannot see a series' first sample).
+    Detection counters must exist at 0 before the first detection (``increase()`` cannot
+    see a series' first sample): each scrape creates them for every (teacher, signal,
+    detector) the attached bank knows; :meth:`teacher_seen` does it eagerly.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -157,7 +159,13 @@ class MonitorMetrics:
         ``summary_fn`` is called from the HTTP server's thread: it must return a snapshot
         (or take the bank's lock). ``evidence_fn`` optionally maps teacher -> drift evidence.
         """
-        self.registry.register(BankCollector(summary_fn, evidence_fn))
+        self.registry.register(BankCollector(summary_fn, evidence_fn, on_key=self._bank_key))
+
+    def _bank_key(self, teacher: str, signal: str, detector: str) -> None:
+        """Every (teacher, signal, detector) the bank knows gets its detection counter at 0,
+        normally long before its first detection (detectors need a warm-up)."""
+        self.drift_detections.labels(teacher=teacher, signal=signal, detector=detector)
+        self.events_by_teacher.labels(teacher=teacher)
 
 
 class BankCollector(Collector):
@@ -172,9 +180,14 @@ class BankCollector(Collector):
     """
 
     def __init__(self, summary_fn: Callable[[], BankSummary],
-                 evidence_fn: Callable[[], Mapping[str, float]] | None = None) -> None:
+                 evidence_fn: Callable[[], Mapping[str, float]] | None = None,
+                 on_key: Callable[[str, str, str], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._summary_fn = summary_fn
         self._evidence_fn = evidence_fn
+        self._on_key = on_key
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[int, float]] = {}  # -> (detections, when seen)
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families().values()
@@ -190,10 +203,29 @@ class BankCollector(Collector):
         families = self._families()
         for teacher, signals in summary.items():
             for signal, s in signals.items():
-                _add(families, teacher, signal, s)
+                if self._on_key is not None:
+                    self._on_key(teacher, signal, str(s.get("detector") or "unknown"))
+                _add(families, teacher, signal, s, self._last_drift(teacher, signal, s))
         yield from families.values()
         if self._evidence_fn is not None:
             yield from self._collect_evidence()
+
+    def _last_drift(self, teacher: str, signal: str, s: Mapping[str, Any]) -> float:
+        """``last_detection_time`` when the bank gives one; otherwise the wall time of the
+        first scrape that saw ``detections`` rise (0 until a detection happens after start)."""
+        given = _timestamp(s.get("last_detection_time"))
+        if given is not None:
+            return given
+        count = s.get("detections")
+        if not isinstance(count, int):
+            return 0.0
+        previous = self._seen.get((teacher, signal))
+        if previous is None:  # first look: a count restored from a checkpoint has no time
+            self._seen[(teacher, signal)] = (count, 0.0)
+            return 0.0
+        if count > previous[0]:
+            self._seen[(teacher, signal)] = (count, self._clock())
+        return self._seen[(teacher, signal)][1]
 
     def _collect_evidence(self) -> Iterator[Metric]:
         assert self._evidence_fn is not None
@@ -239,7 +271,8 @@ def _evidence_family() -> GaugeMetricFamily:
                              labels=["teacher"])
 
 
-def _add(families: dict[str, Metric], teacher: str, signal: str, s: Mapping[str, Any]) -> None:
+def _add(families: dict[str, Metric], teacher: str, signal: str, s: Mapping[str, Any],
+         last_drift: float) -> None:
     detector = str(s.get("detector") or "unknown")
     for key in ("statistic", "threshold", "window_size", "n"):
         value = _number(s.get(key))
@@ -248,8 +281,7 @@ def _add(families: dict[str, Metric], teacher: str, signal: str, s: Mapping[str,
     estimate = _number(s.get("estimate"))
     if estimate is not None:
         families["estimate"].add_metric([teacher, signal], estimate)
-    families["last_detection_time"].add_metric(
-        [teacher, signal], _timestamp(s.get("last_detection_time")) or 0.0)
+    families["last_detection_time"].add_metric([teacher, signal], last_drift)
 
 
 def _number(value: Any) -> float | None:

@@ -18,6 +18,7 @@ from distill.metrics import (
     RETRAIN_STATUSES,
     SIGNALS,
     TRIGGERS,
+    BankCollector,
     MonitorMetrics,
     TrainerMetrics,
     metric_names,
@@ -149,6 +150,36 @@ def test_bank_collector_follows_the_bank_between_scrapes():
     assert reg.get_sample_value("distill_signal_estimate", labels) == 1
     state["gpt"]["length"]["estimate"] = 2.5
     assert reg.get_sample_value("distill_signal_estimate", labels) == 2.5
+
+
+def test_scrape_creates_detection_counters_at_zero_for_every_bank_key():
+    state = {"grok-4": {"length": {"n": 3, "estimate": 40.0, "detector": "adwin"}}}
+    reg = CollectorRegistry()
+    MonitorMetrics(reg).attach_bank(lambda: state)
+    labels = {"teacher": "grok-4", "signal": "length", "detector": "adwin"}
+    assert reg.get_sample_value("distill_drift_detections_total", labels) is None
+    list(reg.collect())  # the first scrape after the bank learned the teacher
+    assert reg.get_sample_value("distill_drift_detections_total", labels) == 0.0
+    assert reg.get_sample_value("distill_teacher_events_total", {"teacher": "grok-4"}) == 0.0
+
+
+def test_last_drift_time_is_when_a_scrape_saw_the_detections_rise():
+    now = [1000.0]
+    entry = {"detector": "adwin", "detections": 2}  # restored from a checkpoint: time unknown
+    collector = BankCollector(lambda: {"gpt": {"length": entry}}, clock=lambda: now[0])
+
+    def last_drift() -> float:
+        fam = {f.name: f for f in collector.collect()}["distill_last_drift_timestamp_seconds"]
+        return fam.samples[0].value
+
+    assert last_drift() == 0.0
+    now[0] = 1010.0
+    assert last_drift() == 0.0  # no new detection
+    entry["detections"] = 3
+    now[0] = 1020.0
+    assert last_drift() == 1020.0
+    now[0] = 1030.0
+    assert last_drift() == 1020.0
 
 
 def test_failing_bank_summary_does_not_break_the_scrape():
