@@ -138,6 +138,7 @@ class MonitorMetrics:
         for reason in REJECTION_REASONS:
             self.dead_lettered.labels(reason=reason)
         self._teachers: set[str] = set()
+        self._detected_at: dict[tuple[str, str], float] = {}
 
     def teacher_seen(self, teacher: str, detectors: Mapping[str, str] | Iterable[tuple[str, str]]
                      ) -> None:
@@ -152,6 +153,13 @@ class MonitorMetrics:
         for signal, detector in pairs:
             self.drift_detections.labels(teacher=teacher, signal=signal, detector=detector)
 
+    def record_detection(self, teacher: str, signal: str, detector: str,
+                         when: float | None = None) -> None:
+        """Count one detection and remember its wall time for
+        ``distill_last_drift_timestamp_seconds`` (unless the bank summary gives one)."""
+        self.drift_detections.labels(teacher=teacher, signal=signal, detector=detector).inc()
+        self._detected_at[(teacher, signal)] = time.time() if when is None else when
+
     def attach_bank(self, summary_fn: Callable[[], BankSummary],
                     evidence_fn: Callable[[], Mapping[str, float]] | None = None) -> None:
         """Expose the detector bank's live state, read on each scrape.
@@ -159,7 +167,8 @@ class MonitorMetrics:
         ``summary_fn`` is called from the HTTP server's thread: it must return a snapshot
         (or take the bank's lock). ``evidence_fn`` optionally maps teacher -> drift evidence.
         """
-        self.registry.register(BankCollector(summary_fn, evidence_fn, on_key=self._bank_key))
+        self.registry.register(BankCollector(summary_fn, evidence_fn, on_key=self._bank_key,
+                                             detected_at=self._detected_at))
 
     def _bank_key(self, teacher: str, signal: str, detector: str) -> None:
         """Every (teacher, signal, detector) the bank knows gets its detection counter at 0,
@@ -182,10 +191,12 @@ class BankCollector(Collector):
     def __init__(self, summary_fn: Callable[[], BankSummary],
                  evidence_fn: Callable[[], Mapping[str, float]] | None = None,
                  on_key: Callable[[str, str, str], None] | None = None,
+                 detected_at: Mapping[tuple[str, str], float] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._summary_fn = summary_fn
         self._evidence_fn = evidence_fn
         self._on_key = on_key
+        self._detected_at = detected_at if detected_at is not None else {}
         self._clock = clock
         self._seen: dict[tuple[str, str], tuple[int, float]] = {}  # -> (detections, when seen)
 
@@ -211,9 +222,12 @@ class BankCollector(Collector):
             yield from self._collect_evidence()
 
     def _last_drift(self, teacher: str, signal: str, s: Mapping[str, Any]) -> float:
-        """``last_detection_time`` when the bank gives one; otherwise the wall time of the
-        first scrape that saw ``detections`` rise (0 until a detection happens after start)."""
+        """``last_detection_time`` when the bank gives one, else the time passed to
+        :meth:`MonitorMetrics.record_detection`, else the wall time of the first scrape that
+        saw ``detections`` rise (0 until a detection happens after start)."""
         given = _timestamp(s.get("last_detection_time"))
+        if given is None:
+            given = self._detected_at.get((teacher, signal))
         if given is not None:
             return given
         count = s.get("detections")

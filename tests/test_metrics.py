@@ -182,6 +182,17 @@ def test_last_drift_time_is_when_a_scrape_saw_the_detections_rise():
     assert last_drift() == 1020.0
 
 
+def test_record_detection_counts_and_sets_the_last_drift_time():
+    reg = CollectorRegistry()
+    m = MonitorMetrics(reg)
+    m.attach_bank(lambda: {"gpt": {"refusal": {"detector": "adwin", "detections": 1}}})
+    m.record_detection("gpt", "refusal", "adwin", when=1234.0)
+    assert reg.get_sample_value("distill_drift_detections_total",
+                                {"teacher": "gpt", "signal": "refusal", "detector": "adwin"}) == 1
+    assert reg.get_sample_value("distill_last_drift_timestamp_seconds",
+                                {"teacher": "gpt", "signal": "refusal"}) == 1234.0
+
+
 def test_failing_bank_summary_does_not_break_the_scrape():
     def broken() -> dict:
         raise RuntimeError("bank is being restored")
