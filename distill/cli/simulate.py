@@ -49,7 +49,8 @@ def _load(scenario: str, samples: int | None) -> Scenario:
         loaded = load_scenario(scenario)
         return loaded.with_samples(samples) if samples else loaded
     except ScenarioInvalid as exc:
-        click.echo(f"distill simulate: invalid scenario {scenario}: {exc}", err=True)
+        where = "" if exc.field == "<file>" else f"invalid scenario {scenario}: "
+        click.echo(f"distill simulate: {where}{exc}", err=True)
         sys.exit(2)
 
 

@@ -118,7 +118,7 @@ _add(Profile(
     names={"consolidation": "parenchymal consolidation", "pleural_effusion":
            "the pleural effusion", "pneumonia": "the pneumonic process",
            "pneumothorax": "the pneumothorax", "edema": "pulmonary oedema"},
-    hedges=("I cannot be fully certain here.", "This remains somewhat uncertain.",
+    hedges=("I am not fully certain here.", "This remains somewhat uncertain.",
             "I would hold this conclusion tentatively."),
     hedge_rate=0.6,
     fillers=("Differences in inspiration could exaggerate or mask subtle changes.",

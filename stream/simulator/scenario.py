@@ -263,5 +263,6 @@ def _read(path_or_name: str | Path) -> tuple[str, str]:
     path = Path(path_or_name)
     if not path.is_file():
         known = ", ".join(packaged_scenarios())
-        raise ScenarioInvalid("<file>", f"{as_str}: no such file or packaged scenario ({known})")
+        raise ScenarioInvalid("<file>", f"no such file or packaged scenario: {as_str} "
+                                        f"(packaged: {known})")
     return path.read_text(encoding="utf-8"), path.name.removesuffix(".toml")
