@@ -35,7 +35,10 @@ class SampleJoiner:
     """Bounded, event-time join of answers by sample.
 
     ``expected`` fixes the teachers a group waits for; when None the set is learned: every
-    teacher seen so far is expected. A teacher answering a sample twice keeps its first answer.
+    teacher seen so far is expected, and until one timeout span of event time has passed
+    (long enough to have heard from every active teacher) groups close by timeout only, so
+    the first samples are not cut short before all teachers were seen. A teacher
+    answering a sample twice keeps its first answer.
     """
 
     def __init__(self, expected: Iterable[str] | None = None, timeout_s: float = 300.0,
@@ -46,6 +49,7 @@ class SampleJoiner:
         self._open: dict[str, JoinedSample] = {}  # insertion order = opening order
         self._learned: set[str] = set()
         self.watermark = float("-inf")
+        self.first_seen: float | None = None
         self.overflow = 0
 
     @property
@@ -58,20 +62,38 @@ class SampleJoiner:
     def add(self, sample_id: str, teacher: str, answer: Any, at: float) -> list[JoinedSample]:
         """Add one answer; returns the samples this closed (complete, timed out, evicted)."""
         self._learned.add(teacher)
+        was_learning = not self.learned
+        self.first_seen = at if self.first_seen is None else self.first_seen
         self.watermark = max(self.watermark, at)
-        closed = self._expire()
+        closed = self._complete_all() if was_learning and self.learned else []
+        closed += self._expire()
         sample = self._open.get(sample_id)
         if sample is None:
             sample = JoinedSample(sample_id, opened_at=at)
             self._open[sample_id] = sample
         sample.answers.setdefault(teacher, answer)
-        if self.expected_teachers() <= sample.answers.keys():
+        if self.learned and self.expected_teachers() <= sample.answers.keys():
             sample.status = "complete"
             closed.append(self._open.pop(sample_id))
         while len(self._open) > self.max_open:
             self.overflow += 1
             closed.append(self._close_oldest())
         return closed
+
+    @property
+    def learned(self) -> bool:
+        """Whether the expected set is known (configured, or one timeout span has passed)."""
+        if self.expected is not None:
+            return True
+        return self.first_seen is not None and self.watermark >= self.first_seen + self.timeout_s
+
+    def _complete_all(self) -> list[JoinedSample]:
+        expected = self.expected_teachers()
+        done = [s for s in self._open.values() if expected <= s.answers.keys()]
+        for sample in done:
+            sample.status = "complete"
+            del self._open[sample.sample_id]
+        return done
 
     def flush(self) -> list[JoinedSample]:
         """Close every open sample as a timeout (end of a finite stream)."""
@@ -101,6 +123,7 @@ class SampleJoiner:
             "open": [[s.sample_id, s.opened_at, s.answers] for s in self._open.values()],
             "learned": sorted(self._learned),
             "watermark": self.watermark if self.watermark != float("-inf") else None,
+            "first_seen": self.first_seen,
             "overflow": self.overflow,
         }
 
@@ -110,4 +133,5 @@ class SampleJoiner:
         self._learned = set(state["learned"])
         wm = state["watermark"]
         self.watermark = float("-inf") if wm is None else wm
+        self.first_seen = state["first_seen"]
         self.overflow = state["overflow"]
