@@ -19,6 +19,7 @@ from stream.exceptions import ScenarioInvalid
 from stream.kafka import KafkaSettings, KafkaSink, ensure_topics
 from stream.simulator import (
     FINDINGS,
+    PRODUCER_TUNING,
     answer_string,
     change_points,
     changepoints_path,
@@ -47,12 +48,12 @@ def by_teacher(events: list[TeacherEvent]) -> dict[str, list[TeacherEvent]]:
 
 @pytest.fixture(scope="module")
 def default_stream() -> dict[str, list[TeacherEvent]]:
-    return by_teacher(list(generate(load_scenario("default"), seed=0)))
+    return by_teacher(list(generate(load_scenario("default").with_samples(1600), seed=0)))
 
 
 @pytest.fixture(scope="module")
 def harsh_stream() -> dict[str, list[TeacherEvent]]:
-    return by_teacher(list(generate(load_scenario("harsh"), seed=0)))
+    return by_teacher(list(generate(load_scenario("harsh").with_samples(1200), seed=0)))
 
 
 def accuracy(events: list[TeacherEvent]) -> float:
@@ -267,21 +268,24 @@ def test_change_points_follow_the_schedule_and_the_cut() -> None:
 
 
 def test_cli_simulate_writes_events_and_change_point_sidecar(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.toml"
+    path.write_text(SCENARIO_TOML)
     out = tmp_path / "run" / "sim.jsonl.gz"
-    result = CliRunner().invoke(main, ["simulate", "--scenario", "default", "--seed", "4",
-                                       "--samples", "1100", "--out", str(out)])
+    result = CliRunner().invoke(main, ["simulate", "--scenario", str(path), "--seed", "4",
+                                       "--samples", "80", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "7700 events" in result.output
-    scenario = load_scenario("default").with_samples(1100)
+    assert "160 events" in result.output
+    scenario = load_scenario(path).with_samples(80)
     assert list(read_jsonl_gz(out)) == [e.to_json_bytes() for e in generate(scenario, seed=4)]
     sidecar = json.loads(changepoints_path(out).read_text())
-    assert sidecar == change_points(scenario)
-    assert [p["teacher"] for p in sidecar] == ["glm-4.5v", "grok-4", "moonshot"]
-    # the sidecar's index is where the teacher's events change: moonshot's first refusal
-    moon = [decode_event(line) for line in read_jsonl_gz(out)]
-    moon = [e for e in moon if e.teacher == "moonshot"]
-    first_refusal = next(i for i, e in enumerate(moon) if e.labels is None)
-    assert 1000 <= first_refusal < 1010
+    assert sidecar == change_points(scenario) == [
+        {"teacher": "a", "kind": "refusal", "sample_index": 50, "event_index_of_teacher": 50,
+         "over": 0, "params": {"rate": 0.5}}]
+    # the sidecar's index is where the teacher's events change: teacher a's first refusal
+    events = [decode_event(line) for line in read_jsonl_gz(out)]
+    a_events = [e for e in events if e.teacher == "a"]
+    assert next(i for i, e in enumerate(a_events) if e.labels is None) in range(50, 56)
+    assert all(e.labels is not None for e in events if e.teacher == "b")
 
 
 def test_cli_bad_scenario_exits_2_naming_the_field(tmp_path: Path) -> None:
@@ -322,7 +326,7 @@ def test_produce_to_broker_round_trips_events_keyed_by_sample(
         kafka_settings: KafkaSettings, topic: str) -> None:
     ensure_topics(kafka_settings, {topic: 3})
     events = list(generate(load_scenario("default").with_samples(30), seed=2))
-    sink = KafkaSink(kafka_settings)
+    sink = KafkaSink(kafka_settings, **PRODUCER_TUNING)
     assert produce(events, sink, topic, rate=2000) == 210
     sink.close()
     got = consume_all(kafka_settings.bootstrap_servers, topic, 210)

@@ -15,6 +15,7 @@ and the benchmarks::
 from stream.simulator.case import FINDINGS, LABELS
 from stream.simulator.generator import change_points, generate, state_at
 from stream.simulator.output import (
+    PRODUCER_TUNING,
     changepoints_path,
     produce,
     read_jsonl_gz,
@@ -34,6 +35,7 @@ __all__ = [
     "FINDINGS",
     "FORMATS",
     "LABELS",
+    "PRODUCER_TUNING",
     "PROFILES",
     "Scenario",
     "answer_string",
