@@ -55,7 +55,7 @@ def write_jsonl_gz(events: Iterable[TeacherEvent], path: str | Path,
     tmp = path.with_name(path.name + ".tmp")
     count = 0
     with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                               mtime=0) as gz:
+                                               mtime=0, compresslevel=6) as gz:
         for event in events:
             gz.write(event.to_json_bytes() + b"\n")
             count += 1
