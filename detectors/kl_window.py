@@ -1,0 +1,334 @@
+"""KL-window test: a calibrated two-window test for categorical and histogram signals."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+from river import base
+from scipy.stats import chi2
+
+__all__ = ["KLWindow"]
+
+_EVERY_10K = 10_000
+PERMUTATIONS = 256
+CALIBRATION = 2.0  # overlapping windows: tests are correlated; measured in tests/test_kl_window.py
+
+
+def category_bin(x: Hashable, bins: int) -> int:
+    """Stable bin of a category: ints map to themselves modulo ``bins``, others by CRC32."""
+    if isinstance(x, bool | int):
+        return int(x) % bins
+    return zlib.crc32(str(x).encode()) % bins
+
+
+class KLWindow(base.DriftAndWarningDetector):
+    r"""Reference window vs current window, D_KL(current || reference), calibrated G-test.
+
+    The first ``reference_size`` updates after an anchor form a frozen reference; the last
+    ``window_size`` updates form the current window. Every ``test_every`` updates the
+    smoothed divergence is turned into a G statistic and compared with a chi-square
+    threshold set from a false-alarm budget. After a drift the reference before it is
+    kept (:attr:`reference_before_drift`) and a new reference is anchored on what follows.
+
+    Parameters
+    ----------
+    bins
+        Number of categories. Categories are binned with a stable hash (ints modulo
+        ``bins``); a histogram input must be a sequence of ``bins`` non-negative weights
+        that sum to 1 (or 0 for an empty event, which is skipped).
+    window_size
+        Events in the current window (>= 10).
+    reference_size
+        Events in the reference window (>= ``window_size``).
+    false_alarms_per_10k
+        Budget: expected false alarms per 10,000 updates on stationary input.
+    test_every
+        Test once every this many updates (1 <= ``test_every`` <= ``window_size``).
+    smoothing
+        Additive pseudo-count per bin (per effective draw), > 0.
+
+    Notes
+    -----
+    With reference counts $r$ ($n_0$ events), current counts $c$ ($n_1$ events), pseudo-count
+    $a$, $B$ bins and dispersion $\phi$,
+
+    $$p = \frac{c + a\phi}{n_1 + aB\phi},\quad q = \frac{r + a\phi}{n_0 + aB\phi},\quad
+      G = \frac{2}{\phi}\,\frac{n_0 n_1}{n_0 + n_1}\,D_{KL}(p \,\|\, q).$$
+
+    Under no change $G \sim \chi^2_{k-1}$ (the two-sample G-test), $k$ the bins seen in
+    either window. A categorical input has $\phi = 1$. For histograms each event is a
+    probability vector whose coordinates vary less than a single draw would, so $\phi$ is
+    the reference window's ratio of observed to multinomial variance (a quasi-likelihood
+    scale). The test runs $10^4/m$ times per 10k updates, so each test gets
+    $\alpha = b\,m / 10^4$ (Bonferroni over the budget $b$); overlapping windows make the
+    tests positively correlated, so the realised rate stays below the budget (checked
+    in ``tests/test_kl_window.py``). A warning is raised at $100\alpha$.
+
+    Examples
+    --------
+    >>> import random
+    >>> rng = random.Random(12345)
+    >>> kl = KLWindow(bins=4)
+    >>> stream = (rng.choices("abcd", [4, 3, 2, 1], k=1000)
+    ...           + rng.choices("abcd", [1, 2, 3, 4], k=1000))
+    >>> for i, x in enumerate(stream):
+    ...     if kl.update(x).drift_detected:
+    ...         print(f"Change detected at index {i}")
+    Change detected at index 1049
+
+    >>> KLWindow(window_size=300, reference_size=100)
+    Traceback (most recent call last):
+    ...
+    ValueError: reference_size (100) must be >= window_size (300)
+
+    References
+    ----------
+    [^1]: Dasu, Krishnan, Venkatasubramanian, Yi. "An information-theoretic approach to
+    detecting changes in multi-dimensional data streams." Interface, 2006.
+    [^2]: Sokal and Rohlf, Biometry: the G-test of independence.
+    """
+
+    def __init__(
+        self,
+        bins: int = 16,
+        window_size: int = 100,
+        reference_size: int = 200,
+        false_alarms_per_10k: float = 0.5,
+        test_every: int = 10,
+        smoothing: float = 0.5,
+    ):
+        super().__init__()
+        if bins < 2:
+            raise ValueError(f"bins must be >= 2, got {bins}")
+        if window_size < 10:
+            raise ValueError(f"window_size must be >= 10, got {window_size}")
+        if reference_size < window_size:
+            raise ValueError(
+                f"reference_size ({reference_size}) must be >= window_size ({window_size})")
+        if not 0 < false_alarms_per_10k < _EVERY_10K / test_every:
+            raise ValueError(f"false_alarms_per_10k must be in (0, {_EVERY_10K / test_every}),"
+                             f" got {false_alarms_per_10k}")
+        if not 1 <= test_every <= window_size:
+            raise ValueError(f"test_every must be in [1, window_size], got {test_every}")
+        if smoothing <= 0:
+            raise ValueError(f"smoothing must be > 0, got {smoothing}")
+        self.bins = bins
+        self.window_size = window_size
+        self.reference_size = reference_size
+        self.false_alarms_per_10k = false_alarms_per_10k
+        self.test_every = test_every
+        self.smoothing = smoothing
+        self._alpha = false_alarms_per_10k * test_every * CALIBRATION / _EVERY_10K
+        self._thresholds: dict[int, tuple[float, float]] = {}
+        self._reset()
+        self._pre_drift: list[float] | None = None
+        self._n = 0
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._fill: list[Any] = []  # reference items while the reference fills
+        self._ref_counts: np.ndarray | None = None
+        self._phi = 1.0
+        self._scale, self._dof = 1.0, 0.0  # null of G: scale * chi2(dof); dof 0 = bins seen - 1
+        self._ring: list[Any] = []
+        self._pos = 0
+        self._cur_counts = np.zeros(self.bins)
+        self._pending_in: list[Any] = []
+        self._pending_out: list[Any] = []
+        self._since_test = 0
+        self._statistic = 0.0
+        self._threshold = math.nan
+        self._kl = 0.0
+
+    # -- public read-only values -------------------------------------------------------
+    @property
+    def statistic(self) -> float:
+        """G statistic of the last test."""
+        return self._statistic
+
+    @property
+    def threshold(self) -> float:
+        """Drift threshold of the last test (chi-square quantile)."""
+        return self._threshold
+
+    @property
+    def estimate(self) -> float:
+        """D_KL(current || reference) in nats at the last test."""
+        return self._kl
+
+    @property
+    def current_size(self) -> int:
+        """Events in the current window (0 while the reference fills)."""
+        return len(self._ring)
+
+    @property
+    def reference_before_drift(self) -> list[float] | None:
+        """Reference distribution in force before the last detected drift."""
+        return self._pre_drift
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    # -- updates -------------------------------------------------------------------------
+    def _item(self, x: Any) -> Any:
+        if isinstance(x, tuple | list | np.ndarray):
+            if len(x) != self.bins:
+                raise ValueError(f"histogram has {len(x)} bins, expected {self.bins}")
+            return tuple(x)
+        return category_bin(x, self.bins)
+
+    def update(self, x: Hashable | Sequence[float]) -> KLWindow:
+        """Add one category or histogram; empty histograms (all zero) are skipped."""
+        if self._drift_detected:
+            self._drift_detected = False
+        item = self._item(x)
+        if isinstance(item, tuple) and not any(item):
+            return self
+        self._n += 1
+        if self._ref_counts is None:
+            self._fill.append(item)
+            if len(self._fill) >= self.reference_size:
+                self._anchor()
+            return self
+        if len(self._ring) < self.window_size:
+            self._ring.append(item)
+        else:
+            self._pending_out.append(self._ring[self._pos])
+            self._ring[self._pos] = item
+            self._pos = (self._pos + 1) % self.window_size
+        self._pending_in.append(item)
+        self._since_test += 1
+        if self._since_test >= self.test_every and len(self._ring) == self.window_size:
+            self._test()
+        return self
+
+    def _as_matrix(self, items: list[Any]) -> np.ndarray:
+        if isinstance(items[0], tuple):
+            return np.asarray(items, dtype=float)
+        m = np.zeros((len(items), self.bins))
+        m[np.arange(len(items)), items] = 1.0
+        return m
+
+    def _anchor(self) -> None:
+        hist = isinstance(self._fill[0], tuple)
+        m = self._as_matrix(self._fill)
+        self._ref_counts = m.sum(axis=0)
+        self._fill = []
+        self._scale, self._dof = 1.0, 0.0
+        if hist:
+            p = self._ref_counts / len(m)
+            spread = 1.0 - float(p @ p)  # multinomial variance summed over bins
+            if spread > 0:
+                observed = float(np.mean(np.einsum("ij,ij->i", m, m))) - float(p @ p)
+                self._phi = min(1.0, max(observed / spread, 1e-3))
+            self._scale, self._dof = self._permutation_null(m)
+
+    def _permutation_null(self, m: np.ndarray) -> tuple[float, float]:
+        """Fit c * chi2(nu) to G over random halves of the reference (Satterthwaite):
+        histogram bins are correlated and over-dispersed, so chi2(bins - 1) is too light."""
+        rng = np.random.default_rng(self._n)  # deterministic: restores replay identically
+        n, h = len(m), len(m) // 2
+        idx = np.argsort(rng.random((PERMUTATIONS, n)), axis=1)
+        c1 = m[idx[:, :h]].sum(axis=1)
+        c0 = self._ref_counts - c1
+        a = self.smoothing * self._phi
+        p = (c1 + a) / (h + a * self.bins)
+        q = (c0 + a) / (n - h + a * self.bins)
+        g = 2.0 * np.sum(p * np.log(p / q), axis=1) * h * (n - h) / n / self._phi
+        mean, var = float(np.mean(g)), float(np.var(g))
+        if mean <= 0 or var <= 0:
+            return 1.0, 0.0
+        return var / (2.0 * mean), 2.0 * mean * mean / var
+
+    def _sync(self) -> None:
+        if self._pending_in:
+            self._cur_counts += self._as_matrix(self._pending_in).sum(axis=0)
+        if self._pending_out:
+            self._cur_counts -= self._as_matrix(self._pending_out).sum(axis=0)
+        self._pending_in, self._pending_out = [], []
+
+    def _thresholds_for(self, df: float) -> tuple[float, float]:
+        thr = self._thresholds.get(df)
+        if thr is None:
+            thr = self._thresholds[df] = (float(chi2.isf(self._alpha, df)),
+                                          float(chi2.isf(min(0.5, 100 * self._alpha), df)))
+        return thr
+
+    def _test(self) -> None:
+        self._sync()
+        self._since_test = 0
+        ref = self._ref_counts
+        assert ref is not None
+        n0, n1 = self.reference_size, self.window_size
+        a = self.smoothing * self._phi
+        p = (self._cur_counts + a) / (n1 + a * self.bins)
+        q = (ref + a) / (n0 + a * self.bins)
+        kl = float(np.sum(p * np.log(p / q)))
+        if self._dof:
+            df: float = self._dof
+        else:
+            df = max(1, int(np.count_nonzero((ref > 0) | (self._cur_counts > 1e-12))) - 1)
+        self._kl = max(kl, 0.0)
+        self._statistic = 2.0 * self._kl * n0 * n1 / (n0 + n1) / self._phi
+        thr, warn = self._thresholds_for(df)
+        self._threshold, warn = thr * self._scale, warn * self._scale
+        self._warning_detected = self._statistic > warn
+        if self._statistic > self._threshold:
+            self._drift_detected = True
+            self._warning_detected = False
+            self._pre_drift = (ref / n0).tolist()
+            stat, thr, kl = self._statistic, self._threshold, self._kl
+            self._reset()  # re-anchor: the next reference_size updates form the reference
+            self._drift_detected = True
+            self._statistic, self._threshold, self._kl = stat, thr, kl
+
+    # -- state ---------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """JSON-able state: parameters plus windows (items as bins or histograms)."""
+        self._sync()
+        return {
+            "params": {k: getattr(self, k) for k in (
+                "bins", "window_size", "reference_size", "false_alarms_per_10k",
+                "test_every", "smoothing")},
+            "n": self._n, "drift": self._drift_detected, "warning": self._warning_detected,
+            "fill": [_jsonable(i) for i in self._fill],
+            "ref_counts": None if self._ref_counts is None else self._ref_counts.tolist(),
+            "phi": self._phi, "scale": self._scale, "dof": self._dof,
+            "ring": [_jsonable(i) for i in self._ring], "pos": self._pos,
+            "cur_counts": self._cur_counts.tolist(), "since_test": self._since_test,
+            "statistic": self._statistic, "kl": self._kl,
+            "threshold": None if math.isnan(self._threshold) else self._threshold,
+            "pre_drift": self._pre_drift,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> KLWindow:
+        """Rebuild a detector from :meth:`to_state`; it continues exactly where it was."""
+        d = cls(**state["params"])
+        d._n = state["n"]
+        d._drift_detected, d._warning_detected = state["drift"], state["warning"]
+        d._fill = [_item_from_json(i) for i in state["fill"]]
+        rc = state["ref_counts"]
+        d._ref_counts = None if rc is None else np.asarray(rc, dtype=float)
+        d._phi, d._scale, d._dof = state["phi"], state["scale"], state["dof"]
+        d._ring = [_item_from_json(i) for i in state["ring"]]
+        d._pos = state["pos"]
+        d._cur_counts = np.asarray(state["cur_counts"], dtype=float)
+        d._since_test = state["since_test"]
+        d._statistic, d._kl = state["statistic"], state["kl"]
+        d._threshold = math.nan if state["threshold"] is None else state["threshold"]
+        d._pre_drift = state["pre_drift"]
+        return d
+
+
+def _jsonable(item: Any) -> Any:
+    return list(item) if isinstance(item, tuple) else item
+
+
+def _item_from_json(item: Any) -> Any:
+    return tuple(item) if isinstance(item, list) else item

@@ -1,0 +1,130 @@
+"""Per-event signals the drift detectors watch, cheap enough for tens of thousands of events/s.
+
+Every teacher event gives five signals at once; the sixth, ``agreement``, needs the other
+teachers' answers to the same sample, so it is computed when the sample's group is joined
+(:func:`leave_one_out_agreement`) and reaches the bank in a separate update.
+
+- ``length``: whitespace-separated words of the trajectory (no tokenizer needed);
+- ``answer``: the final answer, canonical spelling (None when there is none: the
+  ``refusal`` signal carries that, and two silent teachers must not count as agreeing);
+- ``refusal``: 1 when there is no extractable answer or the text opens with a refusal;
+- ``format``: 1 when the trajectory states its answer in a recognised format;
+- ``vocab``: whitespace-token frequencies hashed (CRC32, stable across processes) into
+  ``hist_bins``.
+
+>>> from datetime import UTC, datetime
+>>> from stream.events import TeacherEvent
+>>> ev = TeacherEvent("e1", "s1", "gpt", "Two plus two. Final answer: 4", datetime.now(UTC))
+>>> s = event_signals(ev, hist_bins=8)
+>>> s["length"], s["answer"], s["refusal"], s["format"], len(s["vocab"]), round(sum(s["vocab"]), 6)
+(6, '4', 0, 1, 8, 1.0)
+>>> leave_one_out_agreement({"a": "Yes", "b": "yes", "c": "yes", "d": "no", "e": None})
+{'a': 1, 'b': 1, 'c': 1, 'd': 0, 'e': None}
+>>> leave_one_out_agreement({"a": "yes", "b": "yes", "c": "no"})  # c's others agree; a's tie
+{'a': None, 'b': None, 'c': 0}
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from collections.abc import Mapping
+
+from stream.answers import extract_answer
+from stream.events import TeacherEvent
+
+SIGNALS = ("length", "answer", "refusal", "format", "vocab", "agreement")
+MAX_VOCAB_TOKENS = 1024  # the histogram of a long trajectory is settled well before this
+_CACHE_LIMIT = 200_000
+
+SignalValue = float | int | str | tuple[float, ...] | None
+
+_REFUSALS = ("i'm sorry", "i am sorry", "i'm unable", "i am unable", "i'm not able",
+             "i am not able", "i cannot", "i can't", "as an ai", "i must decline",
+             "i don't feel comfortable", "i do not feel comfortable", "i won't be able")
+_REFUSAL_HEAD = 400  # refusals open the reply; scanning the head keeps this O(1)
+# Answer markers, the substrings of stream.answers' patterns (a plain `in` is ~50x faster).
+_FORMATS = ("final answer", "\\boxed{", "[yes]", "[no]", "answer is", '"answer"')
+_bin_cache: dict[tuple[str, int], int] = {}
+
+
+def canonical_answer(answer: str | None) -> str | None:
+    """Spelling used to compare answers across teachers: case, ``$``/``,``, ``(B)`` and
+    ``18.0`` vs ``18`` do not count as disagreement."""
+    if answer is None:
+        return None
+    text = answer.strip().strip("()").strip().rstrip(".").lower().replace("$", "")
+    num = text.replace(",", "")
+    try:
+        value = float(num)
+    except ValueError:
+        return text or None
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def event_answer(event: TeacherEvent) -> str | None:
+    """The event's answer, or the one extracted from its output."""
+    raw = event.answer if event.answer is not None else extract_answer(event.output)
+    return canonical_answer(raw)
+
+
+def token_bin(token: str, bins: int) -> int:
+    """Stable hash bin of a token (Python's ``hash`` is salted per process)."""
+    key = (token, bins)
+    b = _bin_cache.get(key)
+    if b is None:
+        if len(_bin_cache) >= _CACHE_LIMIT:
+            _bin_cache.clear()
+        b = _bin_cache[key] = zlib.crc32(token.encode()) % bins
+    return b
+
+
+def vocab_histogram(text: str, bins: int, tokens: list[str] | None = None) -> tuple[float, ...]:
+    """Relative frequencies of lower-cased whitespace tokens, hashed into ``bins``."""
+    counts = [0] * bins
+    if tokens is None:
+        tokens = text.lower().split()
+    tokens = tokens[:MAX_VOCAB_TOKENS]
+    if not tokens:
+        return tuple(counts)  # an empty text has an all-zero histogram
+    for token, c in Counter(tokens).items():
+        counts[token_bin(token, bins)] += c
+    n = len(tokens)
+    return tuple(c / n for c in counts)
+
+
+def event_signals(event: TeacherEvent, hist_bins: int = 64) -> dict[str, SignalValue]:
+    """Every signal of one event except ``agreement`` (which needs the peers); a value of
+    None (no answer) is skipped by the detector bank."""
+    low = event.output.lower()
+    tokens = low.split()
+    answer = event_answer(event)
+    head = low[:_REFUSAL_HEAD]
+    refused = answer is None or any(p in head for p in _REFUSALS)
+    return {
+        "length": len(tokens),
+        "answer": answer,
+        "refusal": int(refused),
+        "format": int(any(m in low for m in _FORMATS)),
+        "vocab": vocab_histogram(low, hist_bins, tokens),
+    }
+
+
+def leave_one_out_agreement(answers: Mapping[str, str | None]) -> dict[str, int | None]:
+    """Teacher -> 1 if its answer equals the plurality answer of the OTHER teachers, 0 if
+    not, None if it has no answer or the others have none or tie at the top."""
+    canon = {t: canonical_answer(a) for t, a in answers.items()}
+    counts = Counter(a for a in canon.values() if a is not None)
+    out: dict[str, int | None] = {}
+    for teacher, mine in canon.items():
+        if mine is None:
+            out[teacher] = None
+            continue
+        counts[mine] -= 1
+        top = counts.most_common(2)
+        counts[mine] += 1
+        if not top or top[0][1] == 0 or (len(top) > 1 and top[1][1] == top[0][1]):
+            out[teacher] = None
+        else:
+            out[teacher] = int(top[0][0] == mine)
+    return out
