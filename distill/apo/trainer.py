@@ -103,7 +103,7 @@ class APOTrainer(Trainer):
         n_tokens = torch.cat([p[1] for p in parts])
         loss, stats = self._loss_from_logps(logps, n_tokens, inputs)
         (grad,) = torch.autograd.grad(loss, logps)
-        scale = self.current_gradient_accumulation_steps
+        scale = getattr(self, "current_gradient_accumulation_steps", 1)
         for c in chunks:
             with self.compute_loss_context_manager():
                 chunk_logps, _ = sequence_logps(model, _rows(inputs, c))
