@@ -9,7 +9,7 @@ Examples
 --------
 >>> g = parity_groups(1, n_teachers=7, n_drifted=2)[0]
 >>> g.prompt, g.consensus.answer, [a.answer for a in g.answers][-2:]
-('Is 16 even?', 'yes', ['no', 'no'])
+('Is 59 even?', 'no', ['yes', 'yes'])
 """
 
 from __future__ import annotations
