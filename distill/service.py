@@ -244,7 +244,10 @@ class MonitorService:
             self._revoke(partitions)
 
     def _revoke(self, partitions: list[tuple[str, int]]) -> None:
-        self._checkpoint(force=True, only=partitions)
+        """Drop the partitions' in-memory state; the new owner resumes from their last
+        checkpoint. No checkpoint here: kafka-python runs this callback on its IO thread,
+        where flushing or committing would block, and the durable checkpoint plus a replay
+        of the records after it rebuild exactly this state anyway (outputs at least once)."""
         for key in partitions:
             part = self.parts.pop(tuple(key), None)  # type: ignore[arg-type]
             if part:
