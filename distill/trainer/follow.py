@@ -110,19 +110,22 @@ class Follower:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self, timeout_s: float | None = None, max_rounds: int | None = None,
-            until_idle: bool = False) -> list[RoundOutcome]:
+            until_idle: bool = False, idle_s: float = 2.0) -> list[RoundOutcome]:
         """Poll until stopped, ``timeout_s`` passes, ``max_rounds`` rounds finished, or (with
-        ``until_idle``) the topics are drained and no round is running or due."""
+        ``until_idle``) nothing arrived for ``idle_s`` since partitions were assigned and no
+        round is running or due."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        active = None  # last time a record arrived (or partitions were first assigned)
         try:
             while not self._stop.is_set():
-                polled = self._poll_once()
+                if self._poll_once() or (active is None and self.source.assignment()):
+                    active = time.monotonic()
                 self._maybe_start_round()
                 if max_rounds is not None and len(self.outcomes) >= max_rounds:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if (until_idle and polled == 0 and self.source.assignment()
+                if (until_idle and active is not None and time.monotonic() - active >= idle_s
                         and not self.round_running and self._due() is None):
                     break
         finally:
