@@ -5,11 +5,16 @@ Ties are recorded, not hidden: the winner of a tie is the smallest answer string
 result is deterministic.
 
 >>> majority({"a": "yes", "b": "yes", "c": "no", "d": None})
-Consensus(answer='yes', support=2, tie=False)
+Consensus(answer='yes', support=2, tie=False, labels=None)
 >>> majority({"a": "yes", "b": "no"})
-Consensus(answer='no', support=1, tie=True)
+Consensus(answer='no', support=1, tie=True, labels=None)
 >>> weighted_vote({"a": "yes", "b": "no", "c": "no"}, {"b": 0.2, "c": 0.2})
-Consensus(answer='yes', support=1, tie=False)
+Consensus(answer='yes', support=1, tie=False, labels=None)
+>>> label_majority({"a": {"x": "up", "y": "flat"}, "b": {"x": "up", "y": "down"},
+...                 "c": {"x": "down", "y": "down"}, "d": None})
+{'x': 'up', 'y': 'down'}
+>>> label_agreement({"a": {"x": "up"}, "b": {"x": "up"}, "c": {"x": "down"}})
+{'a': None, 'b': None, 'c': 0.0}
 """
 
 from __future__ import annotations
@@ -43,3 +48,47 @@ def weighted_vote(answers: Mapping[str, str | None],
     winners = sorted(a for a, s in score.items() if abs(s - top) < 1e-12)
     support = sum(1 for a in answers.values() if a == winners[0])
     return Consensus(winners[0], support=support, tie=len(winners) > 1)
+
+
+def _plurality(values: list[str]) -> str | None:
+    """The strictly most common value, or None on a tie or when empty."""
+    top = Counter(values).most_common(2)
+    if not top or (len(top) > 1 and top[1][1] == top[0][1]):
+        return None
+    return top[0][0]
+
+
+def label_majority(labels: Mapping[str, Mapping[str, str] | None]) -> dict[str, str] | None:
+    """Per-key majority over structured answers (e.g. one label per finding); a tied key
+    takes the smallest label so the result is deterministic."""
+    keyed: dict[str, list[str]] = defaultdict(list)
+    for answer in labels.values():
+        for key, value in (answer or {}).items():
+            keyed[key].append(str(value))
+    if not keyed:
+        return None
+    out = {}
+    for key in sorted(keyed):
+        counts = Counter(keyed[key])
+        top = max(counts.values())
+        out[key] = min(v for v, c in counts.items() if c == top)
+    return out
+
+
+def label_agreement(labels: Mapping[str, Mapping[str, str] | None]) -> dict[str, float | None]:
+    """Per teacher, the fraction of its labels that equal the strict plurality of the OTHER
+    teachers' labels for the same key (keys where the others tie are left out); None when
+    no key can be judged. The structured form of leave-one-out agreement: with five
+    findings, whole answers rarely have a plurality, single findings almost always do."""
+    out: dict[str, float | None] = {}
+    for teacher, mine in labels.items():
+        hits, judged = 0, 0
+        for key, value in (mine or {}).items():
+            others = [str(o[key]) for t, o in labels.items()
+                      if t != teacher and o and key in o]
+            top = _plurality(others)
+            if top is not None:
+                judged += 1
+                hits += top == str(value)
+        out[teacher] = hits / judged if judged else None
+    return out

@@ -31,11 +31,13 @@ class TeacherAnswer:
 
 @dataclass(frozen=True, slots=True)
 class Consensus:
-    """Majority answer over the teachers that gave one; ``tie`` when the top count is shared."""
+    """Majority answer over the teachers that gave one; ``tie`` when the top count is shared.
+    ``labels`` is the per-key majority for structured answers (one label per finding)."""
 
     answer: str | None
     support: int
     tie: bool
+    labels: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

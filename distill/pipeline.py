@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
-from distill.consensus import majority
+from distill.consensus import label_agreement, label_majority, majority
 from distill.groups import DriftState, TeacherAnswer, TeacherGroup
 from stream.dedup import DedupWindow
 from stream.events import TeacherEvent, format_timestamp
@@ -94,13 +94,18 @@ class MonitorPipeline:
         else:
             self.groups_timed_out += 1
         answers = {t: a["answer"] for t, a in sample.answers.items()}
+        labels = {t: a.get("labels") for t, a in sample.answers.items()}
+        agreement = (label_agreement(labels) if any(labels.values())
+                     else leave_one_out_agreement(answers))
         alerts: list[DriftRecord] = []
-        for teacher, agrees in leave_one_out_agreement(answers).items():
+        for teacher, agrees in agreement.items():
             if agrees is not None:
                 alerts.extend(self.bank.update(teacher, {"agreement": agrees}, at))
-        return StepOutput(alerts=self._note(alerts), groups=[self._group(sample, answers)])
+        group = self._group(sample, answers, labels)
+        return StepOutput(alerts=self._note(alerts), groups=[group])
 
-    def _group(self, sample: JoinedSample, answers: dict[str, str | None]) -> TeacherGroup:
+    def _group(self, sample: JoinedSample, answers: dict[str, str | None],
+               labels: dict[str, dict[str, str] | None]) -> TeacherGroup:
         first = next(iter(sample.answers.values()))
         drift = {}
         for teacher in sample.answers:
@@ -115,7 +120,7 @@ class MonitorPipeline:
                                    teacher_version=a.get("teacher_version"),
                                    produced_at=a.get("produced_at"))
                      for t, a in sample.answers.items()],
-            consensus=majority(answers),
+            consensus=replace(majority(answers), labels=label_majority(labels)),
             drift=drift,
             ground_truth=first.get("ground_truth"),
             completed_at=format_timestamp_float(self.joiner.watermark),
