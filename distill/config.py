@@ -50,13 +50,13 @@ class KafkaConfig(_Section):
 class ServeConfig(_Section):
     state_dir: Path = Field(Path("state"), description="checkpoints, archive, registry")
     max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, gt=0)
-    checkpoint_every: int = Field(1000, gt=0, description="events between checkpoints")
+    checkpoint_every: int = Field(5000, gt=0, description="events between checkpoints")
     checkpoint_interval_s: float = Field(5.0, gt=0, description="seconds between checkpoints")
     expected_teachers: list[str] = Field(
         default_factory=list, description="teachers a group waits for; empty = learned")
     group_timeout_s: float = Field(300.0, gt=0, description="produced_at span before timeout")
-    join_buffer_max: int = Field(100_000, gt=0, description="open samples held at most")
-    dedup_window: int = Field(1_000_000, gt=0, description="event ids remembered at most")
+    join_buffer_max: int = Field(10_000, gt=0, description="open samples held at most")
+    dedup_window: int = Field(100_000, gt=0, description="event ids remembered at most")
     metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
     archive_segment_events: int = Field(50_000, gt=0)
     log_format: Literal["text", "json"] = "text"

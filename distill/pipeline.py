@@ -51,8 +51,8 @@ class PipelineConfig:
     bank: BankConfig = field(default_factory=BankConfig)
     expected_teachers: tuple[str, ...] = ()
     group_timeout_s: float = 300.0
-    join_buffer_max: int = 100_000
-    dedup_window: int = 1_000_000
+    join_buffer_max: int = 10_000
+    dedup_window: int = 100_000
 
 
 class MonitorPipeline:

@@ -73,6 +73,8 @@ class RunSummary:
     dead_lettered: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: int = 0
+    first_record_at: float | None = None  # time.perf_counter() of the first record handled
+    last_commit_at: float | None = None  # ... and of the last successful checkpoint
 
 
 class MonitorService:
@@ -179,6 +181,8 @@ class MonitorService:
         if part is None:  # a record of a partition revoked while the batch was in hand
             return
         started = time.perf_counter()
+        if self.summary.first_record_at is None:
+            self.summary.first_record_at = started
         self.metrics.messages_consumed.inc()
         decoded = decode_event(record.value, self.cfg.serve.max_message_bytes)
         if isinstance(decoded, TeacherEvent):
@@ -278,6 +282,7 @@ class MonitorService:
             p.dirty = False
         self._since_checkpoint = 0
         self.summary.checkpoints += 1
+        self.summary.last_commit_at = time.perf_counter()
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_timestamp.set(time.time())
 

@@ -57,13 +57,15 @@ def test_kill_9_at_random_moments_loses_and_double_counts_nothing(
     env = crash.env(kafka_settings.bootstrap_servers, crash_dir, checkpoint_every=2000)
     rng = random.Random(5)
     kills = 0
-    for _ in range(6):
-        proc = start_serve(env, log=tmp_path / "crash.log")
-        time.sleep(rng.uniform(3.5, 7.0))  # group join ~3 s, then a random point mid-stream
-        if proc.poll() is None:
+    for _ in range(6):  # each life is killed after a random share of what is left to do
+        port = free_port()
+        proc = start_serve(env, "--metrics-address", f"127.0.0.1:{port}",
+                           log=tmp_path / "crash.log")
+        target = rng.randrange(500, 8000)
+        if wait_for_records(port, target, proc) and proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
             kills += 1
+        proc.wait()
     assert kills >= 5
     run_to_end(env, tmp_path / "crash.log")
 
@@ -73,6 +75,19 @@ def test_kill_9_at_random_moments_loses_and_double_counts_nothing(
     groups = archived_samples(crash_dir)
     assert sorted(groups) == sorted(archived_samples(clean_dir))
     assert len(set(groups)) == len(groups)
+
+
+def wait_for_records(port: int, target: int, proc, timeout: float = 120) -> bool:
+    """Wait until the serve process on ``port`` has handled ``target`` records."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if get(f"http://127.0.0.1:{port}/healthz")[1].get("records", 0) >= target:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
 
 
 def get(url: str) -> tuple[int, dict]:

@@ -1,0 +1,145 @@
+"""End-to-end monitor throughput against a raw consume, and memory over a long stream.
+
+    python benchmarks/bench_serve.py [--events 50000] [--memory-events 1000000]
+                                     [--bootstrap-servers HOST:PORT]
+
+Throughput: a fixed simulator stream is produced first; then, in this process, a raw
+kafka-python consume of the topic (baseline) and `distill serve` (MonitorService: decode,
+validate, dedupe, signals, join, detectors, outputs, checkpoints) are each timed from their
+first record to their last (serve: to its last checkpoint commit). Ratio = serve / raw.
+
+Memory: the same per-record path as serve (decode + pipeline) over ``--memory-events``
+events, RSS sampled every 10% of the run. The bounded join buffer and dedup window must
+keep it flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import resource
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+from distill.config import Config, load_config
+from distill.pipeline import MonitorPipeline
+from distill.service import MonitorService, RunLimits, pipeline_config
+from stream.broker import EmbeddedBroker
+from stream.events import TeacherEvent, decode_event
+from stream.kafka import KafkaSettings, KafkaSink, ensure_topics
+from stream.simulator import PRODUCER_TUNING, generate, load_scenario, produce
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+    """Seconds from the first record to the n-th with a plain KafkaConsumer."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=f"raw-{uuid.uuid4().hex[:6]}",
+                             session_timeout_ms=6000, heartbeat_interval_ms=2000)
+    got, first = 0, None
+    while got < n:
+        for msgs in consumer.poll(timeout_ms=500).values():
+            if first is None and msgs:
+                first = time.perf_counter()
+            got += len(msgs)
+    elapsed = time.perf_counter() - first
+    consumer.close()
+    return elapsed
+
+
+def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path) -> tuple[float, int]:
+    cfg = load_config(None, env={}, overrides={
+        "kafka": {"bootstrap_servers": bootstrap, "input_topic": topic, "partitions": 1,
+                  "group_id": f"bench-{uuid.uuid4().hex[:6]}",
+                  "groups_topic": f"{topic}.groups", "alerts_topic": f"{topic}.alerts",
+                  "dead_letter_topic": f"{topic}.dlq"},
+        "serve": {"state_dir": str(state_dir), "metrics_address": "127.0.0.1:0"},
+    })
+    assert isinstance(cfg, Config), cfg
+    summary = MonitorService(cfg, limits=RunLimits(max_records=n)).run()
+    assert summary.first_record_at and summary.last_commit_at
+    return summary.last_commit_at - summary.first_record_at, len(summary.alerts)
+
+
+def looped_events(base: list[TeacherEvent], total: int) -> Iterator[TeacherEvent]:
+    """``total`` unique events: the base stream repeated with fresh ids and later times."""
+    span = base[-1].produced_at - base[0].produced_at + timedelta(hours=1)
+    k = 0
+    while True:
+        for ev in base:
+            if k * len(base) + 1 > total:
+                return
+            yield dataclasses.replace(ev, event_id=f"{ev.event_id}~{k}",
+                                      sample_id=f"{ev.sample_id}~{k}",
+                                      produced_at=ev.produced_at + k * span)
+        k += 1
+
+
+def memory_run(total: int) -> list[tuple[int, float]]:
+    cfg = load_config(None, env={})
+    assert isinstance(cfg, Config)
+    pipeline = MonitorPipeline(pipeline_config(cfg))
+    base = list(generate(load_scenario("default"), seed=0))
+    samples, step = [], max(1, total // 10)
+    for i, ev in enumerate(looped_events(base, total), 1):
+        pipeline.process(decode_event(ev.to_json_bytes()))  # type: ignore[arg-type]
+        if i % step == 0:
+            samples.append((i, rss_mb()))
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--memory-events", type=int, default=1_000_000)
+    parser.add_argument("--bootstrap-servers", default=None)
+    args = parser.parse_args()
+
+    with EmbeddedBroker() as broker:
+        bootstrap = args.bootstrap_servers or broker.bootstrap_servers
+        topic = f"bench-{uuid.uuid4().hex[:8]}"
+        ensure_topics(KafkaSettings(bootstrap), {topic: 1})
+        scenario = load_scenario("default")
+        events = list(generate(scenario.with_samples(-(-args.events // len(scenario.teachers))),
+                               seed=0))[: args.events]
+        sink = KafkaSink(KafkaSettings(bootstrap), **PRODUCER_TUNING)
+        produce(events, sink, topic)
+        sink.close()
+        raw_s = raw_consume(bootstrap, topic, len(events))
+        with tempfile.TemporaryDirectory() as tmp:
+            serve_s, alerts = serve_run(bootstrap, topic, len(events), Path(tmp))
+    raw_rate, serve_rate = len(events) / raw_s, len(events) / serve_s
+    mean_bytes = sum(len(e.to_json_bytes()) for e in events) / len(events)
+    print(f"events: {len(events)} (mean {mean_bytes:.0f} bytes), cpus: {os.cpu_count()}")
+    print(f"raw kafka-python consume: {raw_rate:10.0f} events/s ({raw_s:.2f} s)")
+    print(f"distill serve end to end: {serve_rate:10.0f} events/s ({serve_s:.2f} s, "
+          f"{alerts} alerts)")
+    print(f"ratio serve/raw: {serve_rate / raw_rate:.2f}  (target >= 0.8)")
+
+    if args.memory_events:
+        print(f"\nmemory over {args.memory_events} events (decode + pipeline, as serve):")
+        start = rss_mb()
+        samples = memory_run(args.memory_events)
+        for i, mb in samples:
+            print(f"  {i:>9} events: RSS {mb:7.1f} MB")
+        print(f"start {start:.1f} MB, peak {max(mb for _, mb in samples):.1f} MB, "
+              f"growth over the last half {samples[-1][1] - samples[len(samples) // 2][1]:+.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
