@@ -81,10 +81,17 @@ class Follower:
         self._hold_until = 0.0
         self._lock = threading.Lock()
         self._finished: RoundOutcome | None = None
-        if metrics is not None:
-            current = self.registry.current()
-            if current is not None:
-                metrics.student_version.set(current.number)
+        self._buffered = self.buffer.counts().train  # read by /healthz from another thread
+        self._refresh_gauges()
+
+    def _refresh_gauges(self) -> None:
+        """Serving version (a `distill retrain --rollback` elsewhere moves it) and buffer size."""
+        if self.metrics is None:
+            return
+        current = self.registry.current()
+        if current is not None:
+            self.metrics.student_version.set(current.number)
+        self.metrics.buffer_groups.set(self._buffered)
 
     # -- control -----------------------------------------------------------------------
 
@@ -100,7 +107,7 @@ class Follower:
             "round": "running" if self.round_running else "idle",
             "current": current.version if current else None,
             "last_round": last.status if last else None,
-            "buffer_groups": self.buffer.counts().train,
+            "buffer_groups": self._buffered,
         }
 
     @property
@@ -156,8 +163,7 @@ class Follower:
             key = (r.topic, r.partition)
             offsets[key] = max(offsets.get(key, 0), r.offset + 1)
         self.source.commit(offsets)
-        if self.metrics is not None:
-            self.metrics.buffer_groups.set(self.buffer.counts().train)
+        self._buffered = self.buffer.counts().train
         return len(records)
 
     def _decode(self, records: list[Any]) -> tuple[list[TeacherGroup], int]:
@@ -188,6 +194,7 @@ class Follower:
         if self.round_running:
             return
         self._collect()
+        self._refresh_gauges()
         if self._stop.is_set():
             return
         trigger = self._due()
