@@ -42,8 +42,10 @@ class ADWIN(base.DriftDetector):
     $\delta' = \delta / \ln n$ and
     $\epsilon_{cut} = \sqrt{\tfrac{2}{m}\sigma^2 \ln\tfrac{2}{\delta'}}
     + \tfrac{2}{3m}\ln\tfrac{2}{\delta'}$.
-    After a detection :attr:`statistic` is the shift of the window mean and
-    :attr:`threshold` that bound for the dropped and kept sizes.
+    River's core does not expose the cut, so after a detection :attr:`statistic` is the
+    difference between the means of the dropped and the kept parts, and :attr:`threshold`
+    the bound above for those sizes with the kept part's variance (an approximation: the
+    core tests bucket boundaries one by one with the whole window's variance).
 
     The state document holds River's serialised core, so it is tied to the River version
     (pinned exactly in ``pyproject.toml``); restoring under another version raises
@@ -135,7 +137,7 @@ class ADWIN(base.DriftDetector):
         n = n0 + n1
         m = 1.0 / (1.0 / n0 + 1.0 / max(n1, 1))
         d = math.log(2.0 * math.log(n) / self.delta) if n > 1 else math.inf
-        var = h.get_variance() / max(n1, 1)  # the kept window's variance (the Rust core
+        var = max(h.get_variance(), 0.0) / max(n1, 1)  # kept window variance (the Rust core
         self._threshold = math.sqrt(2.0 / m * var * d) + 2.0 / (3.0 * m) * d  # sums squares)
 
     def reset(self) -> None:

@@ -15,13 +15,13 @@ __all__ = ["KLWindow"]
 
 _EVERY_10K = 10_000
 PERMUTATIONS = 256
+_MAX_CODES = 10_000  # categories remembered; beyond that the hash alone decides
+TAIL_SAFETY = 2.0  # the chi-square fit is too light far in the tail (measured: 5x the budget)
 CALIBRATION = 2.0  # overlapping windows: tests are correlated; measured in tests/test_kl_window.py
 
 
 def category_bin(x: Hashable, bins: int) -> int:
-    """Stable bin of a category: ints map to themselves modulo ``bins``, others by CRC32."""
-    if isinstance(x, bool | int):
-        return int(x) % bins
+    """Stable hash bin of a category (CRC32 of its text; Python's hash is salted)."""
     return zlib.crc32(str(x).encode()) % bins
 
 
@@ -37,9 +37,10 @@ class KLWindow(base.DriftAndWarningDetector):
     Parameters
     ----------
     bins
-        Number of categories. Categories are binned with a stable hash (ints modulo
-        ``bins``); a histogram input must be a sequence of ``bins`` non-negative weights
-        that sum to 1 (or 0 for an empty event, which is skipped).
+        Number of categories. The first ``bins`` distinct categories get a bin each, in
+        order of appearance; later ones share bins by a stable hash. A histogram input
+        must be a sequence of ``bins`` non-negative weights that sum to 1 (or 0 for an
+        empty event, which is skipped).
     window_size
         Events in the current window (>= 10).
     reference_size
@@ -109,11 +110,12 @@ class KLWindow(base.DriftAndWarningDetector):
         if reference_size < window_size:
             raise ValueError(
                 f"reference_size ({reference_size}) must be >= window_size ({window_size})")
-        if not 0 < false_alarms_per_10k < _EVERY_10K / test_every:
-            raise ValueError(f"false_alarms_per_10k must be in (0, {_EVERY_10K / test_every}),"
-                             f" got {false_alarms_per_10k}")
         if not 1 <= test_every <= window_size:
             raise ValueError(f"test_every must be in [1, window_size], got {test_every}")
+        top = _EVERY_10K / test_every / CALIBRATION  # the per-test alpha stays < 1
+        if not 0 < false_alarms_per_10k < top:
+            raise ValueError(f"false_alarms_per_10k must be in (0, {top:g}),"
+                             f" got {false_alarms_per_10k}")
         if smoothing <= 0:
             raise ValueError(f"smoothing must be > 0, got {smoothing}")
         self.bins = bins
@@ -127,6 +129,7 @@ class KLWindow(base.DriftAndWarningDetector):
         self._reset()
         self._pre_drift: list[float] | None = None
         self._n = 0
+        self._codes: dict[Any, int] = {}  # category -> bin, kept across re-anchors
 
     def _reset(self) -> None:
         super()._reset()
@@ -180,7 +183,12 @@ class KLWindow(base.DriftAndWarningDetector):
             if len(x) != self.bins:
                 raise ValueError(f"histogram has {len(x)} bins, expected {self.bins}")
             return tuple(x)
-        return category_bin(x, self.bins)
+        code = self._codes.get(x)
+        if code is None:
+            code = len(self._codes) if len(self._codes) < self.bins else category_bin(x, self.bins)
+            if len(self._codes) < _MAX_CODES:
+                self._codes[x] = code
+        return code
 
     def update(self, x: Hashable | Sequence[float]) -> KLWindow:
         """Add one category or histogram; empty histograms (all zero) are skipped."""
@@ -243,7 +251,8 @@ class KLWindow(base.DriftAndWarningDetector):
         mean, var = float(np.mean(g)), float(np.var(g))
         if mean <= 0 or var <= 0:
             return 1.0, 0.0
-        return var / (2.0 * mean), 2.0 * mean * mean / var
+        dof = 2.0 * mean * mean / var / TAIL_SAFETY  # same mean, TAIL_SAFETY x the variance
+        return mean / dof, dof
 
     def _sync(self) -> None:
         if self._pending_in:
@@ -304,6 +313,7 @@ class KLWindow(base.DriftAndWarningDetector):
             "statistic": self._statistic, "kl": self._kl,
             "threshold": None if math.isnan(self._threshold) else self._threshold,
             "pre_drift": self._pre_drift,
+            "codes": [[k, v] for k, v in self._codes.items()],
         }
 
     @classmethod
@@ -323,6 +333,7 @@ class KLWindow(base.DriftAndWarningDetector):
         d._statistic, d._kl = state["statistic"], state["kl"]
         d._threshold = math.nan if state["threshold"] is None else state["threshold"]
         d._pre_drift = state["pre_drift"]
+        d._codes = {_item_from_json(k): v for k, v in state["codes"]}
         return d
 
 

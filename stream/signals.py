@@ -45,7 +45,7 @@ _REFUSALS = ("i'm sorry", "i am sorry", "i'm unable", "i am unable", "i'm not ab
 _REFUSAL_HEAD = 400  # refusals open the reply; scanning the head keeps this O(1)
 # Answer markers, the substrings of stream.answers' patterns (a plain `in` is ~50x faster).
 _FORMATS = ("final answer", "\\boxed{", "[yes]", "[no]", "answer is", '"answer"')
-_bin_cache: dict[tuple[str, int], int] = {}
+_bin_cache: dict[int, dict[str, int]] = {}  # bins -> token -> bin
 
 
 def canonical_answer(answer: str | None) -> str | None:
@@ -53,7 +53,7 @@ def canonical_answer(answer: str | None) -> str | None:
     ``18.0`` vs ``18`` do not count as disagreement."""
     if answer is None:
         return None
-    text = answer.strip().strip("()").strip().rstrip(".").lower().replace("$", "")
+    text = answer.strip().rstrip(".").strip().strip("()").strip().lower().replace("$", "")
     num = text.replace(",", "")
     try:
         value = float(num)
@@ -70,27 +70,28 @@ def event_answer(event: TeacherEvent) -> str | None:
 
 def token_bin(token: str, bins: int) -> int:
     """Stable hash bin of a token (Python's ``hash`` is salted per process)."""
-    key = (token, bins)
-    b = _bin_cache.get(key)
-    if b is None:
-        if len(_bin_cache) >= _CACHE_LIMIT:
-            _bin_cache.clear()
-        b = _bin_cache[key] = zlib.crc32(token.encode()) % bins
-    return b
+    return zlib.crc32(token.encode()) % bins
 
 
 def vocab_histogram(text: str, bins: int, tokens: list[str] | None = None) -> tuple[float, ...]:
     """Relative frequencies of lower-cased whitespace tokens, hashed into ``bins``."""
-    counts = [0] * bins
     if tokens is None:
         tokens = text.lower().split()
     tokens = tokens[:MAX_VOCAB_TOKENS]
+    counts = [0] * bins
     if not tokens:
-        return tuple(counts)  # an empty text has an all-zero histogram
+        return tuple(map(float, counts))  # an empty text has an all-zero histogram
+    cache = _bin_cache.get(bins)
+    if cache is None or len(cache) > _CACHE_LIMIT:
+        cache = _bin_cache[bins] = {}
+    get = cache.get
     for token, c in Counter(tokens).items():
-        counts[token_bin(token, bins)] += c
-    n = len(tokens)
-    return tuple(c / n for c in counts)
+        b = get(token)
+        if b is None:
+            b = cache[token] = zlib.crc32(token.encode()) % bins
+        counts[b] += c
+    inv = 1.0 / len(tokens)
+    return tuple([c * inv for c in counts])
 
 
 def event_signals(event: TeacherEvent, hist_bins: int = 64) -> dict[str, SignalValue]:

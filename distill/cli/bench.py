@@ -2,16 +2,101 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import click
 
-from distill.cli.common import config_option, not_built
+from distill.cli.common import config_option, load_or_exit, not_built
 
 
-@click.command(name="bench")
+@click.group(name="bench")
+def command() -> None:
+    """Benchmarks: detection on real version switches, distillation, consensus."""
+
+
+@command.command(name="detect")
 @config_option
-def command(config_path: object) -> None:
-    """Benchmarks: detection on real version switches, distillation, consensus.
+@click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory of data-pack files; each chain's `file` is resolved in it.")
+@click.option("--chains", "chains", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="drift_chains.json: the chains to build streams from.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the sample shuffle.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write every row (chains and baselines) to this file.")
+@click.option("--delta-max", default=300, show_default=True,
+              help="Events after a change within which the first alarm counts as detection.")
+@click.option("--no-baselines", is_flag=True, help="Skip the River ADWIN/KSWIN baselines.")
+def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
+           json_out: Path | None, delta_max: int, no_baselines: bool) -> None:
+    """Run the detector bank over real drift chains, as the monitor does (peers and
+    agreement included), and score it against River baselines (Cerqueira et al.)."""
+    from rich.console import Console
+    from rich.progress import Progress
 
-    Not built yet in this version: exits with status 2.
-    """
-    not_built("bench")
+    from detectors.bank import BankConfig
+    from distill.bench_detect import load_chains, run_benchmark
+
+    cfg = load_or_exit(config_path).detectors
+    bank = BankConfig(false_alarms_per_10k=cfg.false_alarms_per_10k, hist_bins=cfg.hist_bins,
+                      adwin_delta=cfg.adwin_delta)
+    console = Console()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("chains", total=len(load_chains(chains)))
+
+        def step(name: str) -> None:
+            progress.update(task, advance=1, description=name[:60])
+
+        result = run_benchmark(data, chains, bank, seed=seed, delta_max=delta_max,
+                               baselines=not no_baselines, progress=step)
+    _print(console, result)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=1))
+        console.print(f"wrote {json_out}")
+
+
+def _print(console: Any, result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"drift detection per chain (delta_max {result['delta_max']})")
+    for col in ("chain", "method", "changes", "detected", "delays", "FA watched", "FA peers"):
+        table.add_column(col)
+    for row in result["rows"]:
+        w, p = row["watched"], row["peers"]
+        table.add_row(row["chain"], row["method"], str(w["changes"]), str(w["detected"]),
+                      ",".join(map(str, w["delays"])) or "-", str(w["false_alarms"]),
+                      str(p["false_alarms"]))
+    console.print(table)
+    agg = Table(title="aggregate")
+    for col in ("method", "detected", "median delay", "mean delay", "FA/10k watched",
+                "FA/10k peers", "updates/s"):
+        agg.add_column(col)
+    for method, a in result["aggregate"].items():
+        agg.add_row(method, f"{a['detected']}/{a['changes']} ({_pct(a['detection_rate'])})",
+                    _num(a["median_delay"]), _num(a["mean_delay"]),
+                    _num(a["fa_per_10k_watched"], 2), _num(a["fa_per_10k_peers"], 2),
+                    _num(a["updates_per_s"]))
+    console.print(agg)
+    for s in result["skipped"]:
+        console.print(f"skipped {s['chain']}: {s['reason']}")
+
+
+def _num(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+@command.command(name="distill")
+def distill_bench() -> None:
+    """Distillation benchmark (student vs teachers). Not built yet: exits with status 2."""
+    not_built("bench distill")
+
+
+@command.command(name="consensus")
+def consensus_bench() -> None:
+    """Consensus-synthesis benchmark. Not built yet: exits with status 2."""
+    not_built("bench consensus")

@@ -1,0 +1,81 @@
+"""Per-event signals and leave-one-out agreement."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from stream.events import TeacherEvent
+from stream.signals import (
+    SIGNALS,
+    canonical_answer,
+    event_signals,
+    leave_one_out_agreement,
+    vocab_histogram,
+)
+
+
+def _event(output: str, answer: str | None = None) -> TeacherEvent:
+    return TeacherEvent("e", "s", "t", output, datetime(2026, 1, 1, tzinfo=UTC), answer=answer)
+
+
+def test_signal_names_are_the_fixed_label_set() -> None:
+    assert SIGNALS == ("length", "answer", "refusal", "format", "vocab", "agreement")
+    assert set(event_signals(_event("x"))) == set(SIGNALS) - {"agreement"}
+
+
+def test_answer_comes_from_the_event_or_the_output() -> None:
+    assert event_signals(_event("blah", answer="(B)"))["answer"] == "b"
+    assert event_signals(_event("so \\boxed{18.0}"))["answer"] == "18"
+    assert event_signals(_event('{"reasoning": "x", "answer": "1,200"}'))["answer"] == "1200"
+
+
+def test_no_answer_is_a_refusal_and_answer_none() -> None:
+    s = event_signals(_event("I'm sorry, but I can't help with that."))
+    assert (s["answer"], s["refusal"], s["format"]) == (None, 1, 0)
+
+
+def test_refusal_phrasing_counts_even_with_an_answer() -> None:
+    s = event_signals(_event("As an AI language model I cannot judge. Final answer: no"))
+    assert (s["answer"], s["refusal"], s["format"]) == ("no", 1, 1)
+
+
+def test_format_flags_a_stated_answer_in_the_text() -> None:
+    assert event_signals(_event("it is prime", answer="yes"))["format"] == 0
+    assert event_signals(_event("it is prime [Yes]", answer="yes"))["format"] == 1
+
+
+def test_vocab_histogram_is_normalised_and_stable_across_processes() -> None:
+    h = vocab_histogram("the cat the dog", 16)
+    assert len(h) == 16 and sum(h) == pytest.approx(1.0) and max(h) >= 0.5
+    assert vocab_histogram("", 16) == (0.0,) * 16
+    code = "from stream.signals import vocab_histogram as v; print(v('the cat the dog', 16))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={"PYTHONHASHSEED": "123"})
+    assert other.stdout.strip() == str(h)
+
+
+def test_length_counts_words() -> None:
+    assert event_signals(_event("one two\nthree   four"))["length"] == 4
+
+
+@pytest.mark.parametrize(("answers", "expected"), [
+    ({"a": "yes", "b": "yes", "c": "yes", "d": "no"}, {"a": 1, "b": 1, "c": 1, "d": 0}),
+    ({"a": "yes", "b": "no"}, {"a": 0, "b": 0}),
+    ({"a": "yes", "b": "yes", "c": "no"}, {"a": None, "b": None, "c": 0}),  # a's others tie
+    ({"a": "yes", "b": None, "c": None}, {"a": None, "b": None, "c": None}),
+    ({"a": "18", "b": "18.0", "c": "$18"}, {"a": 1, "b": 1, "c": 1}),
+    ({"solo": "x"}, {"solo": None}),
+])
+def test_leave_one_out_agreement(answers: dict, expected: dict) -> None:
+    assert leave_one_out_agreement(answers) == expected
+
+
+def test_canonical_answer() -> None:
+    assert canonical_answer(" (C). ") == "c"
+    assert canonical_answer("1,000") == "1000"
+    assert canonical_answer("0.5") == "0.5"
+    assert canonical_answer("   ") is None
