@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from distill.apo import APOConfig, APOTrainer, bootstrap, evaluate, train_round
 from distill.apo.bootstrap import sft_pairs
-from distill.apo.data import attach_reference, encode_groups
+from distill.apo.data import GroupCollator, attach_reference, encode_groups
 from distill.apo.encode import encode_pair, score_all
 from distill.apo.preference import build_preference_group
 from distill.apo.round import make_preference_groups
@@ -121,25 +121,29 @@ def test_train_round_writes_loadable_safetensors_model_and_logs_loss(
     assert changed  # LoRA deltas merged into the saved weights
 
 
-def test_micro_batched_step_gives_the_one_batch_gradient(
+def test_shared_prompt_and_micro_batches_give_the_one_batch_gradient(
         tmp_path: Path, reference: Path, groups: list[TeacherGroup]) -> None:
-    config = _config(tmp_path, micro_batch_candidates=3, lora=False, alpha_nll=0.5,
-                     weighting="drift")
+    config = _config(tmp_path, lora=False, alpha_nll=0.5, weighting="drift")
     model, tok = load_student(reference)
     prefs = make_preference_groups(groups, config)
     encoded = attach_reference(encode_groups(prefs, tok, 96, 32), model, tok.pad_token_id)
+    flat = [c for g in encoded[:2] for c in g.candidates]
+    refs = [x for g in encoded[:2] for x in g.ref_logps]
+    assert refs == pytest.approx(score_all(model, flat, tok.pad_token_id), abs=1e-4)
     trainer = APOTrainer(model=model, args=config, train_dataset=encoded, processing_class=tok)
-    batch = next(iter(trainer.get_train_dataloader()))
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop
-    grads = []
-    for micro in (3, 0):
+    full = GroupCollator(tok.pad_token_id)(encoded[:2])
+    shared = GroupCollator(tok.pad_token_id, share_prompt=True)(encoded[:2])
+    results = []
+    for micro, batch in ((0, full), (3, full), (0, shared)):
         model.zero_grad()
         trainer.args.micro_batch_candidates = micro
         loss = trainer.training_step(model, dict(batch))
-        grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
-    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
-    for a, b in zip(grads[0][1], grads[1][1], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    for loss, grads in results[1:]:
+        assert loss == pytest.approx(results[0][0], rel=1e-5)
+        for a, b in zip(grads, results[0][1], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def _finding_groups(n: int) -> list[TeacherGroup]:

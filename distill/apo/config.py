@@ -65,6 +65,9 @@ class APOConfig(TrainingArguments):
         Rounds always return a merged, plain model directory.
     max_length, max_prompt_length
         Token budget per candidate; the prompt keeps its end, the response its start.
+    share_prompt
+        The 1+N candidates share their prompt: run it once per group and reuse its KV cache
+        (same log-probs and gradients, fewer tokens).
     micro_batch_candidates
         Candidates per forward pass; 0 = all candidates of the step's groups in one batch.
         Smaller values trade a second (no-grad) forward for memory, with the same gradient.
@@ -90,6 +93,10 @@ class APOConfig(TrainingArguments):
                                                     "comma-separated list of module names"))
     max_length: int = field(default=512, metadata=_help("tokens per candidate (prompt+response)"))
     max_prompt_length: int = field(default=256, metadata=_help("prompt tokens kept (its end)"))
+    share_prompt: bool = field(
+        default=True, metadata=_help("run each group's prompt once and reuse its KV cache for "
+                                     "all candidates (off with micro-batches or gradient "
+                                     "checkpointing)"))
     micro_batch_candidates: int = field(
         default=0, metadata=_help("candidates per forward; 0 = the whole step in one batch"))
     reference_batch_size: int = field(default=16, metadata=_help("batch size of the one-off "

@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from distill.apo.encode import Encoded, collate, encode_pair, score_all
+from distill.apo.encode import (
+    Encoded,
+    collate,
+    collate_shared,
+    encode_pair,
+    shared_prompt_logps,
+)
 from distill.apo.preference import PreferenceGroup
 
 
@@ -39,15 +45,36 @@ def encode_groups(groups: Sequence[PreferenceGroup], tokenizer: Any, max_length:
 
 def attach_reference(groups: Sequence[EncodedGroup], reference: Any, pad_id: int,
                      batch_size: int = 16, device: Any = None) -> list[EncodedGroup]:
-    """One no-grad pass of the reference over every candidate; results cached per group."""
-    flat = [c for g in groups for c in g.candidates]
-    scores = score_all(reference, flat, pad_id, batch_size=batch_size, device=device)
-    out, i = [], 0
-    for g in groups:
-        n = len(g.candidates)
-        out.append(replace(g, ref_logps=tuple(scores[i:i + n])))
-        i += n
+    """One no-grad pass of the reference over every candidate; results cached per group.
+
+    Groups are scored a few at a time (about ``batch_size`` candidates), each prompt once.
+    """
+    import torch
+
+    out: list[EncodedGroup] = []
+    was_training = reference.training
+    reference.eval()
+    with torch.no_grad():
+        for chunk in _chunks(groups, batch_size):
+            batch = collate_shared([g.candidates for g in chunk], pad_id)
+            if device is not None:
+                batch = {k: v.to(device) for k, v in batch.items()}
+            scores = shared_prompt_logps(reference, batch)[0].tolist()
+            i = 0
+            for g in chunk:
+                out.append(replace(g, ref_logps=tuple(scores[i:i + len(g.candidates)])))
+                i += len(g.candidates)
+    reference.train(was_training)
     return out
+
+
+def _chunks(groups: Sequence[EncodedGroup], size: int) -> list[list[EncodedGroup]]:
+    chunks: list[list[EncodedGroup]] = [[]]
+    for g in groups:
+        if chunks[-1] and sum(len(x.candidates) for x in chunks[-1]) + len(g.candidates) > size:
+            chunks.append([])
+        chunks[-1].append(g)
+    return [c for c in chunks if c]
 
 
 class GroupCollator:
@@ -55,11 +82,13 @@ class GroupCollator:
 
     Besides the model inputs it returns ``group_index [G, K]`` (rows of the positive, then
     the negatives; -1 pads groups with fewer teachers), ``weights`` and ``neg_mask``
-    ``[G, K-1]`` and the cached ``ref_logps [M]``.
+    ``[G, K-1]`` and the cached ``ref_logps [M]``. With ``share_prompt`` the model inputs
+    are in the layout of :func:`~distill.apo.encode.collate_shared` (each prompt once).
     """
 
-    def __init__(self, pad_id: int) -> None:
+    def __init__(self, pad_id: int, share_prompt: bool = False) -> None:
         self.pad_id = pad_id
+        self.share_prompt = share_prompt
 
     def __call__(self, groups: Sequence[EncodedGroup]) -> dict[str, Any]:
         import torch
@@ -77,7 +106,10 @@ class GroupCollator:
             weights[gi, :n - 1] = torch.tensor(g.weights, dtype=torch.float32)
             flat.extend(g.candidates)
             refs.extend(g.ref_logps or ())
-        batch = collate(flat, self.pad_id)
+        if self.share_prompt:
+            batch = collate_shared([g.candidates for g in groups], self.pad_id)
+        else:
+            batch = collate(flat, self.pad_id)
         batch.update(group_index=index, weights=weights, neg_mask=index[:, 1:] >= 0,
                      ref_logps=torch.tensor(refs, dtype=torch.float32))
         return batch

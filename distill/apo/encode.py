@@ -104,3 +104,61 @@ def score_all(model: Any, encoded: Sequence[Encoded], pad_id: int, batch_size: i
                 scores[i] = v
     model.train(was_training)
     return scores
+
+
+def collate_shared(groups: Sequence[Sequence[Encoded]], pad_id: int) -> dict[str, Any]:
+    """Prompt once per group, responses apart: the layout of :func:`shared_prompt_logps`.
+
+    Returns ``prompt_ids``/``prompt_mask`` ``[G, P]`` (left-padded), ``resp_ids``/
+    ``resp_mask`` ``[M, R]`` (right-padded) and ``resp_group [M]`` (each row's group).
+    All candidates of a group must share their prompt tokens (they do: same prompt, same
+    truncation).
+    """
+    import torch
+
+    prompts = [g[0].input_ids[: g[0].prompt_len] for g in groups]
+    for g, p in zip(groups, prompts, strict=True):
+        if any(e.input_ids[: e.prompt_len] != p for e in g):
+            raise ValueError("candidates of one group must share the prompt tokens")
+    responses = [e.input_ids[e.prompt_len:] for g in groups for e in g]
+    p_width, r_width = max(map(len, prompts)), max(map(len, responses))
+    p_ids = torch.full((len(prompts), p_width), pad_id, dtype=torch.long)
+    p_mask = torch.zeros((len(prompts), p_width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        p_ids[i, p_width - len(p):] = torch.tensor(p, dtype=torch.long)
+        p_mask[i, p_width - len(p):] = 1
+    r_ids = torch.full((len(responses), r_width), pad_id, dtype=torch.long)
+    r_mask = torch.zeros((len(responses), r_width), dtype=torch.bool)
+    for i, r in enumerate(responses):
+        r_ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        r_mask[i, : len(r)] = True
+    group_of = torch.tensor([gi for gi, g in enumerate(groups) for _ in g], dtype=torch.long)
+    return {"prompt_ids": p_ids, "prompt_mask": p_mask, "resp_ids": r_ids, "resp_mask": r_mask,
+            "resp_group": group_of}
+
+
+def shared_prompt_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Like :func:`sequence_logps`, but each group's prompt goes through the model ONCE.
+
+    The prompt's key/value cache (with its autograd graph) is copied to every candidate
+    of the group, and only the responses are run on top of it; gradients reach the prompt
+    positions through the cache. Needs a model with a KV cache and no gradient
+    checkpointing (which disables the cache while training).
+    """
+    import torch
+
+    p_mask, r_mask, group_of = batch["prompt_mask"], batch["resp_mask"], batch["resp_group"]
+    p_pos = (p_mask.cumsum(1) - 1).clamp_min(0)
+    first = model(input_ids=batch["prompt_ids"], attention_mask=p_mask, position_ids=p_pos,
+                  use_cache=True, logits_to_keep=1)
+    cache = first.past_key_values
+    cache.batch_select_indices(group_of)
+    p_len = p_mask.sum(1)[group_of]
+    r_pos = p_len.unsqueeze(1) + torch.arange(r_mask.shape[1], device=r_mask.device)
+    attn = torch.cat([p_mask[group_of], r_mask.long()], dim=1)
+    out = model(input_ids=batch["resp_ids"], attention_mask=attn, position_ids=r_pos,
+                past_key_values=cache, use_cache=True)
+    logits = torch.cat([first.logits[group_of, -1:].float(), out.logits[:, :-1].float()], 1)
+    token_logps = -torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), batch["resp_ids"], reduction="none")
+    return (token_logps * r_mask).sum(1), r_mask.sum(1)

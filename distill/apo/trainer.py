@@ -5,7 +5,9 @@ flushed by ``log()``), so accelerate, DeepSpeed and FSDP launchers work unchange
 differs from DPO:
 
 * all 1+N candidates of a step's groups go through the policy in ONE padded batch
-  (``micro_batch_candidates=0``), or in micro-batches: a no-grad pass gives every
+  (``micro_batch_candidates=0``), and with ``share_prompt`` (default) the prompt they
+  share goes through it once per group, its KV cache copied under every candidate;
+* or in micro-batches: a no-grad pass gives every
   candidate's log-prob, the loss's gradient with respect to those log-probs is taken
   exactly, and each micro-batch is re-run with grad and back-propagated against it
   (the same gradient for ``dropout=0``, memory of one micro-batch);
@@ -23,7 +25,7 @@ from transformers import Trainer
 
 from distill.apo.config import APOConfig
 from distill.apo.data import GroupCollator
-from distill.apo.encode import sequence_logps
+from distill.apo.encode import sequence_logps, shared_prompt_logps
 from distill.apo.loss import group_loss, reward_stats
 
 _MODEL_KEYS = ("input_ids", "attention_mask", "position_ids", "response_mask")
@@ -48,7 +50,10 @@ class APOTrainer(Trainer):
                  processing_class: Any, **kwargs: Any) -> None:
         if not isinstance(args, APOConfig):
             raise TypeError(f"args must be an APOConfig, got {type(args).__name__}")
-        kwargs.setdefault("data_collator", GroupCollator(processing_class.pad_token_id))
+        self.share_prompt = bool(args.share_prompt and not args.micro_batch_candidates
+                                 and not args.gradient_checkpointing)
+        kwargs.setdefault("data_collator", GroupCollator(processing_class.pad_token_id,
+                                                         share_prompt=self.share_prompt))
         super().__init__(model=model, args=args, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
         self.loss_is_scaled_for_ga = False
@@ -79,7 +84,10 @@ class APOTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        logps, n_tokens = sequence_logps(model, {k: inputs[k] for k in _MODEL_KEYS})
+        if "resp_ids" in inputs:
+            logps, n_tokens = shared_prompt_logps(model, inputs)
+        else:
+            logps, n_tokens = sequence_logps(model, {k: inputs[k] for k in _MODEL_KEYS})
         loss, stats = self._loss_from_logps(logps, n_tokens, inputs)
         self._record(stats, inputs)
         return (loss, {"logps": logps}) if return_outputs else loss
@@ -87,7 +95,7 @@ class APOTrainer(Trainer):
     def training_step(self, model: Any, inputs: dict[str, Any],
                       num_items_in_batch: Any = None) -> torch.Tensor:
         micro = self.args.micro_batch_candidates
-        if not micro or inputs["input_ids"].shape[0] <= micro:
+        if not micro or "resp_ids" in inputs or inputs["input_ids"].shape[0] <= micro:
             return super().training_step(model, inputs, num_items_in_batch)
         return self._micro_batched_step(model, inputs, micro)
 
@@ -115,7 +123,10 @@ class APOTrainer(Trainer):
     # -- metrics ----------------------------------------------------------------------
     def _record(self, stats: dict[str, float], inputs: dict[str, Any]) -> None:
         mode = "train" if self.model.training else "eval"
-        tokens = inputs["attention_mask"].sum()
+        if "resp_ids" in inputs:
+            tokens = inputs["prompt_mask"].sum() + inputs["resp_mask"].sum()
+        else:
+            tokens = inputs["attention_mask"].sum()
         tokens = self.accelerator.gather_for_metrics(tokens.reshape(1)).sum().item()
         for key, value in stats.items():
             self._metrics[mode][key].append(value)
