@@ -40,6 +40,7 @@ from detectors.state import KINDS, STATE_FORMAT, STATE_VERSION, check_header, de
 from stream.signals import SIGNALS
 
 BINARY = ("refusal", "format", "agreement")
+WARNING_EVIDENCE = 0.25  # a detector in warning: a hint, not a detection
 _BINARY_KINDS = ("hddm_a", "adwin")
 
 
@@ -219,7 +220,7 @@ class DetectorBank:
 
     def drift_state(self, teacher: str) -> TeacherDriftState:
         """Evidence for drift-weighted negatives: 1 within ``evidence_horizon`` events of a
-        detection, then halving every horizon; a warning keeps it at >= 0.5."""
+        detection, then halving every horizon; a detector in warning keeps it >= 0.25."""
         entry = self._teachers.get(teacher)
         if entry is None:
             return TeacherDriftState(0.0, False, [])
@@ -227,7 +228,7 @@ class DetectorBank:
         evidence, recent = 0.0, []
         for name, key in entry.keys.items():
             if getattr(key.detector, "warning_detected", False):
-                evidence = max(evidence, 0.5)
+                evidence = max(evidence, WARNING_EVIDENCE)
             if key.last_detection is None:
                 continue
             age = entry.n - 1 - key.last_detection
