@@ -7,20 +7,23 @@ fire and ends with a per-teacher table that says which scheduled drifts were fla
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from distill.config import Config
 from distill.service import MonitorService, RunLimits, kafka_settings
 from stream.broker import EmbeddedBroker
 from stream.kafka import KafkaSink, ensure_topics
-from stream.simulator import change_points, generate, load_scenario, produce
+from stream.simulator import PRODUCER_TUNING, change_points, generate, load_scenario, produce
 
 DETECTION_WINDOW = 300  # events of the teacher after a change point that count as "flagged"
 
@@ -53,8 +56,15 @@ def run_demo(cfg: Config, scenario_name: str, seed: int) -> int:
             console.print(f"[red]DRIFT[/] {alert['teacher']:<12} {alert['signal']:<9} "
                           f"{alert['detector']:<9} at event {alert['index']}")
 
+        logging.getLogger("distill.serve").setLevel(logging.ERROR)  # alerts print below
         service = MonitorService(cfg, limits=RunLimits(idle_exit_s=4.0), on_alert=on_alert)
-        summary = service.run()
+        total = scenario.samples * len(scenario.teachers)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("monitoring", total=total)
+            watcher = threading.Thread(target=_watch, args=(service, progress, task, total),
+                                       daemon=True)
+            watcher.start()
+            summary = service.run()
         producer.join()
     console.print(f"processed {summary.records} events, {summary.checkpoints} checkpoints")
     flagged = _print_summary(console, summary.alerts, points)
@@ -63,8 +73,15 @@ def run_demo(cfg: Config, scenario_name: str, seed: int) -> int:
     return 0
 
 
+def _watch(service: MonitorService, progress: Progress, task: Any, total: int) -> None:
+    while service.running and service.summary.records < total:
+        progress.update(task, completed=service.summary.records)
+        time.sleep(0.2)
+    progress.update(task, completed=service.summary.records)
+
+
 def _produce(settings: Any, cfg: Config, scenario: Any, seed: int) -> None:
-    sink = KafkaSink(settings)
+    sink = KafkaSink(settings, **PRODUCER_TUNING)
     try:
         produce(generate(scenario, seed), sink, cfg.kafka.input_topic)
     finally:

@@ -130,8 +130,8 @@ class MonitorService:
                                       on_assign=self._on_assign, on_revoke=self._on_revoke)
             stack.callback(self.source.close)
             self._install_signal_handlers(stack)
-            log.info("serving %s as group %s; metrics on %s", k.input_topic, k.group_id,
-                     self.cfg.serve.metrics_address)
+            log.info("serving %s as group %s; metrics on http://%s:%d/metrics", k.input_topic,
+                     k.group_id, server.host, server.port)
             self._loop()
             self._checkpoint(force=True)
         return self.summary
