@@ -1,18 +1,22 @@
-"""End to end: simulator -> `distill serve` -> teacher groups (topic and
-archive) -> `distill train` drains the topic into its buffer -> `distill retrain` runs one
-real APO round (bootstrap SFT, synthesis, Plackett-Luce steps, evaluation gate) on a tiny
-real student -> the registry holds a complete, loadable model; rerunning the run id does
-nothing; rollback moves the pointer back. `serve`, `train` and the reruns are subprocesses;
-the training `retrain` runs the same click command in this process, where torch is already
-imported.
+"""End to end: simulator -> `distill serve` -> teacher groups (topic and archive) ->
+`distill train` drains the topic into its buffer -> `distill retrain` runs one real APO
+round (bootstrap SFT, synthesis, Plackett-Luce steps, evaluation gate) on a tiny real
+student -> the registry holds a complete, loadable model; rerunning the run id does
+nothing; rollback moves the pointer back. Before that, the same `retrain` is killed with
+SIGKILL while it trains, and the registry still holds only complete models.
+
+`serve`, `train`, the killed `retrain` and the reruns are subprocesses; the `retrain` that
+trains to the end runs the same click command in this process, where torch is imported.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -92,7 +96,7 @@ def test_retrain_runs_end_to_end_on_groups_from_serve(
     # 1. the monitor turns the teacher stream into groups (topic + archive)
     serve = distill("serve", "--config", str(cfg), "--bootstrap-servers", servers,
                     "--state-dir", str(state), "--metrics-address", "127.0.0.1:0",
-                    "--max-records", str(events), "--idle-exit", "3")
+                    "--max-records", str(events), "--idle-exit", "2")
     assert serve.returncode == 0, serve.stderr[-3000:]
     assert list((state / "archive").iterdir())
 
@@ -101,18 +105,40 @@ def test_retrain_runs_end_to_end_on_groups_from_serve(
                     "--state-dir", str(state), "--student", str(tiny_student),
                     "--metrics-address", "127.0.0.1:0", "--trigger-every-groups", "100000")
     assert train.returncode == 0, train.stderr[-3000:]
-    paths = TrainerPaths(state)
-    with GroupBuffer(paths.buffer) as buf:
+    with GroupBuffer(TrainerPaths(state).buffer) as buf:
         counts = buf.counts()
     assert counts.train + counts.probe >= SAMPLES - 2  # the last samples may still be open
     assert counts.probe >= 1
 
-    # 3. one real round by hand; the archive holds the same groups, so nothing is new
+    # 3. a round killed (-9) while it trains leaves the registry on complete models only
+    args = ["retrain", "--config", str(cfg), "--state-dir", str(state), "--student",
+            str(tiny_student), "--run-id", "e2e-1", "--json", "--no-progress", *FAST_ROUND]
+    killed = subprocess.Popen(
+        [sys.executable, "-c", "from distill.cli import main; main()", *args],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert killed.stderr is not None
+    lines = []
+    for line in killed.stderr:
+        lines.append(line)
+        if line.startswith("train: "):  # the reference is committed; APO has begun
+            break
+    assert "(0 imported from" in "".join(lines)  # the archive holds the topic's groups
+    time.sleep(random.Random(5).uniform(0.0, 2.0))  # somewhere inside the round
+    killed.kill()
+    killed.wait()
+    paths = TrainerPaths(state)
+    reg = Registry(paths.registry)  # what a restarted trainer sees
+    assert [v.version for v in reg.versions()] == ["v0001"] and reg.verify("v0001")
+    assert reg.current().version == "v0001" and reg.run("e2e-1")["status"] == "running"
+    assert not [p for p in (paths.registry / "models").iterdir() if p.name != "v0001"]
+
+    # 4. the same run id again, to the end: the reference is reused, one APO round runs
     retrain = distill_here("retrain", "--config", str(cfg), "--state-dir", str(state),
                       "--student", str(tiny_student), "--run-id", "e2e-1", "--json",
                       "--no-progress", *FAST_ROUND)
     assert retrain.returncode == 0, retrain.stderr[-3000:]
-    assert "(0 imported from" in retrain.stderr
+    assert "bootstrap:" not in retrain.stderr
     outcome = json.loads(retrain.stdout)
     assert outcome["status"] in ("promoted", "kept"), outcome
     assert outcome["groups"] == min(NEW_GROUPS, counts.train)
@@ -130,14 +156,14 @@ def test_retrain_runs_end_to_end_on_groups_from_serve(
     model = AutoModelForCausalLM.from_pretrained(reg.model_dir(current))
     assert sum(p.numel() for p in model.parameters()) > 0
 
-    # 4. the same run id again: answered from the registry, nothing trained
+    # 5. the same run id again: answered from the registry, nothing trained
     again = distill("retrain", "--config", str(cfg), "--state-dir", str(state),
                     "--run-id", "e2e-1", "--json", "--no-progress")
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["reused"] is True
     assert len(Registry(paths.registry).versions()) == len(reg.versions())
 
-    # 5. rollback, visible to `distill status`
+    # 6. rollback, visible to `distill status`
     if outcome["status"] == "promoted":
         back = distill("retrain", "--state-dir", str(state), "--rollback", "parent")
         assert back.returncode == 0, back.stderr
