@@ -118,20 +118,24 @@ class ADWIN(base.DriftDetector):
         return self._threshold
 
     def update(self, x: float) -> ADWIN:
-        h = self._helper
-        self._n_prev, self._total_prev = h.get_width(), h.get_total()
-        self._drift_detected = h.update(x)
+        # Our own tallies of the window (cheaper than asking the core before every update);
+        # they only serve to describe a cut, and are re-read from the core after one.
+        self._drift_detected = self._helper.update(x)
         if self._drift_detected:
             self._after_cut(x)
+        else:
+            self._n_prev += 1
+            self._total_prev += x
         return self
 
     def _after_cut(self, x: float) -> None:
         # Reconstruct the cut from before/after totals: the dropped part is the old prefix.
         h = self._helper
         n1, total1 = h.get_width(), h.get_total()
-        # the last update's value is already in; the old window held n_prev items
-        n0 = max(self._n_prev - (n1 - 1), 1)
+        # n_prev / total_prev hold the window before this update
+        n0 = max(self._n_prev + 1 - n1, 1)
         total0 = self._total_prev + x - total1
+        self._n_prev, self._total_prev = n1, total1
         mu0, mu1 = total0 / n0, total1 / max(n1, 1)
         self._statistic = abs(mu1 - mu0)
         n = n0 + n1
@@ -144,6 +148,7 @@ class ADWIN(base.DriftDetector):
         """Forget everything (a fresh window)."""
         self._helper = self._new_helper()
         self._drift_detected = False
+        self._n_prev, self._total_prev = 0.0, 0.0
 
     def to_state(self) -> dict[str, Any]:
         """Parameters plus River's serialised core (valid for this River version only)."""
@@ -153,6 +158,7 @@ class ADWIN(base.DriftDetector):
                 "delta", "clock", "max_buckets", "min_window_length", "grace_period")},
             "river": river.__version__, "core": base64.b64encode(blob).decode(),
             "drift": self._drift_detected, "statistic": self._statistic,
+            "tally": [self._n_prev, self._total_prev],
             "threshold": None if math.isnan(self._threshold) else self._threshold,
         }
 
@@ -167,6 +173,7 @@ class ADWIN(base.DriftDetector):
         except Exception as exc:  # the Rust core raises its own error types
             raise StateCorrupt(f"ADWIN core does not load: {exc}") from exc
         d._drift_detected = state["drift"]
+        d._n_prev, d._total_prev = state["tally"]
         d._statistic = state["statistic"]
         d._threshold = math.nan if state["threshold"] is None else state["threshold"]
         return d

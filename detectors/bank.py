@@ -194,7 +194,7 @@ class DetectorBank:
             det = key.detector
             det.update(value)
             key.n += 1
-            if det.drift_detected:
+            if det._drift_detected:  # the property costs a call per update; all ours
                 key.detections += 1
                 key.last_detection = index
                 if self._alarms(entry, index, name):

@@ -97,45 +97,41 @@ class HDDMA(base.BinaryDriftAndWarningDetector):
     def threshold(self) -> float:
         return self._threshold
 
-    def _eps(self, n: int) -> float:
-        return math.sqrt(self._log_d / (2.0 * n))
-
     def update(self, x: bool | float) -> HDDMA:
         if self._drift_detected:
             self._reset()
-        self._zn += 1
-        zn = self._zn
-        self._zm += (float(x) - self._zm) / zn
-        zm = self._zm
+        zn = self._zn = self._zn + 1
+        zm = self._zm = self._zm + (float(x) - self._zm) / zn
         if self._minn == 0:
             self._minn, self._minm = zn, zm
         if self._maxn == 0:
             self._maxn, self._maxm = zn, zm
-        eps_z = self._eps(zn)
-        if self._minm + self._eps(self._minn) >= zm + eps_z:
+        half_log = 0.5 * self._log_d
+        eps_z = math.sqrt(half_log / zn)
+        if self._minm + math.sqrt(half_log / self._minn) >= zm + eps_z:
             self._minn, self._minm = zn, zm
-        if self._maxm - self._eps(self._maxn) <= zm - eps_z:
+        if self._maxm - math.sqrt(half_log / self._maxn) <= zm - eps_z:
             self._maxn, self._maxm = zn, zm
-        rise = self._gap(zm - self._minm, self._minn)
-        fall = self._gap(self._maxm - zm, self._maxn) if self.two_sided_test else None
-        self._drift_detected = self._warning_detected = False
-        for gap in (rise, fall):
-            if gap is None:
-                continue
-            diff, m = gap
-            bound = math.sqrt(m / 2.0 * self._log2_d)
+        drift = warn = False
+        if self._minn != zn:  # test for a rise
+            m = (zn - self._minn) / self._minn / zn * 0.5
+            diff = zm - self._minm
+            bound = math.sqrt(m * self._log2_d)
             if diff >= bound:
-                self._drift_detected, self._statistic, self._threshold = True, diff, bound
-            elif diff >= math.sqrt(m / 2.0 * self._log2_w):
-                self._warning_detected = True
-        if self._drift_detected:
-            self._warning_detected = False
+                drift, self._statistic, self._threshold = True, diff, bound
+            elif diff >= math.sqrt(m * self._log2_w):
+                warn = True
+        if self.two_sided_test and self._maxn != zn:  # test for a fall
+            m = (zn - self._maxn) / self._maxn / zn * 0.5
+            diff = self._maxm - zm
+            bound = math.sqrt(m * self._log2_d)
+            if diff >= bound:
+                drift, self._statistic, self._threshold = True, diff, bound
+            elif diff >= math.sqrt(m * self._log2_w):
+                warn = True
+        self._drift_detected = drift
+        self._warning_detected = warn and not drift
         return self
-
-    def _gap(self, diff: float, n_cut: int) -> tuple[float, float] | None:
-        if n_cut == self._zn:
-            return None
-        return diff, (self._zn - n_cut) / n_cut / self._zn
 
     def reset(self) -> None:
         """Forget everything."""
