@@ -219,7 +219,7 @@ def teacher_drift() -> dict[str, Any]:
         f"max by (teacher) (distill_last_drift_timestamp_seconds{{{sel}}}) * 1000 > 0",
         "{{teacher}}")], w=12, h=5, unit="dateTimeFromNow", options={"graphMode": "none"})
 
-    b.row("Signal estimates ($signal)")
+    b.row("Signal estimates")
     b.panel("timeseries", "Estimate: $signal", [target(
         f'distill_signal_estimate{{{sel}, signal=~"$signal"}}', "{{teacher}}")], h=8,
         repeat="signal", repeatDirection="h", maxPerRow=3,

@@ -172,6 +172,25 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
 
 
+COMPOSE_TOP = {"name", "services", "volumes", "networks", "configs", "secrets"}
+COMPOSE_SERVICE = {"image", "build", "command", "entrypoint", "environment", "env_file",
+                   "volumes", "ports", "depends_on", "healthcheck", "restart", "profiles",
+                   "stop_grace_period", "deploy", "user", "working_dir", "networks"}
+
+
+def test_compose_uses_only_compose_spec_keys():
+    doc = compose()
+    assert {k for k in doc if not k.startswith("x-")} <= COMPOSE_TOP
+    for name, svc in doc["services"].items():
+        assert set(svc) <= COMPOSE_SERVICE, (name, set(svc) - COMPOSE_SERVICE)
+        deps = svc.get("depends_on") or {}
+        for dep, cond in (deps.items() if isinstance(deps, dict) else []):
+            assert cond["condition"] in {"service_started", "service_healthy",
+                                         "service_completed_successfully"}, (name, dep)
+        if "healthcheck" in svc:
+            assert svc["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}, name
+
+
 def test_compose_services_reference_what_exists():
     doc = compose()
     services = doc["services"]
