@@ -167,8 +167,19 @@ class MonitorMetrics:
         ``summary_fn`` is called from the HTTP server's thread: it must return a snapshot
         (or take the bank's lock). ``evidence_fn`` optionally maps teacher -> drift evidence.
         """
-        self.registry.register(BankCollector(summary_fn, evidence_fn, on_key=self._bank_key,
-                                             detected_at=self._detected_at))
+        self.registry.register(BankCollector(
+            summary_fn, evidence_fn, on_key=self._bank_key, detected_at=self._detected_at,
+            process_detections=self._detection_counts))
+
+    def _detection_counts(self) -> dict[tuple[str, str], float]:
+        """Detections counted by this process, per (teacher, signal)."""
+        counts: dict[tuple[str, str], float] = {}
+        for family in self.drift_detections.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = (sample.labels["teacher"], sample.labels["signal"])
+                    counts[key] = counts.get(key, 0.0) + sample.value
+        return counts
 
     def _bank_key(self, teacher: str, signal: str, detector: str) -> None:
         """Every (teacher, signal, detector) the bank knows gets its detection counter at 0,
@@ -192,13 +203,15 @@ class BankCollector(Collector):
                  evidence_fn: Callable[[], Mapping[str, float]] | None = None,
                  on_key: Callable[[str, str, str], None] | None = None,
                  detected_at: Mapping[tuple[str, str], float] | None = None,
+                 process_detections: Callable[[], Mapping[tuple[str, str], float]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._summary_fn = summary_fn
         self._evidence_fn = evidence_fn
         self._on_key = on_key
         self._detected_at = detected_at if detected_at is not None else {}
+        self._process_detections = process_detections
         self._clock = clock
-        self._seen: dict[tuple[str, str], tuple[int, float]] = {}  # -> (detections, when seen)
+        self._seen: dict[tuple[str, str], tuple[float, float]] = {}  # -> (detections, when)
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families().values()
@@ -212,34 +225,42 @@ class BankCollector(Collector):
             log.exception("detector bank summary failed during a scrape")
             return
         families = self._families()
+        counts = self._process_detections() if self._process_detections else None
         for teacher, signals in summary.items():
             for signal, s in signals.items():
                 if self._on_key is not None:
                     self._on_key(teacher, signal, str(s.get("detector") or "unknown"))
-                _add(families, teacher, signal, s, self._last_drift(teacher, signal, s))
+                _add(families, teacher, signal, s, self._last_drift(teacher, signal, s, counts))
         yield from families.values()
         if self._evidence_fn is not None:
             yield from self._collect_evidence()
 
-    def _last_drift(self, teacher: str, signal: str, s: Mapping[str, Any]) -> float:
+    def _last_drift(self, teacher: str, signal: str, s: Mapping[str, Any],
+                    counts: Mapping[tuple[str, str], float] | None) -> float:
         """``last_detection_time`` when the bank gives one, else the time passed to
-        :meth:`MonitorMetrics.record_detection`, else the wall time of the first scrape that
-        saw ``detections`` rise (0 until a detection happens after start)."""
+        :meth:`MonitorMetrics.record_detection`, else the wall time of the scrape that first
+        saw the detections rise: this process's counter when known (a detection before the
+        first scrape counts as "now"), else the bank's count (whose restored part has no
+        time: 0 until the next detection)."""
         given = _timestamp(s.get("last_detection_time"))
         if given is None:
             given = self._detected_at.get((teacher, signal))
         if given is not None:
             return given
-        count = s.get("detections")
-        if not isinstance(count, int):
+        key = (teacher, signal)
+        if counts is not None:
+            count = counts.get(key, 0.0)
+        elif isinstance(s.get("detections"), int):
+            count = float(s["detections"])
+        else:
             return 0.0
-        previous = self._seen.get((teacher, signal))
-        if previous is None:  # first look: a count restored from a checkpoint has no time
-            self._seen[(teacher, signal)] = (count, 0.0)
-            return 0.0
-        if count > previous[0]:
-            self._seen[(teacher, signal)] = (count, self._clock())
-        return self._seen[(teacher, signal)][1]
+        previous = self._seen.get(key)
+        if previous is None:
+            seen_now = counts is not None and count > 0
+            self._seen[key] = (count, self._clock() if seen_now else 0.0)
+        elif count > previous[0]:
+            self._seen[key] = (count, self._clock())
+        return self._seen[key][1]
 
     def _collect_evidence(self) -> Iterator[Metric]:
         assert self._evidence_fn is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from datetime import UTC, datetime
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
@@ -180,6 +181,21 @@ def test_last_drift_time_is_when_a_scrape_saw_the_detections_rise():
     assert last_drift() == 1020.0
     now[0] = 1030.0
     assert last_drift() == 1020.0
+
+
+def test_last_drift_time_uses_this_process_detections_not_restored_ones():
+    bank = {"gpt": {"length": {"detector": "adwin", "detections": 4},     # 4 restored
+                    "vocab": {"detector": "kl_window", "detections": 1}}}
+    reg = CollectorRegistry()
+    m = MonitorMetrics(reg)
+    m.attach_bank(lambda: bank)
+    # a fast stream: the detection happens before the first scrape ever sees the key
+    m.drift_detections.labels(teacher="gpt", signal="vocab", detector="kl_window").inc()
+    before = time.time()
+    last = {s.labels["signal"]: s.value for f in reg.collect() for s in f.samples
+            if s.name == "distill_last_drift_timestamp_seconds"}
+    assert last["vocab"] >= before
+    assert last["length"] == 0.0  # restored from a checkpoint: no time known
 
 
 def test_record_detection_counts_and_sets_the_last_drift_time():
