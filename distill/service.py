@@ -23,14 +23,16 @@ from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from detectors.bank import BankConfig
+from detectors.exceptions import DetectorError
 from distill.config import Config
+from distill.exceptions import CheckpointUnreadable
 from distill.http import start_http_server
 from distill.metrics import MonitorMetrics
 from distill.partition import PartitionState
 from distill.pipeline import PipelineConfig, StepOutput
 from distill.status import merge_summaries
 from stream.broker import EmbeddedBroker
-from stream.checkpoint import commit_checkpoint
+from stream.checkpoint import checkpoint_path, commit_checkpoint
 from stream.deadletter import DeadLetterSink
 from stream.events import TeacherEvent, decode_event
 from stream.exceptions import StreamError
@@ -95,6 +97,7 @@ class MonitorService:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_failing_since: float | None = None
+        self._fatal: Exception | None = None
         self.probe: BrokerProbe | None = None
         self.source: KafkaSource | None = None
         self.sink: KafkaSink | None = None
@@ -133,6 +136,8 @@ class MonitorService:
             log.info("serving %s as group %s; metrics on http://%s:%d/metrics", k.input_topic,
                      k.group_id, server.host, server.port)
             self._loop()
+            if self._fatal is not None:
+                raise self._fatal
             self._checkpoint(force=True)
         return self.summary
 
@@ -236,8 +241,16 @@ class MonitorService:
         for topic, p in partitions:
             if (topic, p) in self.parts:
                 continue
-            part = PartitionState.restore(self.state_dir, topic, p, self.pconfig,
-                                          self.cfg.serve.archive_segment_events)
+            try:
+                part = PartitionState.restore(self.state_dir, topic, p, self.pconfig,
+                                              self.cfg.serve.archive_segment_events)
+            except (DetectorError, ValueError, KeyError, TypeError) as exc:
+                path = checkpoint_path(self.state_dir, topic, p)
+                self._fatal = CheckpointUnreadable(
+                    f"{path}: {exc}. Restore a good copy, or move it away to start this "
+                    f"partition afresh from the committed offset (its counts restart at 0).")
+                self.running = False
+                return
             self.parts[(topic, p)] = part
             if part.next_offset is not None:
                 self.source.seek(topic, p, part.next_offset)

@@ -115,3 +115,23 @@ def test_alerts_topic_carries_json_alerts(kafka_settings: KafkaSettings, tmp_pat
     doc = json.loads(alerts[0].value)
     assert doc["teacher"] == "a" and doc["signal"] in {"length", "answer", "refusal", "format",
                                                        "vocab", "agreement"}
+
+
+def test_unreadable_checkpoint_stops_serve_with_the_file_named(kafka_settings: KafkaSettings,
+                                                               tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    topics = Topics.fresh()
+    produce_events(kafka_settings, topics.input, [event(0, "a")])
+    run_in_thread(topics.config(kafka_settings.bootstrap_servers, tmp_path))
+    cp = next((tmp_path / "checkpoints").glob("*.json"))
+    doc = json.loads(cp.read_text())
+    doc["state"]["bank"] = {"version": 999}
+    cp.write_text(json.dumps(doc))
+    proc = subprocess.run([sys.executable, "-c", "from distill.cli import main; main()",
+                           "serve", "--idle-exit", "2", "--metrics-address", "127.0.0.1:0"],
+                          env=topics.env(kafka_settings.bootstrap_servers, tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "cannot restore a checkpoint" in proc.stderr and cp.name in proc.stderr

@@ -61,9 +61,13 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         from distill.demo import run_demo
 
         raise SystemExit(run_demo(cfg, scenario, seed))
+    from distill.exceptions import CheckpointUnreadable
     from distill.service import MonitorService, RunLimits
 
     service = MonitorService(cfg, limits=RunLimits(max_records, idle_exit))
-    summary = service.run()
+    try:
+        summary = service.run()
+    except CheckpointUnreadable as exc:
+        raise click.ClickException(f"cannot restore a checkpoint: {exc}") from exc
     click.echo(f"processed {summary.records} records, {summary.dead_lettered} dead-lettered, "
                f"{len(summary.alerts)} alerts, {summary.checkpoints} checkpoints", err=True)
