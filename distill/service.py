@@ -213,8 +213,7 @@ class MonitorService:
         for alert in out.alerts:
             doc = {**alert.to_dict(), "partition": part.partition}
             self.sink.send(k.alerts_topic, json.dumps(doc).encode(), key=alert.teacher.encode())
-            self.metrics.drift_detections.labels(teacher=alert.teacher, signal=alert.signal,
-                                                 detector=alert.detector).inc()
+            self.metrics.record_detection(alert.teacher, alert.signal, alert.detector)
             log.warning("drift: teacher=%s signal=%s detector=%s at event %s "
                         "(statistic %.4g > threshold %.4g)", alert.teacher, alert.signal,
                         alert.detector, alert.index, alert.statistic or 0.0,
