@@ -9,6 +9,7 @@ Position ids are passed explicitly so padding does not shift them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,15 @@ def score_all(model: Any, encoded: Sequence[Encoded], pad_id: int, batch_size: i
     return scores
 
 
+@functools.cache
+def _cache_keyword() -> str:
+    """Transformers renamed ``past_key_values`` to ``cache`` (5.2x); accept both."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else \
+        "past_key_values"
+
+
 def collate_shared(groups: Sequence[Sequence[Encoded]], pad_id: int) -> dict[str, Any]:
     """Prompt once per group, responses apart: the layout of :func:`shared_prompt_logps`.
 
@@ -147,17 +157,18 @@ def shared_prompt_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
     """
     import torch
 
+    kw = _cache_keyword()
     p_mask, r_mask, group_of = batch["prompt_mask"], batch["resp_mask"], batch["resp_group"]
     p_pos = (p_mask.cumsum(1) - 1).clamp_min(0)
     first = model(input_ids=batch["prompt_ids"], attention_mask=p_mask, position_ids=p_pos,
                   use_cache=True, logits_to_keep=1)
-    cache = first.past_key_values
+    cache = first[kw]
     cache.batch_select_indices(group_of)
     p_len = p_mask.sum(1)[group_of]
     r_pos = p_len.unsqueeze(1) + torch.arange(r_mask.shape[1], device=r_mask.device)
     attn = torch.cat([p_mask[group_of], r_mask.long()], dim=1)
     out = model(input_ids=batch["resp_ids"], attention_mask=attn, position_ids=r_pos,
-                past_key_values=cache, use_cache=True)
+                use_cache=True, **{kw: cache})
     logits = torch.cat([first.logits[group_of, -1:].float(), out.logits[:, :-1].float()], 1)
     token_logps = -torch.nn.functional.cross_entropy(
         logits.transpose(1, 2), batch["resp_ids"], reduction="none")

@@ -29,9 +29,13 @@ STYLES = (
 )
 
 
-def parity_groups(n: int, n_teachers: int = 7, n_drifted: int = 2,
-                  seed: int = 0) -> list[TeacherGroup]:
-    """``n`` groups; teachers ``t{n_teachers-n_drifted}..`` answer wrongly and drift."""
+def parity_groups(n: int, n_teachers: int = 7, n_drifted: int = 2, seed: int = 0,
+                  reasoning_steps: int = 0) -> list[TeacherGroup]:
+    """``n`` groups; teachers ``t{n_teachers-n_drifted}..`` answer wrongly and drift.
+
+    ``reasoning_steps`` > 0 prepends that many filler reasoning sentences to every
+    trajectory, for realistic lengths (about 60 characters each) without the simulator.
+    """
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -44,6 +48,9 @@ def parity_groups(n: int, n_teachers: int = 7, n_drifted: int = 2,
             kind = "even" if a == "yes" else "odd"
             text = STYLES[(t + i) % len(STYLES)].format(x=x, d=x % 10, r=x % 2, h=x // 2,
                                                           kind=kind, a=a)
+            steps = [f"Step {k + 1}: teacher {t} looks at digit {(x + k * (t + 1)) % 10} of "
+                     f"{x} again." for k in range(reasoning_steps)]
+            text = " ".join([*steps, text])
             answers.append(TeacherAnswer(f"t{t}", f"e{i}-{t}", text, a))
             drift[f"t{t}"] = DriftState(1.0 if drifted else 0.0, drifted)
         consensus = majority({a.teacher: a.answer for a in answers})
