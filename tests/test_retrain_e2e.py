@@ -1,12 +1,14 @@
-"""End to end: simulator -> `distill serve` -> teacher groups (topic and archive) ->
-`distill train` drains the topic into its buffer -> `distill retrain` runs one real APO
-round (bootstrap SFT, synthesis, Plackett-Luce steps, evaluation gate) on a tiny real
-student -> the registry holds a complete, loadable model; rerunning the run id does
-nothing; rollback moves the pointer back. Before that, the same `retrain` is killed with
-SIGKILL while it trains, and the registry still holds only complete models.
+"""End to end on the simulator's stream:
 
-`serve`, `train`, the killed `retrain` and the reruns are subprocesses; the `retrain` that
-trains to the end runs the same click command in this process, where torch is imported.
+simulator -> `distill serve` -> teacher groups (groups topic and archive) ->
+`distill train --follow` buffers the topic, bootstraps the reference from a tiny real
+student and starts an APO round, and is killed with SIGKILL while it trains: the registry
+holds only complete models -> `distill retrain` runs one real round (synthesis,
+Plackett-Luce steps, evaluation gate) to the end -> the new version loads with
+``AutoModelForCausalLM``; rerunning the run id does nothing; rollback moves the pointer back.
+
+`serve`, `train` and the reruns are subprocesses; the `retrain` that trains runs the same
+click command in this process, where torch is already imported (~10 s saved).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
+import threading
 import time
 from itertools import islice
 from pathlib import Path
@@ -100,45 +104,47 @@ def test_retrain_runs_end_to_end_on_groups_from_serve(
     assert serve.returncode == 0, serve.stderr[-3000:]
     assert list((state / "archive").iterdir())
 
-    # 2. the trainer drains the groups topic into its durable buffer (no round due)
-    train = distill("train", "--config", str(cfg), "--bootstrap-servers", servers,
-                    "--state-dir", str(state), "--student", str(tiny_student),
-                    "--metrics-address", "127.0.0.1:0", "--trigger-every-groups", "100000")
-    assert train.returncode == 0, train.stderr[-3000:]
-    with GroupBuffer(TrainerPaths(state).buffer) as buf:
+    # 2. `distill train --follow` consumes the groups topic into its durable buffer,
+    #    bootstraps the reference and starts a round; it is killed (-9) while it trains
+    follow = subprocess.Popen(
+        [sys.executable, "-c", "from distill.cli import main; main()", "train", "--follow",
+         "--config", str(cfg), "--bootstrap-servers", servers, "--state-dir", str(state),
+         "--student", str(tiny_student), "--metrics-address", "127.0.0.1:0",
+         "--trigger-every-groups", "8", *FAST_ROUND],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert follow.stderr is not None
+    watchdog = threading.Timer(240, follow.kill)  # never hang the suite
+    watchdog.start()
+    seen = []
+    for line in follow.stderr:
+        seen.append(line)
+        if re.search(r"distill\.trainer\.round: round count-\S+: train ", line):
+            break  # the reference is committed and the APO round has begun
+    watchdog.cancel()
+    time.sleep(random.Random(5).uniform(0.0, 2.0))  # somewhere inside the round
+    follow.kill()
+    follow.wait()
+    assert any(": train " in line for line in seen), "".join(seen)[-3000:]
+    paths = TrainerPaths(state)
+    reg = Registry(paths.registry)  # what a restarted trainer sees
+    assert [v.version for v in reg.versions()] == ["v0001"] and reg.verify("v0001")
+    assert reg.current().version == "v0001"
+    [run] = reg.snapshot()["runs"].values()
+    assert run["status"] == "running" and run["trigger"] == "count"
+    assert not [p for p in (paths.registry / "models").iterdir() if p.name != "v0001"]
+    with GroupBuffer(paths.buffer) as buf:
         counts = buf.counts()
     assert counts.train + counts.probe >= SAMPLES - 2  # the last samples may still be open
     assert counts.probe >= 1
 
-    # 3. a round killed (-9) while it trains leaves the registry on complete models only
-    args = ["retrain", "--config", str(cfg), "--state-dir", str(state), "--student",
-            str(tiny_student), "--run-id", "e2e-1", "--json", "--no-progress", *FAST_ROUND]
-    killed = subprocess.Popen(
-        [sys.executable, "-c", "from distill.cli import main; main()", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert killed.stderr is not None
-    lines = []
-    for line in killed.stderr:
-        lines.append(line)
-        if line.startswith("train: "):  # the reference is committed; APO has begun
-            break
-    assert "(0 imported from" in "".join(lines)  # the archive holds the topic's groups
-    time.sleep(random.Random(5).uniform(0.0, 2.0))  # somewhere inside the round
-    killed.kill()
-    killed.wait()
-    paths = TrainerPaths(state)
-    reg = Registry(paths.registry)  # what a restarted trainer sees
-    assert [v.version for v in reg.versions()] == ["v0001"] and reg.verify("v0001")
-    assert reg.current().version == "v0001" and reg.run("e2e-1")["status"] == "running"
-    assert not [p for p in (paths.registry / "models").iterdir() if p.name != "v0001"]
-
-    # 4. the same run id again, to the end: the reference is reused, one APO round runs
+    # 3. one round by hand on the same groups: the reference is reused, the archive holds
+    #    the groups the topic delivered, and the round runs to the end
     retrain = distill_here("retrain", "--config", str(cfg), "--state-dir", str(state),
-                      "--student", str(tiny_student), "--run-id", "e2e-1", "--json",
-                      "--no-progress", *FAST_ROUND)
+                           "--run-id", "e2e-1", "--json", "--no-progress", *FAST_ROUND)
     assert retrain.returncode == 0, retrain.stderr[-3000:]
     assert "bootstrap:" not in retrain.stderr
+    assert "(0 imported from" in retrain.stderr
     outcome = json.loads(retrain.stdout)
     assert outcome["status"] in ("promoted", "kept"), outcome
     assert outcome["groups"] == min(NEW_GROUPS, counts.train)
@@ -156,14 +162,14 @@ def test_retrain_runs_end_to_end_on_groups_from_serve(
     model = AutoModelForCausalLM.from_pretrained(reg.model_dir(current))
     assert sum(p.numel() for p in model.parameters()) > 0
 
-    # 5. the same run id again: answered from the registry, nothing trained
+    # 4. the same run id again: answered from the registry, nothing trained
     again = distill("retrain", "--config", str(cfg), "--state-dir", str(state),
                     "--run-id", "e2e-1", "--json", "--no-progress")
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["reused"] is True
     assert len(Registry(paths.registry).versions()) == len(reg.versions())
 
-    # 6. rollback, visible to `distill status`
+    # 5. rollback, visible to `distill status`
     if outcome["status"] == "promoted":
         back = distill("retrain", "--state-dir", str(state), "--rollback", "parent")
         assert back.returncode == 0, back.stderr

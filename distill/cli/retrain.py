@@ -17,7 +17,13 @@ from typing import Any
 import click
 
 from distill.cli.common import config_option, load_or_exit
-from distill.cli.train import do_rollback, round_options, round_settings, state_dir_of
+from distill.cli.train import (
+    check_apo,
+    do_rollback,
+    round_options,
+    round_settings,
+    state_dir_of,
+)
 
 EXIT = {"promoted": 0, "kept": 0, "failed": 1, "skipped": 3}
 EXIT_BUSY = 4
@@ -68,6 +74,9 @@ def command(config_path: Path | None, state_dir: Path | None, student: Path | No
     Same round as `distill train --follow`: bootstrap the reference if none is registered,
     APO on the new groups (plus replayed older ones), the evaluation gate on the held-out
     probe, then promote or keep. Idempotent by --run-id.
+
+    Exit status: 0 promoted or deliberately kept, 1 the round failed, 2 usage (no student
+    to bootstrap from, a bad flag), 3 nothing new to train on, 4 another round is running.
     """
     cfg = load_or_exit(config_path, {"train": {"student": student}})
     state = state_dir_of(cfg, state_dir)
@@ -75,11 +84,8 @@ def command(config_path: Path | None, state_dir: Path | None, student: Path | No
         do_rollback(state, rollback)
         return
     since_ts = parse_since(since)
-    try:
-        settings = round_settings(cfg, steps, max_new_groups, replay_fraction, tolerance,
-                                  keep_rejected, apo_fields)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    settings = round_settings(cfg, steps, max_new_groups, replay_fraction, tolerance,
+                              keep_rejected, apo_fields)
     sys.exit(_retrain(cfg, state, settings, since_ts, run_id, from_archive, as_json,
                       not no_progress))
 
@@ -96,6 +102,7 @@ def _retrain(cfg: Any, state: Path, settings: Any, since_ts: float | None,
     registry = Registry(paths.registry)
     finished = registry.run(run_id) if run_id else None
     if not (finished and finished.get("status") in ("promoted", "kept")):
+        check_apo(settings)
         with GroupBuffer(paths.buffer, cfg.train.buffer_max_groups,
                          cfg.train.probe_fraction) as buffer:
             archive = from_archive or (paths.archive if paths.archive.is_dir() else None)

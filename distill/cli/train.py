@@ -76,11 +76,21 @@ def round_settings(cfg: Config, steps: int | None, max_new_groups: int | None,
     from distill.trainer.round import RoundSettings
 
     t = cfg.train
-    return RoundSettings(
+    settings = RoundSettings(
         steps=steps or t.steps, max_new_groups=max_new_groups or t.max_new_groups,
         replay_fraction=t.replay_fraction if replay_fraction is None else replay_fraction,
         tolerance=t.gate_tolerance if tolerance is None else tolerance,
         keep_rejected=keep_rejected, apo=parse_apo_fields(apo_fields))
+    return settings
+
+
+def check_apo(settings: Any) -> None:
+    """Fail at start (usage error, exit 2) on a bad --apo field; imports transformers."""
+    from distill.trainer.round import ApoEngine
+
+    problem = ApoEngine().check(settings)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--apo")
 
 
 def state_dir_of(cfg: Config, state_dir: Path | None) -> Path:
@@ -174,6 +184,7 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         return
     settings = round_settings(cfg, steps, max_new_groups, replay_fraction, tolerance,
                               keep_rejected, apo_fields)
+    check_apo(settings)
     sys.exit(_follow(cfg, state, settings, follow, max_rounds, max_seconds))
 
 

@@ -119,6 +119,18 @@ class ApoEngine:
         return APOConfig(output_dir=str(out_dir / ".hf-trainer"), max_steps=settings.steps,
                          **fields)
 
+    def check(self, settings: RoundSettings) -> str | None:
+        """Why these APO fields cannot work (a bad name or combination), or None; call it
+        before a round so a typo fails at start, not as a failed run."""
+        import tempfile
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                self._config(Path(tmp), settings)
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+        return None
+
     def bootstrap(self, student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
                   settings: RoundSettings) -> Path:
         from distill.apo import bootstrap
