@@ -45,9 +45,11 @@ def group(i: int) -> TeacherGroup:
 class StandIn:
     """Copies model dirs; the candidate's probe score comes from ``scores`` in order."""
 
-    def __init__(self, scores: Sequence[float] = (), fail: bool = False) -> None:
+    def __init__(self, scores: Sequence[float] = (), fail: bool = False,
+                 subdir: str = "") -> None:
         self.scores = list(scores)
         self.fail = fail
+        self.subdir = subdir
         self.calls: Counter[str] = Counter()
         self.trained_on: list[list[str]] = []
 
@@ -65,6 +67,7 @@ class StandIn:
         (out_dir / "model.safetensors").write_bytes(b"partial")
         if self.fail:
             raise RuntimeError("CUDA out of memory (stand-in)")
+        out_dir = out_dir / self.subdir
         shutil.copytree(policy_dir, out_dir, dirs_exist_ok=True)
         (out_dir / "score.txt").write_text(str(self.scores.pop(0)))
         return TrainOutput(out_dir, {"loss": 0.7, "reward_margin": 0.2,
@@ -107,6 +110,17 @@ def test_first_round_bootstraps_the_reference_then_promotes_a_better_candidate(
     with GroupBuffer(paths.buffer) as buf:
         probe = {g.sample_id for g in buf.probe(100)}
     assert probe and not probe & set(engine.trained_on[0])
+
+
+def test_a_model_written_to_a_subdirectory_is_registered_there(
+        tmp_path: Path, student: Path) -> None:
+    paths = TrainerPaths(tmp_path / "state")
+    fill(paths, range(30))
+    out = run_round(paths, SETTINGS, student=student, engine=StandIn([0.6], subdir="merged"))
+    reg = Registry(paths.registry)
+    model_dir = reg.model_dir(reg.get(out.version))
+    assert model_dir.name == "merged" and (model_dir / "score.txt").read_text() == "0.6"
+    assert reg.verify(out.version)
 
 
 def test_a_worse_candidate_is_kept_out_and_the_current_version_stays(

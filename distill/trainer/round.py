@@ -279,7 +279,7 @@ def _round(paths: TrainerPaths, registry: Registry, settings: RoundSettings, run
     with registry.staging() as staging:
         out = engine.train(registry.model_dir(current), registry.model_dir(reference),
                            selection.groups, staging, settings, progress)
-        model_dir = _inside(out.model_dir, staging)
+        model_dir, subdir = _inside(out.model_dir, staging)
         stage("evaluate", f"{len(probe)} probe groups")
         cand = engine.evaluate(model_dir, probe) if probe else {}
         base = engine.evaluate(registry.model_dir(current), probe) if probe else {}
@@ -289,8 +289,7 @@ def _round(paths: TrainerPaths, registry: Registry, settings: RoundSettings, run
         version = registry.commit(
             staging, status="promoted" if promote else "rejected", metrics=metrics,
             parent=current.version, run_id=run_id, trigger=trigger,
-            model_subdir=str(model_dir.relative_to(staging)) if model_dir != staging else "",
-            keep_weights=settings.keep_rejected)
+            model_subdir=subdir, keep_weights=settings.keep_rejected)
     stage("gate", ("promoted " if promote else "kept ") + why)
     return RoundOutcome(run_id, "promoted" if promote else "kept", trigger,
                         version=version.version, current=_name(registry.current()), reason=why,
@@ -308,21 +307,23 @@ def _bootstrap(registry: Registry, buffer: GroupBuffer, settings: RoundSettings,
         raise NothingToTrainError("no training groups to bootstrap the reference from")
     stage("bootstrap", f"SFT on {len(groups)} groups from {student}")
     with registry.staging() as staging:
-        model_dir = _inside(engine.bootstrap(Path(student), groups, staging, settings), staging)
+        _, subdir = _inside(engine.bootstrap(Path(student), groups, staging, settings), staging)
         return registry.commit(
             staging, status="reference", metrics={"groups": float(len(groups))}, parent=None,
-            run_id=run_id, trigger="bootstrap",
-            model_subdir=str(model_dir.relative_to(staging)) if model_dir != staging else "")
+            run_id=run_id, trigger="bootstrap", model_subdir=subdir)
 
 
-def _inside(model_dir: Path, staging: Path) -> Path:
-    """The model directory inside ``staging`` (copied there if the engine wrote elsewhere)."""
-    model_dir, staging = Path(model_dir).resolve(), staging.resolve()
-    if model_dir == staging or staging in model_dir.parents:
-        return model_dir
-    target = staging / "model"
-    shutil.copytree(model_dir, target)
-    return target
+def _inside(model_dir: Path, staging: Path) -> tuple[Path, str]:
+    """The model directory inside ``staging`` (copied there if the engine wrote elsewhere)
+    and its path relative to ``staging`` ("" when it is ``staging`` itself)."""
+    resolved, root = Path(model_dir).resolve(), staging.resolve()
+    if resolved == root:
+        return staging, ""
+    if root in resolved.parents:
+        sub = str(resolved.relative_to(root))
+        return staging / sub, sub
+    shutil.copytree(resolved, staging / "model")
+    return staging / "model", "model"
 
 
 def _seed(settings: RoundSettings, run_id: str) -> int:
