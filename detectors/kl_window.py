@@ -298,8 +298,11 @@ class KLWindow(base.DriftAndWarningDetector):
 
     # -- state ---------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
-        """JSON-able state: parameters plus windows (items as bins or histograms)."""
-        self._sync()
+        """JSON-able state: parameters plus windows (items as bins or histograms).
+
+        Pending window changes are stored as they are, not folded in: folding them here
+        would sum floats in another order than an uninterrupted run, and a restored
+        detector must continue bit for bit."""
         return {
             "params": {k: getattr(self, k) for k in (
                 "bins", "window_size", "reference_size", "false_alarms_per_10k",
@@ -310,6 +313,8 @@ class KLWindow(base.DriftAndWarningDetector):
             "phi": self._phi, "scale": self._scale, "dof": self._dof,
             "ring": [_jsonable(i) for i in self._ring], "pos": self._pos,
             "cur_counts": self._cur_counts.tolist(), "since_test": self._since_test,
+            "pending_in": [_jsonable(i) for i in self._pending_in],
+            "pending_out": [_jsonable(i) for i in self._pending_out],
             "statistic": self._statistic, "kl": self._kl,
             "threshold": None if math.isnan(self._threshold) else self._threshold,
             "pre_drift": self._pre_drift,
@@ -329,6 +334,8 @@ class KLWindow(base.DriftAndWarningDetector):
         d._ring = [_item_from_json(i) for i in state["ring"]]
         d._pos = state["pos"]
         d._cur_counts = np.asarray(state["cur_counts"], dtype=float)
+        d._pending_in = [_item_from_json(i) for i in state.get("pending_in", [])]
+        d._pending_out = [_item_from_json(i) for i in state.get("pending_out", [])]
         d._since_test = state["since_test"]
         d._statistic, d._kl = state["statistic"], state["kl"]
         d._threshold = math.nan if state["threshold"] is None else state["threshold"]
