@@ -11,8 +11,9 @@ counts every alarm after the first as false. So a detection becomes an alarm (a
 no alarm in the last ``refractory`` events; afterwards the teacher's other detectors are
 re-anchored on the new regime (``reset_on_alarm``). Agreement is relational: when one
 teacher changes, the leave-one-out majority of every other teacher moves with it. So an
-agreement detection is not an alarm while another teacher has alarmed within the evidence
-horizon (counted in bank-wide events); the change is explained by that teacher. Every
+agreement detection is not an alarm while another teacher has alarmed on one of its own
+signals (not agreement, which is ambiguous) within the evidence horizon, counted in
+bank-wide events: the change is explained by that teacher. Every
 detection still counts in :meth:`DetectorBank.summary` and in the teacher's evidence.
 
 >>> bank = DetectorBank(BankConfig(kl_window=20, kl_reference=40))
@@ -80,10 +81,10 @@ class BankConfig:
     false_alarms_per_10k: float = 0.5  # per teacher, all signals; KL tests get a share
     hist_bins: int = 64
     answer_bins: int = 32
-    adwin_delta: float = 0.002
+    adwin_delta: float = 0.05  # River's 0.002 misses 0.3-0.5 sd length shifts (README)
     adwin_clock: int = 32
-    binary_detector: str = "hddm_a"
-    binary_confidence: float = 0.001
+    binary_detector: str = "hddm_a"  # beat ADWIN on the real chains (README)
+    binary_confidence: float = 0.0002  # 0.001 gives ~1 FA/10k on rates near 0.5
     kl_window: int = 100
     kl_reference: int = 200
     kl_test_every: int = 10
@@ -156,7 +157,8 @@ class _Teacher:
     def __init__(self, config: BankConfig) -> None:
         self.n = 0
         self.last_alarm: int | None = None
-        self.last_alarm_clock: int | None = None  # bank-wide event count at that alarm
+        # bank-wide event count at the last alarm on a signal of the teacher's own
+        self.last_alarm_clock: int | None = None
         self.keys = {s: _Key(config.kind_of(s), config.make(s)) for s in config.signals}
 
 
@@ -198,7 +200,9 @@ class DetectorBank:
                 key.detections += 1
                 key.last_detection = index
                 if self._alarms(entry, index, name):
-                    entry.last_alarm, entry.last_alarm_clock = index, self._clock
+                    entry.last_alarm = index
+                    if name != "agreement":
+                        entry.last_alarm_clock = self._clock
                     alarms.append(DriftRecord(teacher, name, key.kind, index,
                                               float(det.statistic), float(det.threshold), time))
         if alarms and self.config.reset_on_alarm:

@@ -65,7 +65,8 @@ class ServeConfig(_Section):
 class DetectorsConfig(_Section):
     false_alarms_per_10k: float = Field(0.5, gt=0, description="KL-window false-alarm budget")
     hist_bins: int = Field(64, ge=4, description="hashed vocabulary histogram bins")
-    adwin_delta: float = Field(0.002, gt=0, lt=1)
+    adwin_delta: float = Field(0.05, gt=0, lt=1,
+                               description="ADWIN on log length; tuned on the real chains")
 
 
 class TrainConfig(_Section):
