@@ -35,10 +35,10 @@ from stream.simulator import generate, load_scenario, produce
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = 36
 TEACHERS = 7
-NEW_GROUPS = 12
+NEW_GROUPS = 8
 FAST_ROUND = ["--steps", "3", "--max-new-groups", str(NEW_GROUPS), "--replay-fraction", "0",
-              "--apo", "max_length=160", "--apo", "max_prompt_length=80",
-              "--apo", "synthesis_max_new_tokens=16", "--apo", "bootstrap_max_steps=2",
+              "--apo", "max_length=128", "--apo", "max_prompt_length=64",
+              "--apo", "synthesis_max_new_tokens=8", "--apo", "bootstrap_max_steps=2",
               "--apo", "learning_rate=0.001"]
 
 
@@ -122,7 +122,7 @@ def test_retrain_runs_end_to_end_on_groups_from_serve(
         if re.search(r"distill\.trainer\.round: round count-\S+: train ", line):
             break  # the reference is committed and the APO round has begun
     watchdog.cancel()
-    time.sleep(random.Random(5).uniform(0.0, 2.0))  # somewhere inside the round
+    time.sleep(random.Random(5).uniform(0.0, 1.0))  # somewhere inside the round
     follow.kill()
     follow.wait()
     assert any(": train " in line for line in seen), "".join(seen)[-3000:]
