@@ -52,7 +52,7 @@ def pick_student(opts: argparse.Namespace, groups: list, tmp: Path) -> tuple[Pat
     if opts.model:
         return Path(opts.model), f"local:{opts.model}"
     gguf = smollm2_gguf()
-    if gguf is not None and not opts.small:
+    if gguf is not None and not opts.small and not opts.no_gguf:
         try:
             return convert_smollm2(tmp / "smollm2", gguf), "SmolLM2-135M-Instruct (gguf)"
         except Exception as exc:  # e.g. the gguf package is missing
@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--no-full", action="store_true", help="skip the full fine-tune round")
     ap.add_argument("--small", action="store_true", help="tiny model: a CPU smoke test")
+    ap.add_argument("--no-gguf", action="store_true",
+                    help="use SmolLM2's shape (random init) even where its GGUF is installed")
     opts = ap.parse_args(argv)
 
     import torch

@@ -99,11 +99,15 @@ def test_uniform_apo_raises_positive_margin_over_every_negative(
     assert logged and logged[-1]["rewards/margins"] > logged[0]["rewards/margins"]
 
 
-@pytest.mark.parametrize("loss_type", ["apo", "dpo_pairwise"])
+@pytest.mark.parametrize(("loss_type", "extra"), [
+    ("apo", {}),
+    ("dpo_pairwise", {"gradient_checkpointing": True}),
+])
 def test_train_round_writes_loadable_safetensors_model_and_logs_loss(
-        tmp_path: Path, reference: Path, groups: list[TeacherGroup], loss_type: str) -> None:
+        tmp_path: Path, reference: Path, groups: list[TeacherGroup], loss_type: str,
+        extra: dict) -> None:
     config = _config(tmp_path, loss_type=loss_type, weighting="drift", synthesis="generate",
-                     synthesis_max_new_tokens=6, max_steps=3)
+                     synthesis_max_new_tokens=6, max_steps=3, **extra)
     result = train_round(reference, reference, groups, tmp_path / "round", config,
                          progress=False)
     assert result.model_dir == tmp_path / "round"
