@@ -37,6 +37,7 @@ class Score:
     delays: list[int] = field(default_factory=list)
     false_alarms: int = 0
     events: int = 0
+    per_change: list[int | None] = field(default_factory=list)  # delay, None if missed
 
 
 def score_alarms(alarms: Iterable[int], change_points: list[int], n_events: int,
@@ -44,16 +45,18 @@ def score_alarms(alarms: Iterable[int], change_points: list[int], n_events: int,
     """Score alarm indices against change points (an empty list scores a stable teacher)."""
     alarms = sorted(alarms)
     used: set[int] = set()
-    delays = []
+    per_change: list[int | None] = []
     bounds = [*change_points, n_events]
     for k, cp in enumerate(change_points):
         end = min(cp + delta_max, bounds[k + 1])
         first = next((i for i, a in enumerate(alarms) if a >= cp), None)
-        if first is not None and alarms[first] < end:
+        hit = first is not None and alarms[first] < end
+        if hit:
             used.add(first)
-            delays.append(alarms[first] - cp)
+        per_change.append(alarms[first] - cp if hit else None)
+    delays = [d for d in per_change if d is not None]
     return Score(changes=len(change_points), detected=len(delays), delays=delays,
-                 false_alarms=len(alarms) - len(used), events=n_events)
+                 false_alarms=len(alarms) - len(used), events=n_events, per_change=per_change)
 
 
 @dataclass
@@ -169,8 +172,28 @@ def run_benchmark(data: Path, chains_file: Path, config: BankConfig, seed: int =
         "seed": seed, "delta_max": delta_max, "config": asdict(config),
         "rows": [r.row() for r in rows],
         "aggregate": {m: aggregate([r for r in rows if r.method == m]) for m in methods},
+        "paired": {m: paired(rows, m) for m in methods[1:]},
         "skipped": skipped,
     }
+
+
+def paired(rows: list[ChainResult], baseline: str) -> dict[str, Any]:
+    """Delays on the changes that both the bank and a baseline detected."""
+    bank = {r.chain: r.watched.per_change for r in rows if r.method == "bank"}
+    ours, theirs = [], []
+    for r in rows:
+        if r.method != baseline:
+            continue
+        for a, b in zip(bank.get(r.chain, []), r.watched.per_change, strict=False):
+            if a is not None and b is not None:
+                ours.append(a)
+                theirs.append(b)
+    med = statistics.median
+    return {"both_detected": len(ours),
+            "bank_median_delay": med(ours) if ours else None,
+            "baseline_median_delay": med(theirs) if theirs else None,
+            "bank_faster": sum(a < b for a, b in zip(ours, theirs, strict=True)),
+            "baseline_faster": sum(b < a for a, b in zip(ours, theirs, strict=True))}
 
 
 def aggregate(rows: list[ChainResult]) -> dict[str, Any]:

@@ -78,6 +78,11 @@ def _print(console: Any, result: dict[str, Any]) -> None:
                     _num(a["fa_per_10k_watched"], 2), _num(a["fa_per_10k_peers"], 2),
                     _num(a["updates_per_s"]))
     console.print(agg)
+    for method, p in result.get("paired", {}).items():
+        console.print(f"changes detected by both bank and {method}: {p['both_detected']}; "
+                      f"median delay bank {_num(p['bank_median_delay'])} vs "
+                      f"{_num(p['baseline_median_delay'])} (bank faster on "
+                      f"{p['bank_faster']}, baseline faster on {p['baseline_faster']})")
     for s in result["skipped"]:
         console.print(f"skipped {s['chain']}: {s['reason']}")
 
