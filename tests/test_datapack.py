@@ -119,3 +119,66 @@ def test_load_chains_reads_a_list(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(ValueError):
         load_chains(path)
+
+
+# -- the detection benchmark over pack streams ------------------------------------------
+
+
+def _switch_pack(path: Path, n: int = 400) -> None:
+    """`w-1` writes short answers, `w-2` long ones; two peers never change."""
+    rnd = __import__("random").Random(0)
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for i in range(n):
+            for version, words in (("w-1", 20), ("w-2", 120), ("p-1", 40), ("p-2", 60)):
+                text = " ".join(rnd.choice(["alpha", "beta", "gamma", "delta"])
+                                for _ in range(rnd.randint(words // 2, words)))
+                fh.write(json.dumps({
+                    "task": "t", "sample_id": f"t:{i}", "teacher": version.split("-")[0],
+                    "teacher_version": version, "output_text": f"{text}. Final answer: {i % 2}",
+                    "answer": str(i % 2)}) + "\n")
+
+
+def test_bench_detect_scores_a_fixture_chain_and_skips_missing_files(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    _switch_pack(tmp_path / "pack.jsonl.gz")
+    chains = tmp_path / "chains.json"
+    chains.write_text(json.dumps([
+        {"file": "pack.jsonl.gz", "task": "t", "chain": ["w-1", "w-2"]},
+        {"file": "absent.jsonl.gz", "task": "*", "chain": ["a", "b"]},
+    ]))
+    out = tmp_path / "detect.json"
+    result = CliRunner().invoke(main, ["bench", "detect", "--data", str(tmp_path),
+                                       "--chains", str(chains), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert [r["method"] for r in doc["rows"]] == ["bank", "river_adwin_length",
+                                                  "river_kswin_length"]
+    bank = doc["rows"][0]
+    assert bank["change_points"] == [200] and bank["watched"]["detected"] == 1
+    assert bank["watched"]["delays"][0] <= 100 and bank["peers"]["false_alarms"] == 0
+    assert doc["aggregate"]["bank"]["detection_rate"] == 1.0
+    assert doc["skipped"][0]["reason"].startswith("file not found")
+    assert "absent.jsonl.gz" in result.output
+
+
+def test_bench_subcommands_not_built_exit_2() -> None:
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    for name in ("distill", "consensus"):
+        result = CliRunner().invoke(main, ["bench", name])
+        assert result.exit_code == 2 and "not built yet" in result.output
+
+
+def test_scoring_follows_cerqueira_definitions() -> None:
+    from distill.bench_detect import score_alarms
+
+    s = score_alarms([50, 130, 140, 700, 1300], [100, 600, 1200], n_events=1500, delta_max=300)
+    assert s.per_change == [30, 100, 100] and s.false_alarms == 2  # 50 (early) and 140
+    late = score_alarms([450], [100, 600], n_events=1000, delta_max=300)
+    assert late.per_change == [None, None] and late.false_alarms == 1
+    assert score_alarms([5, 9], [], n_events=10, delta_max=300).false_alarms == 2
