@@ -90,6 +90,15 @@ def wait_for_records(port: int, target: int, proc, timeout: float = 120) -> bool
     return False
 
 
+def wait_for_health(url: str, code: int, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get(url)[0] == code:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def get(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -107,18 +116,11 @@ def test_stalled_broker_is_reported_and_serve_catches_up(tmp_path: Path) -> None
         produce_events(settings, topics.input, events[:1400])
         port = free_port()
         env = topics.env(broker.bootstrap_servers, tmp_path / "state", checkpoint_every=200)
-        proc = start_serve(env, "--idle-exit", "8", "--metrics-address", f"127.0.0.1:{port}",
+        proc = start_serve(env, "--metrics-address", f"127.0.0.1:{port}",
                            log=tmp_path / "serve.log")
         healthz = f"http://127.0.0.1:{port}/healthz"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if get(healthz)[1].get("records") == 1400:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert get(healthz)[0] == 200
+        assert wait_for_records(port, 1400, proc)
+        assert wait_for_health(healthz, 200)
 
         broker.pause()
         time.sleep(8)
@@ -128,7 +130,10 @@ def test_stalled_broker_is_reported_and_serve_catches_up(tmp_path: Path) -> None
         broker.resume()
 
         produce_events(settings, topics.input, events[1400:])
-        assert proc.wait(timeout=120) == 0, (tmp_path / "serve.log").read_text()[-3000:]
+        assert wait_for_records(port, len(events), proc), "serve did not catch up"
+        assert wait_for_health(healthz, 200)
+        proc.send_signal(signal.SIGTERM)  # graceful: finish, checkpoint, commit, exit 0
+        assert proc.wait(timeout=60) == 0, (tmp_path / "serve.log").read_text()[-3000:]
     status = status_json(tmp_path / "state")
     assert sum(t["events"] for t in status["teachers"].values()) == len(events)
 
