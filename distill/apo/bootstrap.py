@@ -58,7 +58,7 @@ def bootstrap(student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
     pairs = sft_pairs(groups)
     if not pairs:
         raise ValueError("bootstrap needs at least one teacher trajectory")
-    model, tokenizer = load_student(Path(student_dir))
+    model, tokenizer = load_student(Path(student_dir), trainable=not config.lora)
     data = [encode_pair(tokenizer, p, r, config.max_length, config.max_prompt_length)
             for p, r in pairs]
     if config.lora:

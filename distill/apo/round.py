@@ -87,7 +87,7 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
     from distill.apo.trainer import APOTrainer
 
     started = time.perf_counter()
-    model, tokenizer = load_student(Path(policy_dir))
+    model, tokenizer = load_student(Path(policy_dir), trainable=not config.lora)
     prefs = [p for p in make_preference_groups(groups, config, model, tokenizer) if p.negatives]
     if not prefs:
         raise ValueError("no usable preference group: every group lacks teacher answers")

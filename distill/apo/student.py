@@ -43,12 +43,21 @@ def load_tokenizer(model_dir: Path) -> Any:
     return tok
 
 
-def load_student(model_dir: Path, *, device: Any = None, dtype: Any = None) -> tuple[Any, Any]:
-    """(model, tokenizer) from a local directory, on the best device unless told otherwise."""
+def load_student(model_dir: Path, *, device: Any = None, dtype: Any = None,
+                 trainable: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local directory, on the best device unless told otherwise.
+
+    ``trainable=True`` (a full fine-tune) keeps fp32 master weights even on CUDA; the
+    Trainer's bf16 autocast then does the fast matmuls. Frozen uses (LoRA base, reference,
+    evaluation) load in bf16 on CUDA.
+    """
+    import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     auto_device, auto_dtype = device_and_dtype()
+    if trainable:
+        auto_dtype = torch.float32
     hf_logging.disable_progress_bar()
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype or auto_dtype)
     model.to(device or auto_device)
