@@ -93,6 +93,20 @@ def main() -> None:
           f"ratio {t_all / values / (t_adwin / n):5.2f}x")
     print(f"bank[all] per event  {t_all / n * us:7.2f} us/event    ratio {t_all / t_adwin:5.2f}x")
     print(f"bank[all] throughput {n / t_all:9.0f} events/s")
+    print("per detector, alone (us/update):")
+    config = BankConfig()
+    for signal in ("length", "refusal", "answer", "vocab"):
+        xs = [s[signal] for _, s in updates if s.get(signal) is not None]
+        if signal == "length":
+            xs = [math.log1p(x) for x in xs]
+
+        def feed(signal: str = signal, xs: list = xs) -> None:
+            det = config.make(signal)
+            for x in xs:
+                det.update(x)
+
+        print(f"  {signal:8s} {config.kind_of(signal):10s} "
+              f"{_best(feed, args.repeat) / len(xs) * us:7.2f}")
 
 
 if __name__ == "__main__":

@@ -146,6 +146,7 @@ class KLWindow(base.DriftAndWarningDetector):
         self._ref_counts: np.ndarray | None = None
         self._phi = 1.0
         self._scale, self._dof = 1.0, 0.0  # null of G: scale * chi2(dof); dof 0 = bins seen - 1
+        self._log_q: np.ndarray | None = None  # derived from the reference; not in the state
         self._ring: list[Any] = []
         self._pos = 0
         self._cur_counts = np.zeros(self.bins)
@@ -212,13 +213,24 @@ class KLWindow(base.DriftAndWarningDetector):
             if len(self._fill) >= self.reference_size:
                 self._anchor()
             return self
-        if len(self._ring) < self.window_size:
-            self._ring.append(item)
+        ring = self._ring
+        if isinstance(item, int):  # integer counts are exact in any order: update in place
+            counts = self._cur_counts
+            if len(ring) < self.window_size:
+                ring.append(item)
+            else:
+                counts[ring[self._pos]] -= 1.0
+                ring[self._pos] = item
+                self._pos = (self._pos + 1) % self.window_size
+            counts[item] += 1.0
         else:
-            self._pending_out.append(self._ring[self._pos])
-            self._ring[self._pos] = item
-            self._pos = (self._pos + 1) % self.window_size
-        self._pending_in.append(item)
+            if len(ring) < self.window_size:
+                ring.append(item)
+            else:
+                self._pending_out.append(ring[self._pos])
+                ring[self._pos] = item
+                self._pos = (self._pos + 1) % self.window_size
+            self._pending_in.append(item)
         self._since_test += 1
         if self._since_test >= self.test_every and len(self._ring) == self.window_size:
             self._test()
@@ -251,7 +263,9 @@ class KLWindow(base.DriftAndWarningDetector):
         rng = np.random.default_rng(self._n)  # deterministic: restores replay identically
         n, h = len(m), len(m) // 2
         idx = np.argsort(rng.random((PERMUTATIONS, n)), axis=1)
-        c1 = m[idx[:, :h]].sum(axis=1)
+        halves = np.zeros((PERMUTATIONS, n))
+        halves[np.arange(PERMUTATIONS)[:, None], idx[:, :h]] = 1.0
+        c1 = halves @ m  # one matrix product instead of a (P, h, bins) gather
         c0 = self._ref_counts - c1
         a = self.smoothing * self._phi
         p = (c1 + a) / (h + a * self.bins)
@@ -265,10 +279,15 @@ class KLWindow(base.DriftAndWarningDetector):
 
     def _sync(self) -> None:
         if self._pending_in:
-            self._cur_counts += self._as_matrix(self._pending_in).sum(axis=0)
+            self._cur_counts += self._column_sums(self._pending_in)
         if self._pending_out:
-            self._cur_counts -= self._as_matrix(self._pending_out).sum(axis=0)
+            self._cur_counts -= self._column_sums(self._pending_out)
         self._pending_in, self._pending_out = [], []
+
+    def _column_sums(self, items: list[Any]) -> np.ndarray:
+        if isinstance(items[0], tuple):  # 5x faster than building a float matrix first
+            return np.fromiter(map(sum, zip(*items, strict=True)), float, self.bins)
+        return self._as_matrix(items).sum(axis=0)
 
     def _thresholds_for(self, df: float) -> tuple[float, float]:
         thr = self._thresholds.get(df)
@@ -284,9 +303,10 @@ class KLWindow(base.DriftAndWarningDetector):
         assert ref is not None
         n0, n1 = self.reference_size, self.window_size
         a = self.smoothing * self._phi
+        if self._log_q is None:  # fixed while the reference holds
+            self._log_q = np.log((ref + a) / (n0 + a * self.bins))
         p = (self._cur_counts + a) / (n1 + a * self.bins)
-        q = (ref + a) / (n0 + a * self.bins)
-        kl = float(np.sum(p * np.log(p / q)))
+        kl = float(p @ (np.log(p) - self._log_q))
         if self._dof:
             df: float = self._dof
         else:
