@@ -74,6 +74,21 @@ def test_rollback_to_parent_or_named_version(tmp_path: Path) -> None:
     assert reg.current().version == "v0004"
 
 
+def test_prune_keeps_the_newest_weights_plus_current_and_reference(tmp_path: Path) -> None:
+    reg = Registry(tmp_path)
+    save(reg, "reference")
+    for _ in range(5):
+        save(reg, "promoted")
+    reg.rollback("v0003")
+    assert reg.prune(keep=2) == ["v0002", "v0004"]
+    kept = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert kept == ["v0001", "v0003", "v0005", "v0006"]
+    assert reg.get("v0002").pruned and reg.get("v0002").path is None
+    with pytest.raises(UnknownVersionError):
+        reg.rollback("v0002")
+    assert Registry(tmp_path).current().version == "v0003"
+
+
 def test_open_removes_staging_of_dead_owners_but_not_live_ones(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
     dead = tmp_path / "models" / ".staging-1-dead"

@@ -66,9 +66,10 @@ def parse_since(text: str | None) -> float | None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def command(config_path: Path | None, state_dir: Path | None, student: Path | None,
             steps: int | None, max_new_groups: int | None, replay_fraction: float | None,
-            tolerance: float | None, keep_rejected: bool, apo_fields: tuple[str, ...],
-            since: str | None, run_id: str | None, from_archive: Path | None,
-            rollback: str | None, as_json: bool, no_progress: bool) -> None:
+            tolerance: float | None, keep_rejected: bool, keep_versions: int,
+            apo_fields: tuple[str, ...], since: str | None, run_id: str | None,
+            from_archive: Path | None, rollback: str | None, as_json: bool,
+            no_progress: bool) -> None:
     """Run one training round by hand over the stored groups.
 
     Same round as `distill train --follow`: bootstrap the reference if none is registered,
@@ -85,7 +86,7 @@ def command(config_path: Path | None, state_dir: Path | None, student: Path | No
         return
     since_ts = parse_since(since)
     settings = round_settings(cfg, steps, max_new_groups, replay_fraction, tolerance,
-                              keep_rejected, apo_fields)
+                              keep_rejected, apo_fields, keep_versions)
     sys.exit(_retrain(cfg, state, settings, since_ts, run_id, from_archive, as_json,
                       not no_progress))
 

@@ -43,6 +43,9 @@ def round_options(f: F) -> F:
                      help="Promote when probe score >= current - tolerance. [default: 0]"),
         click.option("--keep-rejected", is_flag=True, default=False,
                      help="Keep the weights of candidates the gate rejected."),
+        click.option("--keep-versions", type=click.IntRange(min=1), default=5,
+                     help="Newest versions whose weights stay on disk (the current and the "
+                          "reference version always do)."),
         click.option("--apo", "apo_fields", multiple=True, metavar="FIELD=VALUE",
                      help="Any APOConfig field, e.g. --apo loss_type=dpo_pairwise "
                      "--apo weighting=drift --apo lora=false (values parsed as JSON)."),
@@ -72,7 +75,8 @@ def parse_apo_fields(items: tuple[str, ...]) -> dict[str, Any]:
 
 def round_settings(cfg: Config, steps: int | None, max_new_groups: int | None,
                    replay_fraction: float | None, tolerance: float | None,
-                   keep_rejected: bool, apo_fields: tuple[str, ...]) -> Any:
+                   keep_rejected: bool, apo_fields: tuple[str, ...],
+                   keep_versions: int = 5) -> Any:
     from distill.trainer.round import RoundSettings
 
     t = cfg.train
@@ -80,7 +84,8 @@ def round_settings(cfg: Config, steps: int | None, max_new_groups: int | None,
         steps=steps or t.steps, max_new_groups=max_new_groups or t.max_new_groups,
         replay_fraction=t.replay_fraction if replay_fraction is None else replay_fraction,
         tolerance=t.gate_tolerance if tolerance is None else tolerance,
-        keep_rejected=keep_rejected, apo=parse_apo_fields(apo_fields))
+        keep_rejected=keep_rejected, keep_versions=keep_versions,
+        apo=parse_apo_fields(apo_fields))
     return settings
 
 
@@ -156,7 +161,7 @@ def build_tiny(out_dir: Path, scenario: str, seed: int) -> None:
 def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: Path | None,
             student: Path | None, steps: int | None, max_new_groups: int | None,
             replay_fraction: float | None, tolerance: float | None, keep_rejected: bool,
-            apo_fields: tuple[str, ...], follow: bool, group_id: str | None,
+            keep_versions: int, apo_fields: tuple[str, ...], follow: bool, group_id: str | None,
             metrics_address: str | None, trigger_every_groups: int | None,
             trigger_every_s: float | None, trigger_on_alert: bool | None,
             max_rounds: int | None, max_seconds: float | None, init_tiny: Path | None,
@@ -183,7 +188,7 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         do_rollback(state, rollback)
         return
     settings = round_settings(cfg, steps, max_new_groups, replay_fraction, tolerance,
-                              keep_rejected, apo_fields)
+                              keep_rejected, apo_fields, keep_versions)
     check_apo(settings)
     sys.exit(_follow(cfg, state, settings, follow, max_rounds, max_seconds))
 

@@ -73,6 +73,7 @@ class Version:
     trigger: str | None = None
     path: str | None = None  # relative to the registry root
     model_subdir: str = ""  # where the HF model lies inside the version directory
+    pruned: bool = False  # weights deleted by the retention policy
 
     @property
     def number(self) -> int:
@@ -239,7 +240,7 @@ class Registry:
             if target is None or target not in data["versions"]:
                 raise UnknownVersionError(f"no version {target!r} to roll back to")
             if not data["versions"][target].get("path"):
-                raise UnknownVersionError(f"{target} has no weights (rejected, not kept)")
+                raise UnknownVersionError(f"{target} has no weights (rejected or pruned)")
             self._move_current(data, target, "rollback")
             return Version(**data["versions"][target])
 
@@ -253,6 +254,26 @@ class Registry:
         data["history"].append({"at": now_iso(), "action": action, "version": version,
                                 "previous": previous})
         del data["history"][:-HISTORY_MAX]
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete the weights of all but the ``keep`` newest versions that have them; the
+        current and the reference version are always kept. Entries stay (``path`` None,
+        ``pruned`` True) so the history still reads. The registry is written first, so a
+        kill midway leaves only unrecorded directories, which the next open removes."""
+        if keep < 1:
+            raise ValueError("keep must be >= 1")
+        with self._locked(write=True) as data:
+            protected = {data["current"], data["reference"]}
+            with_weights = sorted(k for k, v in data["versions"].items() if v.get("path"))
+            victims = [k for k in with_weights[:-keep] if k not in protected]
+            dirs = []
+            for name in victims:
+                entry = data["versions"][name]
+                dirs.append(self.root / entry["path"])
+                entry.update(path=None, pruned=True)
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        return victims
 
     # -- runs (idempotency of rounds) --------------------------------------------------
 

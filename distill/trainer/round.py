@@ -78,6 +78,7 @@ class RoundSettings:
     tolerance: float = 0.0
     gate_metrics: tuple[str, ...] = ("agreement", "accuracy")
     keep_rejected: bool = False
+    keep_versions: int = 5  # newest versions whose weights are kept (+ current, reference)
     bootstrap_max_groups: int = 1024
     seed: int = 0
     apo: Mapping[str, Any] = field(default_factory=dict)
@@ -89,6 +90,8 @@ class RoundSettings:
             raise ValueError("replay_fraction must be in [0, 4]")
         if self.tolerance < 0:
             raise ValueError("tolerance must be >= 0")
+        if self.keep_versions < 1:
+            raise ValueError("keep_versions must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,7 @@ def _round(paths: TrainerPaths, registry: Registry, settings: RoundSettings, run
             staging, status="promoted" if promote else "rejected", metrics=metrics,
             parent=current.version, run_id=run_id, trigger=trigger,
             model_subdir=subdir, keep_weights=settings.keep_rejected)
+    registry.prune(settings.keep_versions)
     stage("gate", ("promoted " if promote else "kept ") + why)
     return RoundOutcome(run_id, "promoted" if promote else "kept", trigger,
                         version=version.version, current=_name(registry.current()), reason=why,
