@@ -13,9 +13,10 @@ True
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ class TeacherGroup:
         return asdict(self)
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        return orjson.dumps(self)  # orjson serialises (slotted) dataclasses natively
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TeacherGroup:
@@ -86,4 +87,4 @@ class TeacherGroup:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> TeacherGroup:
-        return cls.from_dict(json.loads(raw))
+        return cls.from_dict(orjson.loads(raw))

@@ -120,7 +120,7 @@ class MonitorService:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             ensure_topics(settings, {k.input_topic: k.partitions, k.dead_letter_topic: 1,
                                      k.alerts_topic: 1, k.groups_topic: k.partitions})
-            self.sink = KafkaSink(settings)
+            self.sink = KafkaSink(settings, linger_ms=20, batch_size=262_144)
             stack.callback(self.sink.close)
             self.dlq = DeadLetterSink(self.sink, k.dead_letter_topic)
             self.probe = BrokerProbe(settings, k.input_topic).start()

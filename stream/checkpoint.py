@@ -16,7 +16,6 @@ and groups on restart (consumers dedupe by ``sample_id``; the archive is truncat
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -24,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
 CHECKPOINT_VERSION = 1
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 
 def fsync_dir(directory: Path) -> None:
@@ -41,8 +43,8 @@ def write_json_atomic(path: Path, doc: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, separators=(",", ":"))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(orjson.dumps(doc, option=_ORJSON_OPTIONS))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -54,7 +56,7 @@ def write_json_atomic(path: Path, doc: Any) -> None:
 
 def read_json(path: Path) -> Any | None:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return orjson.loads(Path(path).read_bytes())
     except FileNotFoundError:
         return None
 

@@ -18,10 +18,11 @@ the set of reasons must stay small and bounded.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB; the embedded broker enforces no limit, so we do.
 
@@ -61,12 +62,15 @@ class TeacherEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; optional fields that are None are left out."""
-        d = asdict(self)
+        d = {name: getattr(self, name) for name in _FIELD_NAMES}
         d["produced_at"] = format_timestamp(self.produced_at)
         return {k: v for k, v in d.items() if v is not None}
 
     def to_json_bytes(self) -> bytes:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        return orjson.dumps(self.to_dict())
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(TeacherEvent))
 
 
 def format_timestamp(ts: datetime) -> str:
@@ -92,8 +96,8 @@ def decode_event(
     if len(raw) > max_bytes:
         return Invalid("too_large", f"{len(raw)} bytes > limit {max_bytes}")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        obj = orjson.loads(raw)  # strict: invalid UTF-8, NaN and deep nesting are rejected
+    except orjson.JSONDecodeError as exc:
         return Invalid("not_json", str(exc)[:200])
     if not isinstance(obj, dict):
         return Invalid("not_object", f"top-level JSON is {type(obj).__name__}")
