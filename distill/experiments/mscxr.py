@@ -1,0 +1,153 @@
+"""The MS-CXR-T-shaped task as the benchmark's tiny student sees it.
+
+The student is trained from scratch on CPU in minutes, so the benchmark asks it one finding
+at a time, as the paper's table scores them:
+
+* **prompt**: ``<finding>: <prior phrase> -> <current phrase>``, the finding's two phrases
+  from the case (the instruction paragraph, the same for every case, is dropped);
+* **trajectory**: the teacher's answer for that finding as ``Final answer: <label>``, read
+  from the teacher's final line; a teacher with no readable label for it (a refusal, a
+  format drift) contributes its last line as written, so SFT on all teachers still learns
+  refusals and broken formats, as the paper's bootstrap does.
+
+Every method sees the same items and trajectories, so the comparison between methods does
+not depend on this choice. Answers are read from the text only (the teachers' structured
+``labels`` are never used): :func:`parse_labels` reads ``finding=label`` pairs from the final
+line, exactly what the monitor's answer extractor sees; a JSON or bare line therefore
+counts as no answer. Consensus is per finding (:func:`finding_majority`); a whole-string
+majority of seven noisy five-finding answers is nearly always a tie.
+
+Examples
+--------
+>>> parse_labels("blah\\nFinal answer: consolidation=stable; pneumonia=worsening")
+{'consolidation': 'stable', 'pneumonia': 'worsening'}
+>>> parse_labels('{"consolidation": "stable"}') is None
+True
+>>> finding_majority([{"edema": "stable"}, {"edema": "stable"}, {"edema": "improving"}, None])
+{'edema': 'stable'}
+>>> case = ("Prior study (day -2): a; b; c; d; e.\\n"
+...         "Current study (day 0): A (worse); B; C; D; E (improved).")
+>>> finding_prompts(case)["edema"]
+'edema: e -> E (improved)'
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from distill.groups import Consensus, TeacherAnswer, TeacherGroup
+from stream.answers import extract_answer
+from stream.simulator import FINDINGS, LABELS
+
+_PAIR = re.compile(r"([a-z_]+)\s*=\s*([a-z]+)")
+
+
+def finding_prompts(prompt: str | None) -> dict[str, str]:
+    """One short prompt per finding from a case prompt's two study lines."""
+    text = prompt or ""
+    lines = {ln.split(":", 1)[0].split(" (")[0]: ln.split(":", 1)[1]
+             for ln in text.splitlines() if ln.startswith(("Prior study", "Current study"))}
+    prior = [p.strip() for p in lines.get("Prior study", "").strip().rstrip(".").split(";")]
+    current = [p.strip() for p in lines.get("Current study", "").strip().rstrip(".").split(";")]
+    if len(prior) != len(FINDINGS) or len(current) != len(FINDINGS):
+        raise ValueError("not an MS-CXR-T-shaped case prompt (five findings per study line)")
+    return {f: f"{f}: {p} -> {c}" for f, p, c in zip(FINDINGS, prior, current, strict=True)}
+
+
+def short_trajectory(output: str) -> str:
+    """A teacher's last non-empty line; a one-line output (a refusal) stays whole."""
+    lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def label_text(label: str) -> str:
+    """The trajectory (and the scored option) for one label."""
+    return f"Final answer: {label}"
+
+
+def parse_labels(text: str | None) -> dict[str, str] | None:
+    """``finding -> label`` from a final-answer line; None when nothing can be read."""
+    answer = extract_answer(text) if text else None
+    if answer is None:
+        return None
+    out = {f: lab for f, lab in _PAIR.findall(answer.lower()) if f in FINDINGS and lab in LABELS}
+    return out or None
+
+
+def finding_majority(labels: Iterable[dict[str, str] | None]) -> dict[str, str]:
+    """Per-finding plurality over the teachers that gave a label; ties go to the label
+    first in :data:`LABELS` order (deterministic, ground-truth free)."""
+    counts: dict[str, Counter[str]] = {f: Counter() for f in FINDINGS}
+    for lab in labels:
+        for f, v in (lab or {}).items():
+            counts[f][v] += 1
+    out = {}
+    for f in FINDINGS:
+        if counts[f]:
+            top = max(counts[f].values())
+            out[f] = next(lab for lab in LABELS if counts[f][lab] == top)
+    return out
+
+
+def finding_groups(group: TeacherGroup) -> list[TeacherGroup]:
+    """The monitor's group as five student groups, one per finding (module docstring).
+
+    Each keeps the teachers' drift state; the consensus is the finding's majority label.
+    Ground truth is dropped: these groups are what training stages see.
+    """
+    prompts = finding_prompts(group.prompt)
+    parsed = [(a, parse_labels(short_trajectory(a.output))) for a in group.answers]
+    majority = finding_majority(lab for _, lab in parsed)
+    out = []
+    for f in FINDINGS:
+        answers = []
+        for a, lab in parsed:
+            label = (lab or {}).get(f)
+            text = label_text(label) if label else short_trajectory(a.output)[:160]
+            answers.append(TeacherAnswer(a.teacher, f"{a.event_id}/{f}", text, label,
+                                         None, a.teacher_version, a.produced_at))
+        consensus = majority.get(f)
+        support = sum(1 for ans in answers if ans.answer == consensus)
+        out.append(TeacherGroup(f"{group.sample_id}/{f}", prompts[f], group.status, answers,
+                                Consensus(consensus, support=support, tie=False),
+                                dict(group.drift), None, group.completed_at))
+    return out
+
+
+def case_labels(group: TeacherGroup) -> list[dict[str, str] | None]:
+    """Each teacher's labels for a case, read from its final line."""
+    return [parse_labels(short_trajectory(a.output)) for a in group.answers]
+
+
+def teacher_top1(groups: Sequence[TeacherGroup], truths: Sequence[dict[str, str]],
+                 ) -> dict[str, dict[str, float]]:
+    """Per teacher, per finding: share of cases where its label equals the truth (no
+    answer counts as wrong), plus ``mean`` over the findings."""
+    hits: dict[str, Counter[str]] = {}
+    seen: Counter[str] = Counter()
+    for g, truth in zip(groups, truths, strict=True):
+        for a in g.answers:
+            seen[a.teacher] += 1
+            h = hits.setdefault(a.teacher, Counter())
+            labels = parse_labels(short_trajectory(a.output)) or {}
+            for f in FINDINGS:
+                h[f] += int(labels.get(f) == truth[f])
+    return {t: with_mean({f: hits[t][f] / seen[t] for f in FINDINGS}) for t in sorted(hits)}
+
+
+def majority_top1(groups: Sequence[TeacherGroup], truths: Sequence[dict[str, str]],
+                  ) -> dict[str, float]:
+    """Top-1 of the per-finding majority vote itself (a test-time ensemble of 7 APIs)."""
+    hits: Counter[str] = Counter()
+    for g, truth in zip(groups, truths, strict=True):
+        vote = finding_majority(case_labels(g))
+        for f in FINDINGS:
+            hits[f] += int(vote.get(f) == truth[f])
+    return with_mean({f: hits[f] / max(len(groups), 1) for f in FINDINGS})
+
+
+def with_mean(row: dict[str, float]) -> dict[str, float]:
+    """Add the plain mean over the five findings, as in the paper's table."""
+    return {**row, "mean": sum(row[f] for f in FINDINGS) / len(FINDINGS)}

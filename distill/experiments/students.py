@@ -1,0 +1,175 @@
+"""The benchmark's students: one tiny initial model, then one training recipe per method.
+
+Every method starts from the same initial model (same tokenizer, same seed):
+
+* ``bootstrap``: SFT on every teacher's trajectory (the paper's stage 1; frozen as pi_st);
+* ``sft_majority``: pi_st, then SFT on the per-finding majority answer;
+* ``dpo``: pi_st, then pairwise sigmoid DPO over the same groups (the authors' script);
+* ``apo_uniform``: pi_st, then Plackett-Luce APO with uniform negatives (the paper);
+* ``apo_drift``: the same with drift-weighted negatives, from the monitor's drift state.
+
+The four stage-2 methods take the same number of steps on the same groups with the same
+positives, so they differ only in their loss. Reference log-probs are computed once and
+shared by the three preference methods (their candidates are identical; only weights
+differ). Ground truth is never read here.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from distill.groups import TeacherGroup
+
+PREFERENCE_METHODS = {"dpo": ("dpo_pairwise", "uniform"),
+                      "apo_uniform": ("apo", "uniform"),
+                      "apo_drift": ("apo", "drift")}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Steps and rates of the tiny students (defaults fit 15 min per scenario on 2 CPUs)."""
+
+    bootstrap_steps: int = 300
+    stage2_steps: int = 150
+    sft_batch: int = 64
+    groups_per_step: int = 8
+    sft_lr: float = 2e-3
+    stage2_lr: float = 5e-4
+    stage2_sft_lr: float = 5e-4
+    beta: float = 0.1
+    drift_weight_scale: float = 2.0
+    consensus_weight: float = 0.5
+    max_length: int = 64
+    hidden_size: int = 96
+    num_layers: int = 2
+    vocab_size: int = 400
+    seed: int = 0
+
+
+def apo_config(out: Path, settings: TrainSettings, **changes: Any) -> Any:
+    """An :class:`~distill.apo.config.APOConfig` for a tiny full fine-tune on CPU or GPU."""
+    from distill.apo.config import APOConfig
+
+    base = dict(output_dir=str(out), lora=False, max_length=settings.max_length,
+                max_prompt_length=_prompt_budget(settings), beta=settings.beta,
+                drift_weight_scale=settings.drift_weight_scale,
+                consensus_weight=settings.consensus_weight, seed=settings.seed,
+                data_seed=settings.seed, logging_steps=10 ** 6, disable_tqdm=True,
+                warmup_steps=0, lr_scheduler_type="constant", weight_decay=0.0,
+                dataloader_num_workers=0, synthesis="best_teacher")
+    base.update(changes)
+    return APOConfig(**base)
+
+
+def init_student(out_dir: Path, texts: Sequence[str], settings: TrainSettings) -> Path:
+    """The shared tiny initial model: a BPE on the task's text and a random Qwen2."""
+    from distill.apo.tiny import TinySpec, build_tiny_student
+
+    spec = TinySpec(vocab_size=settings.vocab_size, hidden_size=settings.hidden_size,
+                    num_layers=settings.num_layers, intermediate_size=2 * settings.hidden_size,
+                    max_position_embeddings=max(512, settings.max_length))
+    return build_tiny_student(Path(out_dir), texts, spec, seed=settings.seed)
+
+
+def sft(student_dir: Path, pairs: Sequence[tuple[str, str]], out_dir: Path,
+        settings: TrainSettings, steps: int, lr: float) -> tuple[Path, list[float]]:
+    """Plain response-token NLL on ``pairs``; returns the saved dir and the loss per step."""
+    from transformers import Trainer, TrainerCallback
+
+    from distill.apo.bootstrap import SFTCollator
+    from distill.apo.encode import encode_pair
+    from distill.apo.student import load_student, save_student
+
+    model, tokenizer = load_student(Path(student_dir))
+    data = [encode_pair(tokenizer, p, r, settings.max_length, _prompt_budget(settings))
+            for p, r in pairs]
+    losses: list[float] = []
+
+    class _Losses(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
+                   **kw: Any) -> None:
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    args = apo_config(Path(out_dir) / "_run", settings, learning_rate=lr, max_steps=steps,
+                      per_device_train_batch_size=settings.sft_batch,
+                      logging_steps=max(1, steps // 20))
+    trainer = Trainer(model=model, args=args, train_dataset=data,
+                      data_collator=SFTCollator(tokenizer.pad_token_id),
+                      processing_class=tokenizer, callbacks=[_Losses()])
+    trainer.train()
+    return save_student(trainer.model, tokenizer, Path(out_dir)), losses
+
+
+@dataclass
+class PreferenceData:
+    """Encoded groups with reference log-probs, shared by every preference method."""
+
+    groups: list[Any]  # PreferenceGroup, one per usable training group, per weighting
+    encoded: list[Any]  # EncodedGroup with ref_logps, uniform weights
+
+
+def preference_data(reference_dir: Path, groups: Sequence[TeacherGroup],
+                    positives: Sequence[str], settings: TrainSettings) -> PreferenceData:
+    """Encode (positive, negatives) once and score every candidate with pi_st once."""
+    from distill.apo.data import attach_reference, encode_groups
+    from distill.apo.preference import build_preference_group
+    from distill.apo.student import load_student
+
+    prefs = [build_preference_group(g, pos) for g, pos in zip(groups, positives, strict=True)]
+    keep = [i for i, p in enumerate(prefs) if p.negatives]
+    prefs = [prefs[i] for i in keep]
+    reference, tokenizer = load_student(Path(reference_dir))
+    encoded = encode_groups(prefs, tokenizer, settings.max_length, _prompt_budget(settings))
+    device = next(reference.parameters()).device
+    encoded = attach_reference(encoded, reference, tokenizer.pad_token_id, 64, device)
+    weighted = [build_preference_group(groups[i], positives[i], weighting="drift",
+                                       consensus_weight=settings.consensus_weight,
+                                       drift_weight_scale=settings.drift_weight_scale)
+                for i in keep]
+    return PreferenceData(groups=weighted, encoded=encoded)
+
+
+def preference_train(policy_dir: Path, data: PreferenceData, method: str, out_dir: Path,
+                     settings: TrainSettings) -> tuple[Path, dict[str, list[float]]]:
+    """One preference method from pi_st; returns the saved dir and per-step history."""
+    from distill.apo.student import load_student, save_student
+    from distill.apo.trainer import APOTrainer
+
+    loss_type, weighting = PREFERENCE_METHODS[method]
+    encoded = data.encoded
+    if weighting == "drift":
+        encoded = [replace(e, weights=tuple(p.weights))
+                   for e, p in zip(encoded, data.groups, strict=True)]
+    model, tokenizer = load_student(Path(policy_dir))
+    args = apo_config(Path(out_dir) / "_run", settings, loss_type=loss_type,
+                      weighting=weighting, learning_rate=settings.stage2_lr,
+                      max_steps=settings.stage2_steps,
+                      per_device_train_batch_size=settings.groups_per_step)
+    trainer = APOTrainer(model=model, args=copy.deepcopy(args), train_dataset=encoded,
+                         processing_class=tokenizer)
+    trainer.train()
+    history = {k: list(v) for k, v in trainer.round_history.items()}
+    return save_student(trainer.model, tokenizer, Path(out_dir)), history
+
+
+class Stopwatch:
+    """Seconds per stage, for the benchmark's JSON."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(now - self._t, 2)
+        self._t = now
+
+
+def _prompt_budget(settings: TrainSettings) -> int:
+    return settings.max_length * 3 // 4
