@@ -253,3 +253,46 @@ def test_follow_buffers_groups_commits_offsets_and_trains_on_count_and_alert(
         assert buf.get_meta("alert_pending") == "0"
         c = buf.counts()
         assert c.train + c.probe == 14
+
+
+@pytest.mark.broker
+def test_alertmanager_webhook_queues_a_round(tmp_path: Path, student: Path,
+                                             kafka_settings: KafkaSettings, topic: str) -> None:
+    from urllib.request import Request, urlopen
+
+    from prometheus_client import CollectorRegistry
+
+    from distill.http import start_http_server
+
+    groups_topic, alerts_topic = f"{topic}-groups", f"{topic}-alerts"
+    ensure_topics(kafka_settings, {groups_topic: 1, alerts_topic: 1})
+    sink = KafkaSink(kafka_settings)
+    for i in range(6):
+        sink.send(groups_topic, group(i).to_json(), key=f"s{i}".encode())
+    sink.flush()
+    sink.close()
+    settings = FollowSettings(groups_topic, alerts_topic, group_id=f"{topic}-trainer",
+                              policy=TriggerPolicy(every_groups=100, every_s=3600.0),
+                              round=SETTINGS, probe_fraction=0.2, poll_timeout_ms=200)
+    source = KafkaSource(kafka_settings, [groups_topic, alerts_topic], settings.group_id)
+    follower = Follower(TrainerPaths(tmp_path / "state"), settings, source, student=student,
+                        engine=StandIn([0.6]))
+    server = start_http_server("127.0.0.1:0", CollectorRegistry(), follower.health,
+                               {"/-/retrain": follower.webhook})
+
+    def post(payload: dict) -> dict:
+        req = Request(f"http://127.0.0.1:{server.port}/-/retrain",
+                      data=json.dumps(payload).encode(), method="POST")
+        with urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    try:
+        ignored = post({"alerts": [{"status": "firing", "labels": {"alertname": "NoMessages"}}]})
+        assert ignored == {"queued": False, "alerts": []}
+        queued = post({"alerts": [{"status": "firing",
+                                   "labels": {"alertname": "DriftDetected"}}]})
+        assert queued == {"queued": True, "alerts": ["DriftDetected"]}
+        outcomes = follower.run(timeout_s=60, max_rounds=1)
+    finally:
+        server.shutdown()
+    assert [(o.trigger, o.status) for o in outcomes] == [("webhook", "promoted")]

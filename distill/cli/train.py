@@ -139,6 +139,10 @@ def build_tiny(out_dir: Path, scenario: str, seed: int) -> None:
 @click.option("--follow/--no-follow", default=False,
               help="Keep consuming and training until stopped; without it, drain the topics, "
                    "run any round that is due, and exit.")
+@click.option("--retrain-webhook/--no-retrain-webhook", default=False,
+              help="Accept Alertmanager webhooks on POST /-/retrain of the metrics address: a "
+                   "firing DriftDetected, DriftSustained, SeveralTeachersDrifting, "
+                   "StudentRegressed or RetrainStale queues a round (trigger 'webhook').")
 @click.option("--group-id", default=None, help="Consumer group. [default: distill-trainer]")
 @click.option("--metrics-address", default=None, metavar="HOST:PORT",
               help="/metrics and /healthz. [default: 127.0.0.1:9109]")
@@ -161,7 +165,8 @@ def build_tiny(out_dir: Path, scenario: str, seed: int) -> None:
 def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: Path | None,
             student: Path | None, steps: int | None, max_new_groups: int | None,
             replay_fraction: float | None, tolerance: float | None, keep_rejected: bool,
-            keep_versions: int, apo_fields: tuple[str, ...], follow: bool, group_id: str | None,
+            keep_versions: int, apo_fields: tuple[str, ...], follow: bool,
+            retrain_webhook: bool, group_id: str | None,
             metrics_address: str | None, trigger_every_groups: int | None,
             trigger_every_s: float | None, trigger_on_alert: bool | None,
             max_rounds: int | None, max_seconds: float | None, init_tiny: Path | None,
@@ -190,11 +195,11 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
     settings = round_settings(cfg, steps, max_new_groups, replay_fraction, tolerance,
                               keep_rejected, apo_fields, keep_versions)
     check_apo(settings)
-    sys.exit(_follow(cfg, state, settings, follow, max_rounds, max_seconds))
+    sys.exit(_follow(cfg, state, settings, follow, max_rounds, max_seconds, retrain_webhook))
 
 
 def _follow(cfg: Config, state: Path, settings: Any, follow: bool, max_rounds: int | None,
-            max_seconds: float | None) -> int:
+            max_seconds: float | None, retrain_webhook: bool = False) -> int:
     from prometheus_client import CollectorRegistry
 
     from distill.http import start_http_server
@@ -233,7 +238,8 @@ def _follow(cfg: Config, state: Path, settings: Any, follow: bool, max_rounds: i
                             f"round {o.run_id}: {o.status} {o.version or ''} {o.reason}",
                             err=True))
     with ExitStack() as stack:
-        server = start_http_server(t.metrics_address, registry, follower.health)
+        routes = {"/-/retrain": follower.webhook} if retrain_webhook else None
+        server = start_http_server(t.metrics_address, registry, follower.health, routes)
         stack.callback(server.shutdown)
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous = signal.signal(sig, lambda *_: follower.stop())

@@ -18,6 +18,7 @@ closes. ``run(timeout_s=..., max_rounds=..., until_idle=...)`` lets a test run t
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -42,6 +43,9 @@ from distill.trainer.triggers import TriggerPolicy
 log = logging.getLogger(__name__)
 
 ALERT_META = "alert_pending"
+#: Alertmanager alerts whose firing webhook queues a round (`distill train --retrain-webhook`).
+RETRAIN_ALERTS = frozenset({"DriftDetected", "DriftSustained", "SeveralTeachersDrifting",
+                            "StudentRegressed", "RetrainStale"})
 BUSY_RETRY_S = 5.0
 
 
@@ -82,6 +86,7 @@ class Follower:
         self._lock = threading.Lock()
         self._finished: RoundOutcome | None = None
         self._buffered = self.buffer.counts().train  # read by /healthz from another thread
+        self._webhook = threading.Event()  # set by the HTTP thread, read by the loop
         self._refresh_gauges()
 
     def _refresh_gauges(self) -> None:
@@ -183,10 +188,29 @@ class Follower:
 
     # -- rounds ------------------------------------------------------------------------
 
+    def webhook(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """Take an Alertmanager webhook: a firing drift or regression alert queues a round
+        (trigger ``webhook``) on the same path as `distill retrain`; anything else is
+        acknowledged and ignored."""
+        try:
+            payload = json.loads(body or b"{}")
+            alerts = payload.get("alerts", [])
+            names = {a["labels"]["alertname"] for a in alerts if a.get("status") == "firing"}
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return 400, {"error": "not an Alertmanager webhook payload"}
+        wanted = sorted(names & RETRAIN_ALERTS)
+        if wanted:
+            self._webhook.set()
+            log.info("webhook queued a round for %s", ", ".join(wanted))
+        return 202, {"queued": bool(wanted), "alerts": wanted}
+
     def _due(self) -> str | None:
         if time.monotonic() < self._hold_until:
             return None
         new = self.buffer.count_new(self.registry.watermark())
+        if self._webhook.is_set() and new >= self.settings.policy.min_groups:
+            self._webhook.clear()  # a queued webhook waits until there is something to train
+            return "webhook"
         alert = self.buffer.get_meta(ALERT_META) == "1"
         return self.settings.policy.due(new, time.monotonic() - self._last_round, alert)
 
