@@ -301,10 +301,12 @@ class Replay:
         by_teacher: dict[str, int] = {}
         for a in self.alerts:
             by_teacher[a["teacher"]] = by_teacher.get(a["teacher"], 0) + 1
+        counters = self.pipeline.counters()
+        counters["events_by_teacher"] = counters.pop("events")
         return {"source": str(source.path), "kind": source.kind, "events": self.processed,
                 "skipped_lines": source.skipped, "alerts": len(self.alerts),
                 "alerts_by_teacher": dict(sorted(by_teacher.items())),
-                "change_points": source.change_points, **self.pipeline.counters(),
+                "change_points": source.change_points, **counters,
                 "seconds": round(seconds, 3),
                 "events_per_s": round(self.processed / seconds, 1) if seconds > 0 else None,
                 "state_dir": str(self.state_dir)}

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from distill.cli.common import config_option, load_or_exit, not_built
+from distill.cli.common import config_option, load_or_exit
 
 
 @click.group(name="bench")
@@ -96,12 +96,46 @@ def _pct(x: float | None) -> str:
 
 
 @command.command(name="distill")
-def distill_bench() -> None:
-    """Distillation benchmark (student vs teachers). Not built yet: exits with status 2."""
-    not_built("bench distill")
+@click.option("--scenario", default="default", show_default=True, metavar="NAME|FILE",
+              help="Simulator scenario (default, paper_nodrift, harsh) or a TOML file.")
+@click.option("--seed", "seeds", type=int, multiple=True, default=(0,), show_default=True,
+              help="Seed of stream and students; repeat for several runs.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write the table, curves and targets here.")
+@click.option("--samples", type=click.IntRange(min=50), default=None,
+              help="Cases in the stream; default: the scenario's.")
+@click.option("--eval-every", default=5, show_default=True,
+              help="Every N-th case is held out for evaluation.")
+@click.option("--bootstrap-steps", default=300, show_default=True, help="SFT steps (stage 1).")
+@click.option("--stage2-steps", default=150, show_default=True,
+              help="Steps of each method after the bootstrap.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the students here; default: a temporary dir.")
+def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
+                  samples: int | None, eval_every: int, bootstrap_steps: int,
+                  stage2_steps: int, workdir: Path | None) -> None:
+    """The paper's MS-CXR-T table at small scale: teachers vs students trained from one
+    tiny model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
+    from distill.experiments.cli import run_distill
+
+    run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
+                stage2_steps)
 
 
 @command.command(name="consensus")
-def consensus_bench() -> None:
-    """Consensus-synthesis benchmark. Not built yet: exits with status 2."""
-    not_built("bench consensus")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory of data-pack files; each chain's `file` is resolved in it.")
+@click.option("--chains", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="drift_chains.json; chains whose task has ground truth are run.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the sample shuffle.")
+@click.option("--drift-scale", default=3.0, show_default=True,
+              help="Drift-aware vote weight 1 / (1 + scale * evidence).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Write every chain's row and the aggregate here.")
+def consensus_bench(data: Path, chains: Path, seed: int, drift_scale: float,
+                    json_out: Path | None) -> None:
+    """Answer-level consensus on real drift streams: plain majority vs drift-aware vote
+    (live detectors down-weight teachers in drift) vs the best single teacher."""
+    from distill.experiments.cli import run_consensus
+
+    run_consensus(data, chains, seed, drift_scale, json_out)
