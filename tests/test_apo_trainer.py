@@ -97,6 +97,8 @@ def test_uniform_apo_raises_positive_margin_over_every_negative(
     assert min(margins) > 0, margins
     logged = [h for h in trainer.state.log_history if "rewards/margins" in h]
     assert logged and logged[-1]["rewards/margins"] > logged[0]["rewards/margins"]
+    evaluated = trainer.evaluate(encoded)
+    assert evaluated["eval_rewards/accuracies"] == 1.0 and evaluated["eval_loss"] > 0
 
 
 @pytest.mark.parametrize(("loss_type", "extra"), [

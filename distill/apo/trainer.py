@@ -120,6 +120,14 @@ class APOTrainer(Trainer):
         self._record(stats, inputs)
         return loss.detach() / scale
 
+    def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None) -> tuple[Any, Any, Any]:
+        """Evaluation = the same loss without gradients (batches carry no labels)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
     # -- metrics ----------------------------------------------------------------------
     def _record(self, stats: dict[str, float], inputs: dict[str, Any]) -> None:
         mode = "train" if self.model.training else "eval"
