@@ -16,6 +16,7 @@ from distill.apo.bootstrap import sft_pairs
 from distill.apo.data import GroupCollator, attach_reference, encode_groups
 from distill.apo.encode import encode_pair, score_all
 from distill.apo.preference import build_preference_group
+from distill.apo.refcache import ReferenceCache, model_identity
 from distill.apo.round import make_preference_groups
 from distill.apo.student import apply_lora, load_student
 from distill.apo.tiny import build_tiny_student
@@ -150,6 +151,24 @@ def test_shared_prompt_and_micro_batches_give_the_one_batch_gradient(
         assert loss == pytest.approx(results[0][0], rel=1e-5)
         for a, b in zip(grads, results[0][1], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_reference_cache_lets_a_replayed_group_skip_the_reference_pass(
+        tmp_path: Path, reference: Path, groups: list[TeacherGroup]) -> None:
+    config = _config(tmp_path, max_steps=1, reference_cache=str(tmp_path / "ref.sqlite"))
+    first = train_round(reference, reference, groups, tmp_path / "r1", config, progress=False)
+    second = train_round(tmp_path / "r1", reference, groups, tmp_path / "r2", config,
+                         progress=False)
+    candidates = sum(1 + len(p.negatives) for p in make_preference_groups(groups, config))
+    assert first.metrics["reference_cache_hits"] == 0
+    assert second.metrics["reference_cache_hits"] == candidates
+    model, tok = load_student(reference)
+    encoded = encode_groups(make_preference_groups(groups, config), tok, 96, 32)
+    cached = attach_reference(encoded, model, tok.pad_token_id,
+                              cache=ReferenceCache(tmp_path / "ref.sqlite",
+                                                   model_identity(reference)))
+    fresh = attach_reference(encoded, model, tok.pad_token_id)
+    assert [g.ref_logps for g in cached] == [g.ref_logps for g in fresh]
 
 
 def _finding_groups(n: int) -> list[TeacherGroup]:

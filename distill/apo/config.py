@@ -101,6 +101,10 @@ class APOConfig(TrainingArguments):
         default=0, metadata=_help("candidates per forward; 0 = the whole step in one batch"))
     reference_batch_size: int = field(default=16, metadata=_help("batch size of the one-off "
                                                                   "reference scoring pass"))
+    reference_cache: str | None = field(
+        default=None, metadata=_help("SQLite file keeping reference log-probs across rounds "
+                                     "(keyed by the reference model and the tokens), so "
+                                     "replayed groups skip the reference pass; None = off"))
     synthesis: str = field(default="generate", metadata=_help(f"one of {list(SYNTHESIS_MODES)}"))
     synthesis_template: str = field(
         default=DEFAULT_SYNTHESIS_TEMPLATE,

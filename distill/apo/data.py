@@ -19,6 +19,7 @@ from distill.apo.encode import (
     shared_prompt_logps,
 )
 from distill.apo.preference import PreferenceGroup
+from distill.apo.refcache import ReferenceCache, candidate_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +45,33 @@ def encode_groups(groups: Sequence[PreferenceGroup], tokenizer: Any, max_length:
 
 
 def attach_reference(groups: Sequence[EncodedGroup], reference: Any, pad_id: int,
-                     batch_size: int = 16, device: Any = None) -> list[EncodedGroup]:
+                     batch_size: int = 16, device: Any = None,
+                     cache: ReferenceCache | None = None) -> list[EncodedGroup]:
     """One no-grad pass of the reference over every candidate; results cached per group.
 
     Groups are scored a few at a time (about ``batch_size`` candidates), each prompt once.
+    With a :class:`~distill.apo.refcache.ReferenceCache`, groups whose candidates are all
+    known skip the pass, and new results are stored for later rounds.
     """
+    keys = [[candidate_key(c.input_ids, c.prompt_len) for c in g.candidates] for g in groups]
+    known = cache.get_many(k for ks in keys for k in ks) if cache is not None else {}
+    todo = [g for g, ks in zip(groups, keys, strict=True) if not all(k in known for k in ks)]
+    fresh: dict[str, float] = {}
+    for g in _score(todo, reference, pad_id, batch_size, device):
+        fresh.update(zip((candidate_key(c.input_ids, c.prompt_len) for c in g.candidates),
+                         g.ref_logps or (), strict=True))
+    if cache is not None:
+        cache.hits += sum(len(g.candidates) for g in groups) - sum(len(g.candidates)
+                                                                  for g in todo)
+        if fresh:
+            cache.put_many(fresh)
+    values = {**known, **fresh}
+    return [replace(g, ref_logps=tuple(values[k] for k in ks))
+            for g, ks in zip(groups, keys, strict=True)]
+
+
+def _score(groups: Sequence[EncodedGroup], reference: Any, pad_id: int, batch_size: int,
+           device: Any) -> list[EncodedGroup]:
     import torch
 
     out: list[EncodedGroup] = []

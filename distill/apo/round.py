@@ -28,8 +28,10 @@ class RoundResult:
     """Where the round's model is, and what the round measured.
 
     ``metrics``: loss (mean over steps), reward_margin (mean r+ - max r_u over steps),
-    reward_margin_last, reward_accuracy, steps, groups, synthesis_fallbacks, tokens_per_s
-    (policy tokens forwarded per training second), seconds (whole round).
+    reward_margin_last, reward_accuracy, steps, groups, synthesis_fallbacks,
+    reference_cache_hits (candidates whose reference log-prob came from
+    ``config.reference_cache``), tokens_per_s (policy tokens forwarded per training second),
+    seconds (whole round).
     """
 
     model_dir: Path
@@ -61,20 +63,26 @@ def make_preference_groups(groups: Sequence[TeacherGroup], config: APOConfig,
 
 
 def _reference_logps(reference_dir: Path, encoded: list[Any], pad_id: int,
-                     config: APOConfig) -> list[Any]:
+                     config: APOConfig) -> tuple[list[Any], int]:
+    """Reference log-probs of every candidate, and how many came from the cross-round cache."""
     import torch
 
     from distill.apo.data import attach_reference
+    from distill.apo.refcache import ReferenceCache, model_identity
     from distill.apo.student import load_student
 
+    cache = None
+    if config.reference_cache:
+        cache = ReferenceCache(Path(config.reference_cache), model_identity(reference_dir))
     reference, _ = load_student(reference_dir)
     device = next(reference.parameters()).device
-    out = attach_reference(encoded, reference, pad_id, config.reference_batch_size, device)
+    out = attach_reference(encoded, reference, pad_id, config.reference_batch_size, device,
+                           cache)
     del reference
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return out
+    return out, cache.hits if cache is not None else 0
 
 
 def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
@@ -92,7 +100,8 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
     if not prefs:
         raise ValueError("no usable preference group: every group lacks teacher answers")
     encoded = encode_groups(prefs, tokenizer, config.max_length, config.max_prompt_length)
-    encoded = _reference_logps(Path(reference_dir), encoded, tokenizer.pad_token_id, config)
+    encoded, ref_hits = _reference_logps(Path(reference_dir), encoded, tokenizer.pad_token_id,
+                                         config)
     if config.lora:
         model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout,
                            config.lora_target_modules)
@@ -116,6 +125,7 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
         "steps": float(trainer.state.global_step),
         "groups": float(len(prefs)),
         "synthesis_fallbacks": float(sum(p.fallback for p in prefs)),
+        "reference_cache_hits": float(ref_hits),
         "tokens_per_s": trainer.tokens_seen / max(train_seconds, 1e-9),
         "seconds": time.perf_counter() - started,
     }
