@@ -54,12 +54,22 @@ def monitor_groups(scenario: Any, seed: int) -> tuple[list[Any], list[dict[str, 
     return groups, [a.to_dict() for a in out.alerts]
 
 
+def split(groups: list[Any], eval_every: int) -> tuple[list[Any], list[Any]]:
+    """Held-out cases (every ``eval_every``-th sample, ground truth kept for scoring) and
+    the training groups: five per remaining case, built without ground truth."""
+    from distill.experiments.mscxr import finding_groups
+
+    held = [g for g in groups if _index(g.sample_id) % eval_every == 0]
+    train = [fg for g in groups if _index(g.sample_id) % eval_every != 0
+             for fg in finding_groups(g)]
+    return held, train
+
+
 def run(settings: BenchSettings, workdir: Path,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole benchmark for one scenario and seed (module docstring)."""
     from distill.experiments import students as st
     from distill.experiments.mscxr import (
-        finding_groups,
         finding_prompts,
         label_text,
         majority_top1,
@@ -77,9 +87,7 @@ def run(settings: BenchSettings, workdir: Path,
     say("monitor")
     groups, alerts = monitor_groups(scenario, settings.seed)
     clock.lap("monitor")
-    held = [g for g in groups if _index(g.sample_id) % settings.eval_every == 0]
-    train = [fg for g in groups if _index(g.sample_id) % settings.eval_every != 0
-             for fg in finding_groups(g)]
+    held, train = split(groups, settings.eval_every)
     truths = [g.ground_truth for g in held]
     items = [(f, finding_prompts(g.prompt)[f], g.ground_truth[f]) for g in held for f in FINDINGS]
     workdir = Path(workdir)

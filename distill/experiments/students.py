@@ -61,7 +61,8 @@ def apo_config(out: Path, settings: TrainSettings, **changes: Any) -> Any:
                 consensus_weight=settings.consensus_weight, seed=settings.seed,
                 data_seed=settings.seed, logging_steps=10 ** 6, disable_tqdm=True,
                 warmup_steps=0, lr_scheduler_type="constant", weight_decay=0.0,
-                dataloader_num_workers=0, synthesis="best_teacher")
+                dataloader_num_workers=0, dataloader_pin_memory=False,
+                synthesis="best_teacher")
     base.update(changes)
     return APOConfig(**base)
 
@@ -79,7 +80,7 @@ def init_student(out_dir: Path, texts: Sequence[str], settings: TrainSettings) -
 def sft(student_dir: Path, pairs: Sequence[tuple[str, str]], out_dir: Path,
         settings: TrainSettings, steps: int, lr: float) -> tuple[Path, list[float]]:
     """Plain response-token NLL on ``pairs``; returns the saved dir and the loss per step."""
-    from transformers import Trainer, TrainerCallback
+    from transformers import PrinterCallback, Trainer, TrainerCallback
 
     from distill.apo.bootstrap import SFTCollator
     from distill.apo.encode import encode_pair
@@ -102,6 +103,7 @@ def sft(student_dir: Path, pairs: Sequence[tuple[str, str]], out_dir: Path,
     trainer = Trainer(model=model, args=args, train_dataset=data,
                       data_collator=SFTCollator(tokenizer.pad_token_id),
                       processing_class=tokenizer, callbacks=[_Losses()])
+    trainer.remove_callback(PrinterCallback)
     trainer.train()
     return save_student(trainer.model, tokenizer, Path(out_dir)), losses
 
@@ -138,6 +140,8 @@ def preference_data(reference_dir: Path, groups: Sequence[TeacherGroup],
 def preference_train(policy_dir: Path, data: PreferenceData, method: str, out_dir: Path,
                      settings: TrainSettings) -> tuple[Path, dict[str, list[float]]]:
     """One preference method from pi_st; returns the saved dir and per-step history."""
+    from transformers import PrinterCallback
+
     from distill.apo.student import load_student, save_student
     from distill.apo.trainer import APOTrainer
 
@@ -153,6 +157,7 @@ def preference_train(policy_dir: Path, data: PreferenceData, method: str, out_di
                       per_device_train_batch_size=settings.groups_per_step)
     trainer = APOTrainer(model=model, args=copy.deepcopy(args), train_dataset=encoded,
                          processing_class=tokenizer)
+    trainer.remove_callback(PrinterCallback)
     trainer.train()
     history = {k: list(v) for k, v in trainer.round_history.items()}
     return save_student(trainer.model, tokenizer, Path(out_dir)), history
