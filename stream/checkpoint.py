@@ -37,14 +37,15 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Write JSON so that ``path`` holds either the old or the new document, never a mix."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` holds either the old or the new content, never a mix:
+    a temp file in the same directory, fsync, rename, fsync the directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps(doc, option=_ORJSON_OPTIONS))
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -52,6 +53,11 @@ def write_json_atomic(path: Path, doc: Any) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Atomic JSON: floats round-trip exactly, so restored state continues bit for bit."""
+    write_bytes_atomic(path, orjson.dumps(doc, option=_ORJSON_OPTIONS))
 
 
 def read_json(path: Path) -> Any | None:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.trainer.exceptions import RegistryCorruptError, UnknownVersionError
+from stream.checkpoint import fsync_dir, write_bytes_atomic
 
 FORMAT = 1
 MANIFEST = "MANIFEST.json"
@@ -92,25 +93,6 @@ def fsync_tree(path: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old or the new file, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def _manifest(directory: Path) -> dict[str, int]:
     return {str(p.relative_to(directory)): p.stat().st_size
             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST
@@ -139,7 +121,7 @@ class Registry:
             data = self._read()
             yield data
             if write:
-                write_atomic(self._file, json.dumps(data, indent=1, sort_keys=True).encode())
+                write_bytes_atomic(self._file, json.dumps(data, indent=1, sort_keys=True).encode())
 
     def _read(self) -> dict[str, Any]:
         if not self._file.exists():
@@ -208,7 +190,7 @@ class Registry:
         keep = keep_weights or status != "rejected"
         if keep:
             manifest = _manifest(staging)
-            write_atomic(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
+            write_bytes_atomic(staging / MANIFEST, json.dumps(manifest, indent=1).encode())
             fsync_tree(staging)
         with self._locked(write=True) as data:
             number = 1 + max((int(v[1:]) for v in data["versions"]), default=0)
