@@ -164,16 +164,6 @@ def test_bench_detect_scores_a_fixture_chain_and_skips_missing_files(tmp_path: P
     assert "absent.jsonl.gz" in result.output
 
 
-def test_bench_subcommands_not_built_exit_2() -> None:
-    from click.testing import CliRunner
-
-    from distill.cli import main
-
-    for name in ("distill", "consensus"):
-        result = CliRunner().invoke(main, ["bench", name])
-        assert result.exit_code == 2 and "not built yet" in result.output
-
-
 def test_scoring_follows_cerqueira_definitions() -> None:
     from distill.bench_detect import score_alarms
 
