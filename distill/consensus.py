@@ -50,14 +50,6 @@ def weighted_vote(answers: Mapping[str, str | None],
     return Consensus(winners[0], support=support, tie=len(winners) > 1)
 
 
-def _plurality(values: list[str]) -> str | None:
-    """The strictly most common value, or None on a tie or when empty."""
-    top = Counter(values).most_common(2)
-    if not top or (len(top) > 1 and top[1][1] == top[0][1]):
-        return None
-    return top[0][0]
-
-
 def label_majority(labels: Mapping[str, Mapping[str, str] | None]) -> dict[str, str] | None:
     """Per-key majority over structured answers (e.g. one label per finding); a tied key
     takes the smallest label so the result is deterministic."""
@@ -79,16 +71,36 @@ def label_agreement(labels: Mapping[str, Mapping[str, str] | None]) -> dict[str,
     """Per teacher, the fraction of its labels that equal the strict plurality of the OTHER
     teachers' labels for the same key (keys where the others tie are left out); None when
     no key can be judged. The structured form of leave-one-out agreement: with five
-    findings, whole answers rarely have a plurality, single findings almost always do."""
+    findings, whole answers rarely have a plurality, single findings almost always do.
+
+    Each key is counted once; a teacher's own vote is taken out of the count, not recounted
+    (this runs once per group on the monitor's hot path)."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for answer in labels.values():
+        for key, value in (answer or {}).items():
+            counts[key][str(value)] += 1
     out: dict[str, float | None] = {}
     for teacher, mine in labels.items():
         hits, judged = 0, 0
         for key, value in (mine or {}).items():
-            others = [str(o[key]) for t, o in labels.items()
-                      if t != teacher and o and key in o]
-            top = _plurality(others)
+            value = str(value)
+            others = counts[key]
+            others[value] -= 1
+            top = _strict_top(others)
+            others[value] += 1
             if top is not None:
                 judged += 1
-                hits += top == str(value)
+                hits += top == value
         out[teacher] = hits / judged if judged else None
     return out
+
+
+def _strict_top(counts: Counter[str]) -> str | None:
+    """The value with the strictly highest positive count, or None on a tie or when empty."""
+    best, best_n, tied = None, 0, False
+    for value, n in counts.items():
+        if n > best_n:
+            best, best_n, tied = value, n, False
+        elif n == best_n and n > 0:
+            tied = True
+    return None if tied else best

@@ -39,3 +39,25 @@ def test_state_round_trip_continues_identically() -> None:
     b = SampleJoiner(timeout_s=5)
     b.load_state(a.to_state())
     assert first + feed(b, rows[17:]) == feed(SampleJoiner(timeout_s=5), rows)
+
+
+def test_label_agreement_equals_the_leave_one_out_definition() -> None:
+    import random
+    from collections import Counter
+
+    from distill.consensus import label_agreement
+
+    rng = random.Random(0)
+    for _ in range(300):
+        labels = {f"t{i}": ({f"k{j}": rng.choice("abc") for j in range(5)}
+                            if rng.random() < 0.9 else None) for i in range(7)}
+        got = label_agreement(labels)
+        for teacher, mine in labels.items():
+            hits = judged = 0
+            for key, value in (mine or {}).items():
+                others = [o[key] for t, o in labels.items() if t != teacher and o]
+                top = Counter(others).most_common(2)
+                if top and not (len(top) > 1 and top[1][1] == top[0][1]):
+                    judged += 1
+                    hits += top[0][0] == value
+            assert got[teacher] == (hits / judged if judged else None)
