@@ -246,8 +246,12 @@ def _save(fig: Any, out: Path) -> Path:
     return out
 
 
-def bench_figures(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Figures of a ``bench distill`` or ``bench consensus`` JSON."""
+def bench_figures(result: dict[str, Any], out_dir: Path, suffix: str = "") -> list[Path]:
+    """Figures of a ``bench distill`` or ``bench consensus`` JSON (several seeds: one set
+    per run, named ``*_seedN.png``)."""
+    if "runs" in result:
+        return [p for run in result["runs"]
+                for p in bench_figures(run, out_dir, f"_seed{run['seed']}")]
     made: list[Path | None] = []
     if result.get("benchmark") == "consensus":
         rows = [(f"{r['task']}: {r['chain']}"[:60], r) for r in result["rows"]]
@@ -258,12 +262,13 @@ def bench_figures(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
     cols = [*result["findings"], "mean"]
     title = f"Top-1 per finding: {result['scenario']} (seed {result['seed']})"
-    made.append(plot_heatmap(table_rows(result), cols, title, out_dir / "accuracy.png"))
+    made.append(plot_heatmap(table_rows(result), cols, title,
+                             out_dir / f"accuracy{suffix}.png"))
     made.append(plot_training(result.get("history", {}),
                               {m: result["methods"][m]["mean"] for m in METHODS},
-                              out_dir / "training.png"))
+                              out_dir / f"training{suffix}.png"))
     made.append(plot_alerts(result.get("alerts", []), result.get("change_points", []),
-                            out_dir / "alerts.png", result["teachers"]))
+                            out_dir / f"alerts{suffix}.png", result["teachers"]))
     return [p for p in made if p]
 
 
@@ -318,6 +323,9 @@ def make_report(out_dir: Path, state_dir: Path | None = None,
 
 
 def _bench_notes(result: dict[str, Any]) -> dict[str, Any]:
+    if "runs" in result:
+        return {f"seed {r['seed']} {k}": v for r in result["runs"]
+                for k, v in _bench_notes(r).items() if k != "seed"}
     if result.get("benchmark") == "consensus":
         return {f"consensus {k}": v for k, v in result["aggregate"].items()}
     notes = {"scenario": result["scenario"], "seed": result["seed"]}

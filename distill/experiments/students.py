@@ -39,8 +39,8 @@ class TrainSettings:
     sft_batch: int = 64
     groups_per_step: int = 8
     sft_lr: float = 2e-3
-    stage2_lr: float = 5e-4
-    stage2_sft_lr: float = 5e-4
+    stage2_lr: float = 2.5e-4
+    stage2_sft_lr: float = 2.5e-4
     beta: float = 0.1
     drift_weight_scale: float = 2.0
     consensus_weight: float = 0.5
