@@ -33,6 +33,7 @@ RULES = ROOT / "deploy/prometheus/rules/distill.rules.yml"
 SAMPLES = 420  # the default scenario made short, drifts from sample 330 (see live_scenario)
 TEACHERS = 7
 BAD = [b"{not json", b"", b"[1, 2]", b'{"event_id": "x"}', b'{"event_id": 7}'] * 4
+DRIFT_START = 330  # the first scheduled drift of the shortened scenario (sample index)
 DRIFTING = {"grok-4", "moonshot"}  # verbosity x3 and 40% refusals: both must be caught
 FAST_ROUND = ["--steps", "2", "--max-new-groups", "16", "--replay-fraction", "0",
               "--apo", "max_length=160", "--apo", "max_prompt_length=80",
@@ -67,7 +68,7 @@ def live_scenario() -> Scenario:
     data = load_scenario("default").model_dump(mode="json")
     data["samples"] = SAMPLES
     for d in data["drift"]:
-        d["at"] = 330 + (d["at"] - 800) // 10
+        d["at"] = DRIFT_START + (d["at"] - 800) // 10
     return scenario_from_dict(data)
 
 
@@ -184,13 +185,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, bootstrap_servers: str) -> I
     try:
         # produced while serve and Prometheus boot; serve consumes as the events arrive
         settings = KafkaSettings(bootstrap_servers=bootstrap_servers)
-        events = generate(live_scenario(), seed=0)
-        good = produce_raw(settings, topics.input,
-                           ((e.sample_id.encode(), e.to_json_bytes()) for e in events))
-        assert good == SAMPLES * TEACHERS
+        events = [(e.sample_id.encode(), e.to_json_bytes())
+                  for e in generate(live_scenario(), seed=0)]
+        assert len(events) == SAMPLES * TEACHERS
+        # The pre-drift part first: Prometheus must scrape the detection counters at 0
+        # before any detection, or increase() has no earlier sample to compare with.
+        pre_drift = DRIFT_START * TEACHERS
+        produce_raw(settings, topics.input, events[:pre_drift])
+        assert wait_for_port("127.0.0.1", prom_port, 30), _tails(logs)
+        _wait("Prometheus to scrape the pre-drift part", lambda: prom.value(
+            "sum(distill_messages_consumed_total)") == pre_drift, 60, procs, logs)
+        produce_raw(settings, topics.input, events[pre_drift:])
         produce_raw(settings, topics.input, ((b"bad", v) for v in BAD))
         s.timings["produced"] = time.monotonic() - started
-        assert wait_for_port("127.0.0.1", prom_port, 30), _tails(logs)
         assert init.wait(timeout=60) == 0, _tails(logs)
         s.timings["student_built"] = time.monotonic() - started
         procs.append(_distill(
