@@ -15,6 +15,12 @@ from rich.table import Table
 from distill.experiments.bench_distill import METHODS
 
 
+def _console() -> Console:
+    """A console; when output is not a terminal (a log file), wide enough for the table."""
+    console = _console()
+    return console if console.is_terminal else Console(width=150)
+
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -43,7 +49,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
     from distill.experiments.bench_distill import BenchSettings, run
     from distill.experiments.students import TrainSettings
 
-    console = Console()
+    console = _console()
     results = []
     for seed in seeds:
         settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
@@ -84,7 +90,7 @@ def run_consensus(data: Path, chains: Path, seed: int, scale: float,
                   json_out: Path | None) -> dict[str, Any]:
     from distill.experiments.consensus import run
 
-    console = Console()
+    console = _console()
     with console.status("chains") as status:
         result = run(data, chains, seed, scale, progress=lambda s: status.update(s))
     table = Table(title="Consensus accuracy per chain (drift stream: watched teacher + peers)")

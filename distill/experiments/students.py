@@ -69,7 +69,11 @@ def apo_config(out: Path, settings: TrainSettings, **changes: Any) -> Any:
 
 def init_student(out_dir: Path, texts: Sequence[str], settings: TrainSettings) -> Path:
     """The shared tiny initial model: a BPE on the task's text and a random Qwen2."""
+    from transformers.utils import logging as hf_logging
+
     from distill.apo.tiny import TinySpec, build_tiny_student
+
+    hf_logging.disable_progress_bar()
 
     spec = TinySpec(vocab_size=settings.vocab_size, hidden_size=settings.hidden_size,
                     num_layers=settings.num_layers, intermediate_size=2 * settings.hidden_size,
