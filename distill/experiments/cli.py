@@ -17,7 +17,7 @@ from distill.experiments.bench_distill import METHODS
 
 def _console() -> Console:
     """A console; when output is not a terminal (a log file), wide enough for the table."""
-    console = _console()
+    console = Console()
     return console if console.is_terminal else Console(width=150)
 
 
