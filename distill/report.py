@@ -92,7 +92,7 @@ def plot_signals(timeline: list[dict[str, Any]], alerts: list[dict[str, Any]],
                              sharex=True, squeeze=False)
     for ax, signal in zip(axes[:, 0], signals, strict=True):
         for t in teachers:
-            pts = [(snap["summary"][t][signal]["n"], snap["summary"][t][signal]["estimate"])
+            pts = [(_events_of(snap["summary"][t]), snap["summary"][t][signal]["estimate"])
                    for snap in timeline if signal in snap["summary"].get(t, {})]
             pts = [(x, y) for x, y in pts if y is not None]
             if not pts:
@@ -113,6 +113,11 @@ def plot_signals(timeline: list[dict[str, Any]], alerts: list[dict[str, Any]],
                       bbox_to_anchor=(0, 1.12), frameon=False)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def _events_of(signals: dict[str, Any]) -> int:
+    """The teacher's event count (``agreement`` updates only when a group closes)."""
+    return max(v.get("n") or 0 for k, v in signals.items() if k != "agreement")
 
 
 def _nearest(pts: list[tuple[float, float]], x: float) -> float:
