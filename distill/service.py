@@ -91,6 +91,8 @@ class MonitorService:
         self.on_alert = on_alert
         self.state_dir = Path(cfg.serve.state_dir)
         self.pconfig = pipeline_config(cfg)
+        bank = self.pconfig.bank
+        self._detector_pairs = [(s, bank.kind_of(s)) for s in bank.signals]
         self.parts: dict[tuple[str, int], PartitionState] = {}
         self.summary = RunSummary()
         self.running = True
@@ -208,6 +210,9 @@ class MonitorService:
         if out.duplicate:
             self.metrics.duplicates.inc()
             return
+        # detection counters exist at 0 from a teacher's first event, long before its first
+        # detection, so Prometheus' increase() sees that detection
+        self.metrics.teacher_seen(event.teacher, self._detector_pairs)
         self.metrics.events_by_teacher.labels(teacher=event.teacher).inc()
         self.metrics.last_message_timestamp.set(time.time())
         for alert in out.alerts:
