@@ -23,8 +23,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+bench: $(STAMP)  # each prints its figures and a ratio against an in-process baseline
+	$(PY) benchmarks/bench_detect.py
+	$(PY) benchmarks/bench_serve.py
+	$(PY) benchmarks/bench_apo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
