@@ -2,6 +2,8 @@
 
     python benchmarks/bench_serve.py [--events 50000] [--memory-events 1000000]
                                      [--bootstrap-servers HOST:PORT]
+    (--events 0 or --memory-events 0 skips that part; run the memory part alone for a
+    process that holds nothing but what serve holds)
 
 Throughput: a fixed simulator stream is produced first; then, in this process, a raw
 kafka-python consume of the topic (baseline) and `distill serve` (MonitorService: decode,
@@ -16,14 +18,11 @@ keep it flat.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import resource
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 from kafka import KafkaConsumer
@@ -32,7 +31,7 @@ from distill.config import Config, load_config
 from distill.pipeline import MonitorPipeline
 from distill.service import MonitorService, RunLimits, pipeline_config
 from stream.broker import EmbeddedBroker
-from stream.events import TeacherEvent, decode_event
+from stream.events import decode_event
 from stream.kafka import KafkaSettings, KafkaSink, ensure_topics
 from stream.simulator import PRODUCER_TUNING, generate, load_scenario, produce
 
@@ -75,48 +74,32 @@ def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path) -> tuple[floa
     return summary.last_commit_at - summary.first_record_at, len(summary.alerts)
 
 
-def looped_events(base: list[TeacherEvent], total: int) -> Iterator[TeacherEvent]:
-    """``total`` unique events: the base stream repeated with fresh ids and later times."""
-    span = base[-1].produced_at - base[0].produced_at + timedelta(hours=1)
-    k = 0
-    while True:
-        for ev in base:
-            if k * len(base) + 1 > total:
-                return
-            yield dataclasses.replace(ev, event_id=f"{ev.event_id}~{k}",
-                                      sample_id=f"{ev.sample_id}~{k}",
-                                      produced_at=ev.produced_at + k * span)
-        k += 1
-
-
 def memory_run(total: int) -> list[tuple[int, float]]:
+    """RSS while the serve per-record path runs over ``total`` simulator events, generated
+    lazily so the benchmark holds no stream of its own in memory."""
     cfg = load_config(None, env={})
     assert isinstance(cfg, Config)
     pipeline = MonitorPipeline(pipeline_config(cfg))
-    base = list(generate(load_scenario("default"), seed=0))
+    scenario = load_scenario("default")
+    scenario = scenario.with_samples(-(-total // len(scenario.teachers)))
     samples, step = [], max(1, total // 10)
-    for i, ev in enumerate(looped_events(base, total), 1):
+    for i, ev in enumerate(generate(scenario, seed=0), 1):
         pipeline.process(decode_event(ev.to_json_bytes()))  # type: ignore[arg-type]
         if i % step == 0:
             samples.append((i, rss_mb()))
+        if i >= total:
+            break
     return samples
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--memory-events", type=int, default=1_000_000)
-    parser.add_argument("--bootstrap-servers", default=None)
-    args = parser.parse_args()
-
+def throughput(n: int, bootstrap_servers: str | None) -> None:
     with EmbeddedBroker() as broker:
-        bootstrap = args.bootstrap_servers or broker.bootstrap_servers
+        bootstrap = bootstrap_servers or broker.bootstrap_servers
         topic = f"bench-{uuid.uuid4().hex[:8]}"
         ensure_topics(KafkaSettings(bootstrap), {topic: 1})
         scenario = load_scenario("default")
-        events = list(generate(scenario.with_samples(-(-args.events // len(scenario.teachers))),
-                               seed=0))[: args.events]
+        events = list(generate(scenario.with_samples(-(-n // len(scenario.teachers))),
+                               seed=0))[:n]
         sink = KafkaSink(KafkaSettings(bootstrap), **PRODUCER_TUNING)
         produce(events, sink, topic)
         sink.close()
@@ -131,6 +114,17 @@ def main() -> None:
           f"{alerts} alerts)")
     print(f"ratio serve/raw: {serve_rate / raw_rate:.2f}  (target >= 0.8)")
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--memory-events", type=int, default=1_000_000)
+    parser.add_argument("--bootstrap-servers", default=None)
+    args = parser.parse_args()
+
+    if args.events:
+        throughput(args.events, args.bootstrap_servers)
     if args.memory_events:
         print(f"\nmemory over {args.memory_events} events (decode + pipeline, as serve):")
         start = rss_mb()
