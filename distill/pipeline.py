@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
+from distill.config import ServeConfig
 from distill.consensus import label_agreement, label_majority, majority
 from distill.groups import DriftState, TeacherAnswer, TeacherGroup
 from stream.dedup import DedupWindow
@@ -29,6 +30,7 @@ from stream.join import JoinedSample, SampleJoiner
 from stream.signals import event_signals, leave_one_out_agreement
 
 STATE_VERSION = 1
+_SERVE_DEFAULTS = ServeConfig.model_fields  # one source for the bounds' defaults
 
 
 @dataclass
@@ -50,9 +52,9 @@ class PipelineConfig:
 
     bank: BankConfig = field(default_factory=BankConfig)
     expected_teachers: tuple[str, ...] = ()
-    group_timeout_s: float = 300.0
-    join_buffer_max: int = 10_000
-    dedup_window: int = 100_000
+    group_timeout_s: float = _SERVE_DEFAULTS["group_timeout_s"].default
+    join_buffer_max: int = _SERVE_DEFAULTS["join_buffer_max"].default
+    dedup_window: int = _SERVE_DEFAULTS["dedup_window"].default
 
 
 class MonitorPipeline:
