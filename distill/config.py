@@ -59,6 +59,8 @@ class ServeConfig(_Section):
     dedup_window: int = Field(100_000, gt=0, description="event ids remembered at most")
     metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
     archive_segment_events: int = Field(50_000, gt=0)
+    timeline_every: int = Field(
+        500, gt=0, description="records between bank snapshots in timeline.jsonl (for reports)")
     log_format: Literal["text", "json"] = "text"
 
 

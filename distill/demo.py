@@ -22,6 +22,7 @@ from rich.table import Table
 from distill.config import Config
 from distill.service import MonitorService, RunLimits, kafka_settings
 from stream.broker import EmbeddedBroker
+from stream.checkpoint import write_json_atomic
 from stream.kafka import KafkaSink, ensure_topics
 from stream.simulator import PRODUCER_TUNING, change_points, generate, load_scenario, produce
 
@@ -34,6 +35,8 @@ def run_demo(cfg: Config, scenario_name: str, seed: int) -> int:
     points = change_points(scenario)
     state_dir = Path(cfg.serve.state_dir) / "demo"
     shutil.rmtree(state_dir, ignore_errors=True)
+    state_dir.mkdir(parents=True)
+    write_json_atomic(state_dir / "changepoints.json", points)  # `distill report` marks them
     with EmbeddedBroker(log_path=None) as broker:
         cfg = cfg.model_copy(update={
             "kafka": cfg.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers,
@@ -69,7 +72,8 @@ def run_demo(cfg: Config, scenario_name: str, seed: int) -> int:
     console.print(f"processed {summary.records} events, {summary.checkpoints} checkpoints")
     flagged = _print_summary(console, summary.alerts, points)
     console.print(f"\n{flagged}/{len(points)} scheduled drifts flagged. "
-                  f"Inspect with: distill status --state-dir {state_dir}")
+                  f"Inspect with: distill status --state-dir {state_dir}\n"
+                  f"Pictures:     distill report --state-dir {state_dir} --out {state_dir}/report")
     return 0
 
 

@@ -9,7 +9,6 @@ is retried with backoff and reported on ``/healthz`` and ``distill_broker_up``.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
@@ -29,7 +29,7 @@ from distill.exceptions import CheckpointUnreadable
 from distill.http import start_http_server
 from distill.metrics import MonitorMetrics
 from distill.partition import PartitionState
-from distill.pipeline import PipelineConfig, StepOutput
+from distill.pipeline import PipelineConfig, StepOutput, format_timestamp_float
 from distill.status import merge_summaries
 from stream.broker import EmbeddedBroker
 from stream.checkpoint import checkpoint_path, commit_checkpoint
@@ -100,6 +100,7 @@ class MonitorService:
         self._last_checkpoint = time.monotonic()
         self._checkpoint_failing_since: float | None = None
         self._fatal: Exception | None = None
+        self._timeline_at = 0  # records at the last timeline snapshot
         self.probe: BrokerProbe | None = None
         self.source: KafkaSource | None = None
         self.sink: KafkaSink | None = None
@@ -134,6 +135,8 @@ class MonitorService:
             self.source = KafkaSource(settings, [k.input_topic], k.group_id,
                                       on_assign=self._on_assign, on_revoke=self._on_revoke)
             stack.callback(self.source.close)
+            self._alerts_log = stack.enter_context(open(self.state_dir / "alerts.jsonl", "ab"))
+            self._timeline = stack.enter_context(open(self.state_dir / "timeline.jsonl", "ab"))
             self._install_signal_handlers(stack)
             log.info("serving %s as group %s; metrics on http://%s:%d/metrics", k.input_topic,
                      k.group_id, server.host, server.port)
@@ -141,6 +144,7 @@ class MonitorService:
             if self._fatal is not None:
                 raise self._fatal
             self._checkpoint(force=True)
+            self._write_timeline()
         return self.summary
 
     def _install_signal_handlers(self, stack: ExitStack) -> None:
@@ -168,6 +172,8 @@ class MonitorService:
                 for record in records:
                     self._handle(record)
             self._update_live_metrics()
+            if self.summary.records - self._timeline_at >= self.cfg.serve.timeline_every:
+                self._write_timeline()
             if records:
                 idle_since = time.monotonic()
             self._checkpoint()
@@ -217,7 +223,9 @@ class MonitorService:
         self.metrics.last_message_timestamp.set(time.time())
         for alert in out.alerts:
             doc = {**alert.to_dict(), "partition": part.partition}
-            self.sink.send(k.alerts_topic, json.dumps(doc).encode(), key=alert.teacher.encode())
+            line = orjson.dumps(doc)
+            self.sink.send(k.alerts_topic, line, key=alert.teacher.encode())
+            self._alerts_log.write(line + b"\n")
             self.metrics.record_detection(alert.teacher, alert.signal, alert.detector)
             log.warning("drift: teacher=%s signal=%s detector=%s at event %s "
                         "(statistic %.4g > threshold %.4g)", alert.teacher, alert.signal,
@@ -304,6 +312,20 @@ class MonitorService:
         self.metrics.checkpoint_timestamp.set(time.time())
 
     # -- observability -------------------------------------------------------------------
+
+    def _write_timeline(self) -> None:
+        """Append the banks' summary to ``timeline.jsonl`` every ``timeline_every`` records
+        (and at the end), in the format
+        `distill replay` writes, so `distill report --state-dir` draws a serve state dir too.
+        Diagnostic only: after a crash a stretch may appear twice."""
+        marks = [p.pipeline.joiner.watermark for p in self.parts.values()]
+        at = max(marks, default=float("-inf"))
+        doc = {"events": self.summary.records, "time": format_timestamp_float(at),
+               "alerts": len(self.summary.alerts), "summary": self._bank_summary()}
+        self._timeline.write(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        self._timeline.flush()
+        self._alerts_log.flush()
+        self._timeline_at = self.summary.records
 
     def _bank_summary(self) -> dict[str, dict[str, dict[str, Any]]]:
         with self._lock:
