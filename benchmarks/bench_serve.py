@@ -71,7 +71,7 @@ def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path) -> tuple[floa
     assert isinstance(cfg, Config), cfg
     summary = MonitorService(cfg, limits=RunLimits(max_records=n)).run()
     assert summary.first_record_at and summary.last_commit_at
-    return summary.last_commit_at - summary.first_record_at, len(summary.alerts)
+    return summary.last_commit_at - summary.first_record_at, summary.alerts_total
 
 
 def memory_run(total: int) -> list[tuple[int, float]]:

@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from stream.kafka import KafkaSettings, KafkaSink, KafkaSource, Record, ensure_t
 from stream.probe import BrokerProbe
 
 log = logging.getLogger("distill.serve")
+RECENT_ALERTS = 10_000  # alerts a run keeps in memory (all of them go to Kafka and the log)
 
 
 def pipeline_config(cfg: Config) -> PipelineConfig:
@@ -73,7 +75,9 @@ class RunLimits:
 class RunSummary:
     records: int = 0
     dead_lettered: int = 0
-    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: deque[dict[str, Any]] = field(  # the latest ones: a daemon runs for weeks
+        default_factory=lambda: deque(maxlen=RECENT_ALERTS))
+    alerts_total: int = 0
     checkpoints: int = 0
     first_record_at: float | None = None  # time.perf_counter() of the first record handled
     last_commit_at: float | None = None  # ... and of the last successful checkpoint
@@ -199,7 +203,11 @@ class MonitorService:
         self.metrics.messages_consumed.inc()
         decoded = decode_event(record.value, self.cfg.serve.max_message_bytes)
         if isinstance(decoded, TeacherEvent):
-            self._emit(part, part.pipeline.process(decoded), decoded)
+            pipeline = part.pipeline
+            joined, deduped = pipeline.joiner.overflow, pipeline.dedup.overflow
+            self._emit(part, pipeline.process(decoded), decoded)
+            self._count_overflow(pipeline.joiner.overflow - joined,
+                                 pipeline.dedup.overflow - deduped)
         else:
             self.dlq.send(record, decoded)
             self.metrics.dead_lettered.labels(reason=decoded.reason).inc()
@@ -209,6 +217,13 @@ class MonitorService:
         self.summary.records += 1
         self._since_checkpoint += 1
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def _count_overflow(self, join: int, dedup: int) -> None:
+        """The pipeline counts evictions in its state; mirror this process's share."""
+        if join:
+            self.metrics.join_overflow.inc(join)
+        if dedup:
+            self.metrics.dedup_overflow.inc(dedup)
 
     def _emit(self, part: PartitionState, out: StepOutput, event: TeacherEvent) -> None:
         assert self.sink is not None
@@ -232,6 +247,7 @@ class MonitorService:
                         alert.detector, alert.index, alert.statistic or 0.0,
                         alert.threshold or 0.0, extra={"alert": doc})
             self.summary.alerts.append(doc)
+            self.summary.alerts_total += 1
             if self.on_alert:
                 self.on_alert(doc)
         for group in out.groups:
@@ -321,7 +337,7 @@ class MonitorService:
         marks = [p.pipeline.joiner.watermark for p in self.parts.values()]
         at = max(marks, default=float("-inf"))
         doc = {"events": self.summary.records, "time": format_timestamp_float(at),
-               "alerts": len(self.summary.alerts), "summary": self._bank_summary()}
+               "alerts": self.summary.alerts_total, "summary": self._bank_summary()}
         self._timeline.write(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
         self._timeline.flush()
         self._alerts_log.flush()

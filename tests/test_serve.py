@@ -135,3 +135,22 @@ def test_unreadable_checkpoint_stops_serve_with_the_file_named(kafka_settings: K
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "cannot restore a checkpoint" in proc.stderr and cp.name in proc.stderr
+
+
+def test_bounded_buffers_count_their_overflow_in_metrics(kafka_settings: KafkaSettings,
+                                                         tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from distill.service import MonitorService, RunLimits
+
+    topics = Topics.fresh()
+    # "b" never answers, so every sample stays open: 6 samples through a buffer of 2
+    evs = [event(i, "a") for i in range(6)]
+    produce_events(kafka_settings, topics.input, evs)
+    cfg = topics.config(kafka_settings.bootstrap_servers, tmp_path, expected_teachers=["a", "b"],
+                        join_buffer_max=2, dedup_window=3)
+    registry = CollectorRegistry()
+    MonitorService(cfg, registry=registry, limits=RunLimits(max_records=6)).run()
+    assert registry.get_sample_value("distill_join_buffer_overflow_total") == 4
+    assert registry.get_sample_value("distill_dedup_window_overflow_total") == 3
+    assert monitor_status(tmp_path)["join_overflow"] == 4

@@ -70,4 +70,4 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
     except CheckpointUnreadable as exc:
         raise click.ClickException(f"cannot restore a checkpoint: {exc}") from exc
     click.echo(f"processed {summary.records} records, {summary.dead_lettered} dead-lettered, "
-               f"{len(summary.alerts)} alerts, {summary.checkpoints} checkpoints", err=True)
+               f"{summary.alerts_total} alerts, {summary.checkpoints} checkpoints", err=True)
