@@ -117,6 +117,7 @@ class MonitorService:
 
     def run(self) -> RunSummary:
         k = self.cfg.kafka
+        self.state_dir.mkdir(parents=True, exist_ok=True)  # the broker logs into it
         with ExitStack() as stack:
             servers = k.bootstrap_servers
             if not servers:
@@ -124,7 +125,6 @@ class MonitorService:
                 servers = broker.bootstrap_servers
                 log.info("started embedded broker at %s", servers)
             settings = kafka_settings(self.cfg, servers)
-            self.state_dir.mkdir(parents=True, exist_ok=True)
             ensure_topics(settings, {k.input_topic: k.partitions, k.dead_letter_topic: 1,
                                      k.alerts_topic: 1, k.groups_topic: k.partitions})
             self.sink = KafkaSink(settings, linger_ms=20, batch_size=262_144)

@@ -58,3 +58,12 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) 
     result = CliRunner(env=env).invoke(main, ["status", "--config", str(cfg), "--json",
                                               "--state-dir", str(tmp_path / "from-flag")])
     assert "from-flag" in result.output
+
+
+def test_serve_starts_the_embedded_broker_into_a_state_dir_that_does_not_exist(
+        tmp_path: Path) -> None:
+    state = tmp_path / "not" / "yet"
+    result = CliRunner().invoke(main, ["serve", "--state-dir", str(state), "--max-records", "0",
+                                       "--metrics-address", "127.0.0.1:0"])
+    assert result.exit_code == 0, result.output
+    assert (state / "tansu.log").is_file()
