@@ -299,15 +299,12 @@ class MonitorService:
                 part.archive.close()
             log.info("revoked %s[%d]", *key)
 
-    def _checkpoint(self, force: bool = False,
-                    only: list[tuple[str, int]] | None = None) -> None:
+    def _checkpoint(self, force: bool = False) -> None:
         due = (self._since_checkpoint >= self.cfg.serve.checkpoint_every or
                time.monotonic() - self._last_checkpoint >= self.cfg.serve.checkpoint_interval_s)
         if not (force or due):
             return
-        keys = [tuple(k) for k in only] if only is not None else list(self.parts)
-        parts = [self.parts[k] for k in keys if k in self.parts]  # type: ignore[index]
-        dirty = [p for p in parts if p.dirty and p.next_offset is not None]
+        dirty = [p for p in self.parts.values() if p.dirty and p.next_offset is not None]
         self._last_checkpoint = time.monotonic()
         if not dirty:
             return
