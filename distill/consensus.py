@@ -25,14 +25,16 @@ from collections.abc import Mapping
 from distill.groups import Consensus
 
 
-def majority(answers: Mapping[str, str | None]) -> Consensus:
-    """Majority over the teachers that gave an answer."""
+def majority(answers: Mapping[str, str | None],
+             labels: dict[str, str] | None = None) -> Consensus:
+    """Majority over the teachers that gave an answer; ``labels``, the per-key majority of
+    structured answers, is carried along."""
     counts = Counter(a for a in answers.values() if a is not None)
     if not counts:
-        return Consensus(None, support=0, tie=False)
+        return Consensus(None, support=0, tie=False, labels=labels)
     top = max(counts.values())
     winners = sorted(a for a, c in counts.items() if c == top)
-    return Consensus(winners[0], support=top, tie=len(winners) > 1)
+    return Consensus(winners[0], support=top, tie=len(winners) > 1, labels=labels)
 
 
 def weighted_vote(answers: Mapping[str, str | None],
@@ -53,46 +55,59 @@ def weighted_vote(answers: Mapping[str, str | None],
 def label_majority(labels: Mapping[str, Mapping[str, str] | None]) -> dict[str, str] | None:
     """Per-key majority over structured answers (e.g. one label per finding); a tied key
     takes the smallest label so the result is deterministic."""
-    keyed: dict[str, list[str]] = defaultdict(list)
-    for answer in labels.values():
-        for key, value in (answer or {}).items():
-            keyed[key].append(str(value))
-    if not keyed:
-        return None
-    out = {}
-    for key in sorted(keyed):
-        counts = Counter(keyed[key])
-        top = max(counts.values())
-        out[key] = min(v for v, c in counts.items() if c == top)
-    return out
+    return LabelVotes(labels).majority()
 
 
 def label_agreement(labels: Mapping[str, Mapping[str, str] | None]) -> dict[str, float | None]:
     """Per teacher, the fraction of its labels that equal the strict plurality of the OTHER
     teachers' labels for the same key (keys where the others tie are left out); None when
     no key can be judged. The structured form of leave-one-out agreement: with five
-    findings, whole answers rarely have a plurality, single findings almost always do.
+    findings, whole answers rarely have a plurality, single findings almost always do."""
+    return LabelVotes(labels).agreement()
 
-    Each key is counted once; a teacher's own vote is taken out of the count, not recounted
-    (this runs once per group on the monitor's hot path)."""
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for answer in labels.values():
-        for key, value in (answer or {}).items():
-            counts[key][str(value)] += 1
-    out: dict[str, float | None] = {}
-    for teacher, mine in labels.items():
-        hits, judged = 0, 0
-        for key, value in (mine or {}).items():
-            value = str(value)
-            others = counts[key]
-            others[value] -= 1
-            top = _strict_top(others)
-            others[value] += 1
-            if top is not None:
-                judged += 1
-                hits += top == value
-        out[teacher] = hits / judged if judged else None
-    return out
+
+class LabelVotes:
+    """The label counts of one group, counted once for both the majority and the
+    leave-one-out agreement (this runs once per group on the monitor's hot path)."""
+
+    __slots__ = ("counts", "labels")
+
+    def __init__(self, labels: Mapping[str, Mapping[str, str] | None]) -> None:
+        self.labels = {t: {k: str(v) for k, v in a.items()} if a else None
+                       for t, a in labels.items()}
+        self.counts: dict[str, Counter[str]] = defaultdict(Counter)
+        for answer in self.labels.values():
+            for key, value in (answer or {}).items():
+                self.counts[key][value] += 1
+
+    def majority(self) -> dict[str, str] | None:
+        if not self.counts:
+            return None
+        out = {}
+        for key in sorted(self.counts):
+            counts = self.counts[key]
+            top = max(counts.values())
+            out[key] = min(v for v, c in counts.items() if c == top)
+        return out
+
+    def agreement(self) -> dict[str, float | None]:
+        # the others' strict plurality depends only on (key, own value): one per pair
+        others_top: dict[tuple[str, str], str | None] = {}
+        for key, counts in self.counts.items():
+            for value in counts:
+                counts[value] -= 1
+                others_top[key, value] = _strict_top(counts)
+                counts[value] += 1
+        out: dict[str, float | None] = {}
+        for teacher, mine in self.labels.items():
+            hits, judged = 0, 0
+            for key, value in (mine or {}).items():
+                top = others_top[key, value]
+                if top is not None:
+                    judged += 1
+                    hits += top == value
+            out[teacher] = hits / judged if judged else None
+        return out
 
 
 def _strict_top(counts: Counter[str]) -> str | None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
 from distill.config import ServeConfig
-from distill.consensus import label_agreement, label_majority, majority
+from distill.consensus import LabelVotes, majority
 from distill.groups import DriftState, TeacherAnswer, TeacherGroup
 from stream.dedup import DedupWindow
 from stream.events import TeacherEvent, format_timestamp
@@ -97,17 +97,17 @@ class MonitorPipeline:
             self.groups_timed_out += 1
         answers = {t: a["answer"] for t, a in sample.answers.items()}
         labels = {t: a.get("labels") for t, a in sample.answers.items()}
-        agreement = (label_agreement(labels) if any(labels.values())
-                     else leave_one_out_agreement(answers))
+        votes = LabelVotes(labels)
+        agreement = votes.agreement() if votes.counts else leave_one_out_agreement(answers)
         alerts: list[DriftRecord] = []
         for teacher, agrees in agreement.items():
             if agrees is not None:
                 alerts.extend(self.bank.update(teacher, {"agreement": agrees}, at))
-        group = self._group(sample, answers, labels)
+        group = self._group(sample, answers, votes)
         return StepOutput(alerts=self._note(alerts), groups=[group])
 
     def _group(self, sample: JoinedSample, answers: dict[str, str | None],
-               labels: dict[str, dict[str, str] | None]) -> TeacherGroup:
+               votes: LabelVotes) -> TeacherGroup:
         first = next(iter(sample.answers.values()))
         drift = {}
         for teacher in sample.answers:
@@ -122,7 +122,7 @@ class MonitorPipeline:
                                    teacher_version=a.get("teacher_version"),
                                    produced_at=a.get("produced_at"))
                      for t, a in sample.answers.items()],
-            consensus=replace(majority(answers), labels=label_majority(labels)),
+            consensus=majority(answers, labels=votes.majority()),
             drift=drift,
             ground_truth=first.get("ground_truth"),
             completed_at=format_timestamp_float(self.joiner.watermark),

@@ -106,6 +106,38 @@ def decode_event(
 
 def validate_event(obj: dict[str, Any]) -> TeacherEvent | Invalid:
     """Check fields and types of a decoded JSON object."""
+    event = _valid_event(obj)
+    return event if event is not None else _reject(obj)
+
+
+def _valid_event(obj: dict[str, Any]) -> TeacherEvent | None:
+    """The common case in one pass: every check passes. None sends the object through
+    :func:`_reject`, which finds the first failing check in the documented order."""
+    get = obj.get
+    ids = (get("event_id"), get("sample_id"), get("teacher"))
+    output, stamp = get("output"), get("produced_at")
+    if type(output) is not str or type(stamp) is not str:
+        return None
+    for value in ids:
+        if type(value) is not str or len(value) > MAX_ID_CHARS or not value.strip():
+            return None
+    optional = [get(name) for name in _OPTIONAL_FIELDS]
+    for value, kind in zip(optional, _OPTIONAL_KINDS, strict=True):
+        if value is not None and not isinstance(value, kind):
+            return None
+    produced_at = parse_timestamp(stamp)
+    if produced_at is None:
+        return None
+    version, prompt, image, answer, labels, meta = optional
+    return TeacherEvent(ids[0], ids[1], ids[2], output, produced_at, version, prompt, image,
+                        answer, labels, get("ground_truth"), meta)
+
+
+_OPTIONAL_FIELDS = (*OPTIONAL_STR_FIELDS, *OPTIONAL_DICT_FIELDS)
+_OPTIONAL_KINDS = (str,) * len(OPTIONAL_STR_FIELDS) + (dict,) * len(OPTIONAL_DICT_FIELDS)
+
+
+def _reject(obj: dict[str, Any]) -> Invalid:
     for name in (*REQUIRED_STR_FIELDS, "produced_at"):
         if name not in obj or obj[name] is None:
             return Invalid(f"missing_field:{name}")
@@ -121,23 +153,7 @@ def validate_event(obj: dict[str, Any]) -> TeacherEvent | Invalid:
     for name in OPTIONAL_DICT_FIELDS:
         if obj.get(name) is not None and not isinstance(obj[name], dict):
             return Invalid(f"bad_type:{name}", f"expected object, got {type(obj[name]).__name__}")
-    produced_at = parse_timestamp(obj["produced_at"])
-    if produced_at is None:
-        return Invalid("bad_timestamp", repr(obj["produced_at"])[:100])
-    return TeacherEvent(
-        event_id=obj["event_id"],
-        sample_id=obj["sample_id"],
-        teacher=obj["teacher"],
-        output=obj["output"],
-        produced_at=produced_at,
-        teacher_version=obj.get("teacher_version"),
-        prompt=obj.get("prompt"),
-        image=obj.get("image"),
-        answer=obj.get("answer"),
-        labels=obj.get("labels"),
-        ground_truth=obj.get("ground_truth"),
-        meta=obj.get("meta"),
-    )
+    return Invalid("bad_timestamp", repr(obj["produced_at"])[:100])  # all else passed
 
 
 #: Every reason prefix `decode_event` can return; used to pre-create metric label children.

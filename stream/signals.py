@@ -30,6 +30,8 @@ import zlib
 from collections import Counter
 from collections.abc import Mapping
 
+import numpy as np
+
 from stream.answers import extract_answer
 from stream.events import TeacherEvent
 
@@ -45,7 +47,26 @@ _REFUSALS = ("i'm sorry", "i am sorry", "i'm unable", "i am unable", "i'm not ab
 _REFUSAL_HEAD = 400  # refusals open the reply; scanning the head keeps this O(1)
 # Answer markers, the substrings of stream.answers' patterns (a plain `in` is ~50x faster).
 _FORMATS = ("final answer", "\\boxed{", "[yes]", "[no]", "answer is", '"answer"')
-_bin_cache: dict[int, dict[str, int]] = {}  # bins -> token -> bin
+
+
+class _TokenBins(dict[str, int]):
+    """token -> CRC32 bin, filled on first sight (``map(bins.__getitem__, tokens)`` then
+    runs in C: 3x faster than counting tokens and looking each up in Python)."""
+
+    __slots__ = ("bins",)
+
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+
+    def __missing__(self, token: str) -> int:
+        if len(self) >= _CACHE_LIMIT:  # bounded: a long-lived daemon sees unbounded vocab
+            self.clear()
+        b = self[token] = zlib.crc32(token.encode()) % self.bins
+        return b
+
+
+_bin_cache: dict[int, _TokenBins] = {}  # bins -> token -> bin
 
 
 def canonical_answer(answer: str | None) -> str | None:
@@ -78,20 +99,14 @@ def vocab_histogram(text: str, bins: int, tokens: list[str] | None = None) -> tu
     if tokens is None:
         tokens = text.lower().split()
     tokens = tokens[:MAX_VOCAB_TOKENS]
-    counts = [0] * bins
     if not tokens:
-        return tuple(map(float, counts))  # an empty text has an all-zero histogram
+        return (0.0,) * bins  # an empty text has an all-zero histogram
     cache = _bin_cache.get(bins)
-    if cache is None or len(cache) > _CACHE_LIMIT:
-        cache = _bin_cache[bins] = {}
-    get = cache.get
-    for token, c in Counter(tokens).items():
-        b = get(token)
-        if b is None:
-            b = cache[token] = zlib.crc32(token.encode()) % bins
-        counts[b] += c
-    inv = 1.0 / len(tokens)
-    return tuple([c * inv for c in counts])
+    if cache is None:
+        cache = _bin_cache[bins] = _TokenBins(bins)
+    ids = np.fromiter(map(cache.__getitem__, tokens), np.intp, len(tokens))
+    counts = np.bincount(ids, minlength=bins)
+    return tuple((counts * (1.0 / len(tokens))).tolist())
 
 
 def event_signals(event: TeacherEvent, hist_bins: int = 64) -> dict[str, SignalValue]:
@@ -101,14 +116,20 @@ def event_signals(event: TeacherEvent, hist_bins: int = 64) -> dict[str, SignalV
     tokens = low.split()
     answer = event_answer(event)
     head = low[:_REFUSAL_HEAD]
-    refused = answer is None or any(p in head for p in _REFUSALS)
     return {
         "length": len(tokens),
         "answer": answer,
-        "refusal": int(refused),
-        "format": int(any(m in low for m in _FORMATS)),
+        "refusal": int(answer is None or _contains_any(head, _REFUSALS)),
+        "format": int(_contains_any(low, _FORMATS)),
         "vocab": vocab_histogram(low, hist_bins, tokens),
     }
+
+
+def _contains_any(text: str, needles: tuple[str, ...]) -> bool:
+    for needle in needles:  # noqa: SIM110 (a plain loop: 3x cheaper than any() here)
+        if needle in text:
+            return True
+    return False
 
 
 def leave_one_out_agreement(answers: Mapping[str, str | None]) -> dict[str, int | None]:
