@@ -44,7 +44,12 @@ class KafkaConfig(_Section):
     heartbeat_interval_ms: int = Field(2000, ge=100)
     security: dict[str, Any] = Field(
         default_factory=dict,
-        description="kafka-python TLS/SASL options, e.g. security_protocol, sasl_mechanism")
+        description="TLS/SASL options under kafka-python's names (security_protocol, "
+                    "sasl_mechanism, ...); dotted keys are librdkafka properties")
+    client: Literal["kafka-python", "librdkafka"] = Field(
+        "kafka-python",
+        description="Kafka client of `distill serve`: kafka-python, or librdkafka "
+                    "(confluent-kafka, faster; pip install 'drift-distill[librdkafka]')")
 
 
 class ServeConfig(_Section):

@@ -20,6 +20,9 @@ from distill.cli.common import bootstrap_option, config_option, load_or_exit
 @click.option("--input-topic", default=None, help="Teacher-output topic.")
 @click.option("--partitions", type=int, default=None,
               help="Partitions for topics the service creates.")
+@click.option("--kafka-client", type=click.Choice(["kafka-python", "librdkafka"]), default=None,
+              help="Kafka client library; librdkafka needs the 'librdkafka' extra. "
+                   "[default: kafka-python]")
 @click.option("--expected-teachers", default=None, metavar="A,B,..",
               help="Teachers a group waits for. [default: learned from the stream]")
 @click.option("--checkpoint-every", type=int, default=None, help="Events between checkpoints.")
@@ -35,7 +38,7 @@ from distill.cli.common import bootstrap_option, config_option, load_or_exit
 @click.option("--seed", type=int, default=0, help="Simulator seed for --demo.")
 def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: Path | None,
             metrics_address: str | None, group_id: str | None, input_topic: str | None,
-            partitions: int | None, expected_teachers: str | None,
+            partitions: int | None, kafka_client: str | None, expected_teachers: str | None,
             checkpoint_every: int | None, log_format: str | None, max_records: int | None,
             idle_exit: float | None, demo: bool, scenario: str, seed: int) -> None:
     """Run the monitor: consume teacher outputs as a consumer group, detect drift per
@@ -48,7 +51,8 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
     """
     cfg = load_or_exit(config_path, {
         "kafka": {"bootstrap_servers": bootstrap_servers, "group_id": group_id,
-                  "input_topic": input_topic, "partitions": partitions},
+                  "input_topic": input_topic, "partitions": partitions,
+                  "client": kafka_client},
         "serve": {"state_dir": state_dir, "metrics_address": metrics_address,
                   "checkpoint_every": checkpoint_every, "log_format": log_format,
                   "expected_teachers": expected_teachers.split(",") if expected_teachers
@@ -63,11 +67,14 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         raise SystemExit(run_demo(cfg, scenario, seed))
     from distill.exceptions import CheckpointUnreadable
     from distill.service import MonitorService, RunLimits
+    from stream.kafka import LibrdkafkaMissing
 
     service = MonitorService(cfg, limits=RunLimits(max_records, idle_exit))
     try:
         summary = service.run()
     except CheckpointUnreadable as exc:
         raise click.ClickException(f"cannot restore a checkpoint: {exc}") from exc
+    except LibrdkafkaMissing as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"processed {summary.records} records, {summary.dead_lettered} dead-lettered, "
                f"{summary.alerts_total} alerts, {summary.checkpoints} checkpoints", err=True)
