@@ -2,13 +2,16 @@
 
     python benchmarks/bench_serve.py [--events 50000] [--memory-events 1000000]
                                      [--bootstrap-servers HOST:PORT]
+                                     [--client {kafka-python,librdkafka}]
     (--events 0 or --memory-events 0 skips that part; run the memory part alone for a
     process that holds nothing but what serve holds)
 
 Throughput: a fixed simulator stream is produced first; then, in this process, a raw
-kafka-python consume of the topic (baseline) and `distill serve` (MonitorService: decode,
-validate, dedupe, signals, join, detectors, outputs, checkpoints) are each timed from their
-first record to their last (serve: to its last checkpoint commit). Ratio = serve / raw.
+kafka-python consume of the topic (baseline), a raw confluent-kafka (librdkafka) consume
+(second baseline) and `distill serve` (MonitorService: decode, validate, dedupe, signals,
+join, detectors, outputs, checkpoints; on the Kafka client ``--client`` names) are each timed
+from their first record to their last (serve: to its last checkpoint commit). Ratios = serve
+/ raw, against each baseline.
 
 Memory: the same per-record path as serve (decode + pipeline) over ``--memory-events``
 events, RSS sampled every 10% of the run. The bounded join buffer and dedup window must
@@ -60,9 +63,30 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     return elapsed
 
 
-def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path) -> tuple[float, int]:
+def raw_consume_librdkafka(bootstrap: str, topic: str, n: int) -> float:
+    """Seconds from the first record to the n-th with a plain confluent-kafka Consumer."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 2000})
+    consumer.subscribe([topic])
+    got, first = 0, None
+    while got < n:
+        msgs = [m for m in consumer.consume(num_messages=500, timeout=0.5) if m.error() is None]
+        if first is None and msgs:
+            first = time.perf_counter()
+        got += len(msgs)
+    elapsed = time.perf_counter() - first
+    consumer.close()
+    return elapsed
+
+
+def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path,
+              client: str = "kafka-python") -> tuple[float, int]:
     cfg = load_config(None, env={}, overrides={
         "kafka": {"bootstrap_servers": bootstrap, "input_topic": topic, "partitions": 1,
+                  "client": client,
                   "group_id": f"bench-{uuid.uuid4().hex[:6]}",
                   "groups_topic": f"{topic}.groups", "alerts_topic": f"{topic}.alerts",
                   "dead_letter_topic": f"{topic}.dlq"},
@@ -92,7 +116,7 @@ def memory_run(total: int) -> list[tuple[int, float]]:
     return samples
 
 
-def throughput(n: int, bootstrap_servers: str | None) -> None:
+def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-python") -> None:
     with EmbeddedBroker() as broker:
         bootstrap = bootstrap_servers or broker.bootstrap_servers
         topic = f"bench-{uuid.uuid4().hex[:8]}"
@@ -104,15 +128,19 @@ def throughput(n: int, bootstrap_servers: str | None) -> None:
         produce(events, sink, topic)
         sink.close()
         raw_s = raw_consume(bootstrap, topic, len(events))
+        rd_s = raw_consume_librdkafka(bootstrap, topic, len(events))
         with tempfile.TemporaryDirectory() as tmp:
-            serve_s, alerts = serve_run(bootstrap, topic, len(events), Path(tmp))
+            serve_s, alerts = serve_run(bootstrap, topic, len(events), Path(tmp), client)
     raw_rate, serve_rate = len(events) / raw_s, len(events) / serve_s
+    rd_rate = len(events) / rd_s
     mean_bytes = sum(len(e.to_json_bytes()) for e in events) / len(events)
     print(f"events: {len(events)} (mean {mean_bytes:.0f} bytes), cpus: {os.cpu_count()}")
     print(f"raw kafka-python consume: {raw_rate:10.0f} events/s ({raw_s:.2f} s)")
+    print(f"raw librdkafka consume:   {rd_rate:10.0f} events/s ({rd_s:.2f} s)")
     print(f"distill serve end to end: {serve_rate:10.0f} events/s ({serve_s:.2f} s, "
-          f"{alerts} alerts)")
+          f"{alerts} alerts, client {client})")
     print(f"ratio serve/raw: {serve_rate / raw_rate:.2f}  (target >= 0.8)")
+    print(f"ratio serve/raw librdkafka: {serve_rate / rd_rate:.2f}")
 
 
 def main() -> None:
@@ -121,10 +149,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--memory-events", type=int, default=1_000_000)
     parser.add_argument("--bootstrap-servers", default=None)
+    parser.add_argument("--client", choices=["kafka-python", "librdkafka"],
+                        default="kafka-python", help="Kafka client of the serve run")
     args = parser.parse_args()
 
     if args.events:
-        throughput(args.events, args.bootstrap_servers)
+        throughput(args.events, args.bootstrap_servers, args.client)
     if args.memory_events:
         print(f"\nmemory over {args.memory_events} events (decode + pipeline, as serve):")
         start = rss_mb()
