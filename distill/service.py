@@ -37,7 +37,7 @@ from stream.checkpoint import checkpoint_path, commit_checkpoint
 from stream.deadletter import DeadLetterSink
 from stream.events import TeacherEvent, decode_event
 from stream.exceptions import StreamError
-from stream.kafka import KafkaSettings, KafkaSink, KafkaSource, Record, ensure_topics
+from stream.kafka import KafkaSettings, Record, Sink, Source, ensure_topics, open_sink, open_source
 from stream.probe import BrokerProbe
 
 log = logging.getLogger("distill.serve")
@@ -60,7 +60,8 @@ def kafka_settings(cfg: Config, bootstrap_servers: str) -> KafkaSettings:
     k = cfg.kafka
     return KafkaSettings(bootstrap_servers=bootstrap_servers,
                          session_timeout_ms=k.session_timeout_ms,
-                         heartbeat_interval_ms=k.heartbeat_interval_ms, security=k.security)
+                         heartbeat_interval_ms=k.heartbeat_interval_ms, security=k.security,
+                         client=k.client)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class MonitorService:
         self.pconfig = pipeline_config(cfg)
         bank = self.pconfig.bank
         self._detector_pairs = [(s, bank.kind_of(s)) for s in bank.signals]
+        self._teacher_events: dict[str, Any] = {}  # teacher -> its events counter child
         self.parts: dict[tuple[str, int], PartitionState] = {}
         self.summary = RunSummary()
         self.running = True
@@ -106,8 +108,8 @@ class MonitorService:
         self._fatal: Exception | None = None
         self._timeline_at = 0  # records at the last timeline snapshot
         self.probe: BrokerProbe | None = None
-        self.source: KafkaSource | None = None
-        self.sink: KafkaSink | None = None
+        self.source: Source | None = None
+        self.sink: Sink | None = None
         self.http_port: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -127,7 +129,7 @@ class MonitorService:
             settings = kafka_settings(self.cfg, servers)
             ensure_topics(settings, {k.input_topic: k.partitions, k.dead_letter_topic: 1,
                                      k.alerts_topic: 1, k.groups_topic: k.partitions})
-            self.sink = KafkaSink(settings, linger_ms=20, batch_size=262_144)
+            self.sink = open_sink(settings, linger_ms=20, batch_size=262_144)
             stack.callback(self.sink.close)
             self.dlq = DeadLetterSink(self.sink, k.dead_letter_topic)
             self.probe = BrokerProbe(settings, k.input_topic).start()
@@ -136,7 +138,7 @@ class MonitorService:
                                        self.health)
             self.http_port = server.port
             stack.callback(server.shutdown)
-            self.source = KafkaSource(settings, [k.input_topic], k.group_id,
+            self.source = open_source(settings, [k.input_topic], k.group_id,
                                       on_assign=self._on_assign, on_revoke=self._on_revoke)
             stack.callback(self.source.close)
             self._alerts_log = stack.enter_context(open(self.state_dir / "alerts.jsonl", "ab"))
@@ -175,6 +177,8 @@ class MonitorService:
             with self._lock:  # the metrics thread reads the banks between batches
                 for record in records:
                     self._handle(record)
+            if records:
+                self.metrics.last_message_timestamp.set(time.time())
             self._update_live_metrics()
             if self.summary.records - self._timeline_at >= self.cfg.serve.timeline_every:
                 self._write_timeline()
@@ -233,9 +237,12 @@ class MonitorService:
             return
         # detection counters exist at 0 from a teacher's first event, long before its first
         # detection, so Prometheus' increase() sees that detection
-        self.metrics.teacher_seen(event.teacher, self._detector_pairs)
-        self.metrics.events_by_teacher.labels(teacher=event.teacher).inc()
-        self.metrics.last_message_timestamp.set(time.time())
+        counter = self._teacher_events.get(event.teacher)
+        if counter is None:  # labels() takes a lock and builds a key: once per teacher
+            self.metrics.teacher_seen(event.teacher, self._detector_pairs)
+            counter = self._teacher_events[event.teacher] = \
+                self.metrics.events_by_teacher.labels(teacher=event.teacher)
+        counter.inc()
         for alert in out.alerts:
             doc = {**alert.to_dict(), "partition": part.partition}
             line = orjson.dumps(doc)
