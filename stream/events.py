@@ -75,7 +75,9 @@ _FIELD_NAMES = tuple(f.name for f in fields(TeacherEvent))
 
 def format_timestamp(ts: datetime) -> str:
     """RFC 3339 with a ``Z`` suffix for UTC."""
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if ts.tzinfo is not UTC:  # parsed "Z" and "+00:00" times already are (the hot path)
+        ts = ts.astimezone(UTC)
+    return ts.isoformat().replace("+00:00", "Z")
 
 
 def parse_timestamp(value: str) -> datetime | None:
