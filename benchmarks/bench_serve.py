@@ -2,7 +2,7 @@
 
     python benchmarks/bench_serve.py [--events 50000] [--memory-events 1000000]
                                      [--bootstrap-servers HOST:PORT]
-                                     [--client {kafka-python,librdkafka}]
+                                     [--client {kafka-python,librdkafka}] [--instances N]
     (--events 0 or --memory-events 0 skips that part; run the memory part alone for a
     process that holds nothing but what serve holds)
 
@@ -13,6 +13,9 @@ join, detectors, outputs, checkpoints; on the Kafka client ``--client`` names) a
 from their first record to their last (serve: to its last checkpoint commit). Ratios = serve
 / raw, against each baseline.
 
+Scale-out (``--instances N``): the stream again on an N-partition topic, served by one
+instance and then by N processes of one consumer group; the throughput ratio of the two.
+
 Memory: the same per-record path as serve (decode + pipeline) over ``--memory-events``
 events, RSS sampled every 10% of the run. The bounded join buffer and dedup window must
 keep it flat.
@@ -21,12 +24,14 @@ keep it flat.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import resource
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer
 
@@ -98,6 +103,56 @@ def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path,
     return summary.last_commit_at - summary.first_record_at, summary.alerts_total
 
 
+def instance_run(bootstrap: str, topic: str, partitions: int, group: str, state_dir: str,
+                 client: str, results: Any) -> None:
+    """One `distill serve` instance of a scale-out run (a child process); it stops once the
+    topic has been idle for 3 s and reports its first and last handled record."""
+    cfg = load_config(None, env={}, overrides={
+        "kafka": {"bootstrap_servers": bootstrap, "input_topic": topic, "partitions": partitions,
+                  "client": client, "group_id": group, "groups_topic": f"{topic}.groups",
+                  "alerts_topic": f"{topic}.alerts", "dead_letter_topic": f"{topic}.dlq"},
+        "serve": {"state_dir": state_dir, "metrics_address": "127.0.0.1:0"},
+    })
+    assert isinstance(cfg, Config), cfg
+    summary = MonitorService(cfg, limits=RunLimits(idle_exit_s=3.0)).run()
+    results.put((summary.first_record_at, summary.last_record_at, summary.records))
+
+
+def scale_out(events: list[Any], bootstrap: str, instances: int, client: str) -> None:
+    """The same stream on a topic of ``instances`` partitions, served by 1 instance and then
+    by ``instances`` instances of one consumer group (separate processes, one state dir).
+    Rate = events / (last record handled by any instance - first record handled by any);
+    the clock (CLOCK_MONOTONIC) is shared by the processes."""
+    topic = f"bench-scale-{uuid.uuid4().hex[:8]}"
+    ensure_topics(KafkaSettings(bootstrap), {topic: instances})
+    sink = KafkaSink(KafkaSettings(bootstrap), **PRODUCER_TUNING)
+    produce(events, sink, topic)
+    sink.close()
+    ctx = mp.get_context("spawn")  # no inherited client threads or sockets
+    rates = {}
+    for count in (1, instances):
+        results = ctx.Queue()
+        with tempfile.TemporaryDirectory() as tmp:
+            group = f"bench-scale-{uuid.uuid4().hex[:6]}"
+            procs = [ctx.Process(target=instance_run, args=(
+                bootstrap, topic, instances, group, tmp, client, results))
+                for _ in range(count)]
+            for proc in procs:
+                proc.start()
+            got = [results.get(timeout=600) for _ in procs]
+            for proc in procs:
+                proc.join()
+        spans = [(a, b) for a, b, _ in got if a is not None and b is not None]
+        span = max(b for _, b in spans) - min(a for a, _ in spans)
+        handled = sum(r for _, _, r in got)
+        rates[count] = len(events) / span
+        print(f"serve, {count} instance(s) on {instances} partitions: {rates[count]:10.0f} "
+              f"events/s ({span:.2f} s; records handled {handled}, replays after a "
+              f"rebalance included)")
+    print(f"scale-out: {rates[instances] / rates[1]:.2f}x with {instances} instances "
+          f"on {os.cpu_count()} cpus")
+
+
 def memory_run(total: int) -> list[tuple[int, float]]:
     """RSS while the serve per-record path runs over ``total`` simulator events, generated
     lazily so the benchmark holds no stream of its own in memory."""
@@ -116,7 +171,8 @@ def memory_run(total: int) -> list[tuple[int, float]]:
     return samples
 
 
-def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-python") -> None:
+def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-python",
+               instances: int = 1) -> None:
     with EmbeddedBroker() as broker:
         bootstrap = bootstrap_servers or broker.bootstrap_servers
         topic = f"bench-{uuid.uuid4().hex[:8]}"
@@ -131,16 +187,18 @@ def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-pytho
         rd_s = raw_consume_librdkafka(bootstrap, topic, len(events))
         with tempfile.TemporaryDirectory() as tmp:
             serve_s, alerts = serve_run(bootstrap, topic, len(events), Path(tmp), client)
-    raw_rate, serve_rate = len(events) / raw_s, len(events) / serve_s
-    rd_rate = len(events) / rd_s
-    mean_bytes = sum(len(e.to_json_bytes()) for e in events) / len(events)
-    print(f"events: {len(events)} (mean {mean_bytes:.0f} bytes), cpus: {os.cpu_count()}")
-    print(f"raw kafka-python consume: {raw_rate:10.0f} events/s ({raw_s:.2f} s)")
-    print(f"raw librdkafka consume:   {rd_rate:10.0f} events/s ({rd_s:.2f} s)")
-    print(f"distill serve end to end: {serve_rate:10.0f} events/s ({serve_s:.2f} s, "
-          f"{alerts} alerts, client {client})")
-    print(f"ratio serve/raw: {serve_rate / raw_rate:.2f}  (target >= 0.8)")
-    print(f"ratio serve/raw librdkafka: {serve_rate / rd_rate:.2f}")
+        raw_rate, serve_rate = len(events) / raw_s, len(events) / serve_s
+        rd_rate = len(events) / rd_s
+        mean_bytes = sum(len(e.to_json_bytes()) for e in events) / len(events)
+        print(f"events: {len(events)} (mean {mean_bytes:.0f} bytes), cpus: {os.cpu_count()}")
+        print(f"raw kafka-python consume: {raw_rate:10.0f} events/s ({raw_s:.2f} s)")
+        print(f"raw librdkafka consume:   {rd_rate:10.0f} events/s ({rd_s:.2f} s)")
+        print(f"distill serve end to end: {serve_rate:10.0f} events/s ({serve_s:.2f} s, "
+              f"{alerts} alerts, client {client})")
+        print(f"ratio serve/raw: {serve_rate / raw_rate:.2f}  (target >= 0.8)")
+        print(f"ratio serve/raw librdkafka: {serve_rate / rd_rate:.2f}")
+        if instances > 1:
+            scale_out(events, bootstrap, instances, client)
 
 
 def main() -> None:
@@ -151,10 +209,12 @@ def main() -> None:
     parser.add_argument("--bootstrap-servers", default=None)
     parser.add_argument("--client", choices=["kafka-python", "librdkafka"],
                         default="kafka-python", help="Kafka client of the serve run")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="also time N serve processes of one group on N partitions")
     args = parser.parse_args()
 
     if args.events:
-        throughput(args.events, args.bootstrap_servers, args.client)
+        throughput(args.events, args.bootstrap_servers, args.client, args.instances)
     if args.memory_events:
         print(f"\nmemory over {args.memory_events} events (decode + pipeline, as serve):")
         start = rss_mb()

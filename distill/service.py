@@ -82,6 +82,7 @@ class RunSummary:
     checkpoints: int = 0
     first_record_at: float | None = None  # time.perf_counter() of the first record handled
     last_commit_at: float | None = None  # ... and of the last successful checkpoint
+    last_record_at: float | None = None  # ... and when the last batch was handled
 
 
 class MonitorService:
@@ -178,6 +179,7 @@ class MonitorService:
                 for record in records:
                     self._handle(record)
             if records:
+                self.summary.last_record_at = time.perf_counter()
                 self.metrics.last_message_timestamp.set(time.time())
             self._update_live_metrics()
             if self.summary.records - self._timeline_at >= self.cfg.serve.timeline_every:
