@@ -6,8 +6,17 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from stream.events import REJECTION_REASONS, Invalid, TeacherEvent, decode_event
+from stream.events import (
+    REJECTION_REASONS,
+    Invalid,
+    TeacherEvent,
+    decode_event,
+    parse_timestamp,
+    validate_event,
+)
 
 VALID = {"event_id": "e1", "sample_id": "s1", "teacher": "gpt-4", "output": "Final answer: 7",
          "produced_at": "2026-03-01T12:00:00+02:00"}
@@ -63,3 +72,40 @@ def test_naive_timestamps_are_taken_as_utc() -> None:
     assert isinstance(ev, TeacherEvent)
     assert ev.produced_at.utcoffset() == timedelta(0)
     assert ev.produced_at == datetime(2026, 3, 1, 10, tzinfo=timezone.utc)  # noqa: UP017
+
+
+_FIELD_VALUES = st.one_of(st.none(), st.text(max_size=3), st.just("  "), st.just("x" * 513),
+                          st.integers(), st.lists(st.text(max_size=2), max_size=2),
+                          st.dictionaries(st.text(max_size=2), st.text(max_size=2), max_size=2),
+                          st.sampled_from(["2026-03-01T12:00:00Z", "2026-02-30T00:00:00Z"]))
+_FIELDS = ("event_id", "sample_id", "teacher", "output", "produced_at", "teacher_version",
+           "prompt", "image", "answer", "labels", "meta")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(_FIELDS), _FIELD_VALUES), st.data())
+def test_fast_path_accepts_exactly_what_the_ordered_checks_accept(
+        changes: dict[str, object], data: st.DataObject) -> None:
+    """validate_event's one-pass fast path and its ordered checks must agree: an object is
+    accepted whole, or rejected with the reason of the first failing check (never with the
+    fall-through bad_timestamp while the timestamp is fine)."""
+    base = {**VALID, "produced_at": "2026-03-01T12:00:00Z"}
+    dropped = data.draw(st.sets(st.sampled_from(_FIELDS)))
+    obj = {k: v for k, v in {**base, **changes}.items() if k not in dropped}
+    decoded = validate_event(obj)
+    ok_ids = all(isinstance(obj.get(k), str) and obj[k].strip() and len(obj[k]) <= 512
+                 for k in ("event_id", "sample_id", "teacher"))
+    ok_types = (isinstance(obj.get("output"), str)
+                and all(obj.get(k) is None or isinstance(obj[k], str)
+                        for k in ("teacher_version", "prompt", "image", "answer"))
+                and all(obj.get(k) is None or isinstance(obj[k], dict) for k in ("labels", "meta")))
+    stamp = obj.get("produced_at")
+    ok_stamp = isinstance(stamp, str) and parse_timestamp(stamp) is not None
+    if ok_ids and ok_types and ok_stamp:
+        assert isinstance(decoded, TeacherEvent)
+        assert (decoded.event_id, decoded.teacher, decoded.output, decoded.labels) == (
+            obj["event_id"], obj["teacher"], obj["output"], obj.get("labels"))
+    else:
+        assert isinstance(decoded, Invalid) and decoded.reason in REJECTION_REASONS
+        if ok_stamp:
+            assert decoded.reason != "bad_timestamp"
