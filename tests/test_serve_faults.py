@@ -57,10 +57,13 @@ def test_kill_9_at_random_moments_loses_and_double_counts_nothing(
     env = crash.env(kafka_settings.bootstrap_servers, crash_dir, checkpoint_every=2000)
     rng = random.Random(5)
     kills = 0
-    for _ in range(6):  # each life is killed after a random share of what is left to do
+    for life in range(6):  # each life is killed after a random share of what is left to do
         port = free_port()
-        proc = start_serve(env, "--metrics-address", f"127.0.0.1:{port}",
-                           log=tmp_path / "crash.log")
+        # lives alternate the Kafka client: each must resume exactly where the other's
+        # checkpoint and commit left off
+        client = "librdkafka" if life % 2 else "kafka-python"
+        proc = start_serve({**env, "DISTILL_KAFKA__CLIENT": client},
+                           "--metrics-address", f"127.0.0.1:{port}", log=tmp_path / "crash.log")
         target = rng.randrange(500, 8000)
         if wait_for_records(port, target, proc) and proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -107,7 +110,8 @@ def get(url: str) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-def test_stalled_broker_is_reported_and_serve_catches_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_stalled_broker_is_reported_and_serve_catches_up(tmp_path: Path, client: str) -> None:
     scenario = load_scenario("default").with_samples(400)
     events = list(generate(scenario, seed=2))
     topics = Topics.fresh()
@@ -116,6 +120,7 @@ def test_stalled_broker_is_reported_and_serve_catches_up(tmp_path: Path) -> None
         produce_events(settings, topics.input, events[:1400])
         port = free_port()
         env = topics.env(broker.bootstrap_servers, tmp_path / "state", checkpoint_every=200)
+        env["DISTILL_KAFKA__CLIENT"] = client
         proc = start_serve(env, "--metrics-address", f"127.0.0.1:{port}",
                            log=tmp_path / "serve.log")
         healthz = f"http://127.0.0.1:{port}/healthz"
