@@ -36,7 +36,7 @@ from stream.broker import EmbeddedBroker
 from stream.checkpoint import checkpoint_path, commit_checkpoint
 from stream.deadletter import DeadLetterSink
 from stream.events import TeacherEvent, decode_event
-from stream.exceptions import StreamError
+from stream.exceptions import FatalClientError, StreamError
 from stream.kafka import KafkaSettings, Record, Sink, Source, ensure_topics, open_sink, open_source
 from stream.probe import BrokerProbe
 
@@ -170,6 +170,10 @@ class MonitorService:
             try:
                 records = self.source.poll(timeout_ms=200)
                 backoff = 0.5
+            except FatalClientError as exc:
+                log.error("the Kafka client failed fatally (%s); stopping", exc)
+                self._fatal = exc
+                break
             except (KafkaError, StreamError) as exc:
                 log.warning("poll failed (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)

@@ -17,6 +17,11 @@ class ProducerFlushError(StreamError):
     """Messages were not acknowledged by the broker before the flush timeout."""
 
 
+class FatalClientError(StreamError):
+    """The Kafka client cannot continue (librdkafka's fatal errors); retrying in the same
+    process is futile, so serve exits non-zero for its supervisor to restart it."""
+
+
 class CommitError(StreamError):
     """The consumer group rejected an offset commit (e.g. after a rebalance)."""
 

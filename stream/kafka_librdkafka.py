@@ -27,7 +27,13 @@ from confluent_kafka import (
 )
 from confluent_kafka import KafkaError as RdKafkaError
 
-from stream.exceptions import BrokerUnavailableError, CommitError, ProducerFlushError, StreamError
+from stream.exceptions import (
+    BrokerUnavailableError,
+    CommitError,
+    FatalClientError,
+    ProducerFlushError,
+    StreamError,
+)
 from stream.kafka import Headers, KafkaSettings, Record
 
 log = logging.getLogger(__name__)
@@ -100,7 +106,7 @@ class LibrdkafkaSource:
         self._assigning: list[tuple[str, int]] | None = None  # inside on_assign
         self._seeks: dict[tuple[str, int], int] = {}  # seeks issued inside on_assign
         self._closing = False
-        self._error: Exception | None = None  # raised by the next poll
+        self._error: StreamError | None = None  # raised by the next poll
         conf = {**base_config(settings), "group.id": group_id,
                 "enable.auto.commit": False, "enable.auto.offset.store": False,
                 "enable.partition.eof": False, "auto.offset.reset": auto_offset_reset,
@@ -145,7 +151,7 @@ class LibrdkafkaSource:
 
     def _on_error(self, err: RdKafkaError) -> None:
         if err.fatal():
-            self._error = ConsumeError(f"fatal consumer error: {err.str()}")
+            self._error = FatalClientError(f"fatal consumer error: {err.str()}")
         else:  # transport errors and the like: librdkafka retries them itself
             log.warning("librdkafka consumer: %s", err.str())
 
@@ -171,7 +177,8 @@ class LibrdkafkaSource:
                 if err.code() == RdKafkaError._PARTITION_EOF:
                     continue
                 if err.fatal() or not err.retriable():
-                    self._error = self._error or ConsumeError(
+                    kind = FatalClientError if err.fatal() else ConsumeError
+                    self._error = self._error or kind(
                         f"{m.topic()}[{m.partition()}]: {err.str()}")
                 else:
                     log.warning("librdkafka consumer: %s", err.str())

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
 from serving import Topics, produce_events, status_json
 
 from distill.config import Config, load_config
 from distill.service import MonitorService, RunLimits
 from stream.broker import free_port
-from stream.exceptions import BrokerUnavailableError, ProducerFlushError
+from stream.exceptions import BrokerUnavailableError, FatalClientError, ProducerFlushError
 from stream.kafka import (
     KafkaSettings,
     KafkaSink,
@@ -326,3 +327,36 @@ def test_serve_with_librdkafka_ends_where_kafka_python_does(kafka_settings: Kafk
                      for s in t["signals"].values())
     assert detections > 0  # the comparison covers detector state that moved
     assert rd == kp
+
+
+def test_a_fatal_client_error_stops_serve_instead_of_retrying_forever(
+        kafka_settings: KafkaSettings, tmp_path: Path) -> None:
+    """librdkafka's fatal errors (reported through error_cb) leave a consumer that cannot
+    recover: serve must stop with FatalClientError (the CLI exits non-zero for systemd to
+    restart it) rather than loop in its retry backoff."""
+    events = list(generate(load_scenario("default").with_samples(100), seed=1))
+    topics = Topics.fresh()
+    produce_events(kafka_settings, topics.input, events, partitions=2)
+    service = MonitorService(serve_config(topics, kafka_settings.bootstrap_servers, tmp_path,
+                                          "librdkafka"), limits=RunLimits(idle_exit_s=30.0))
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            service.run()
+            outcome.append(None)
+        except BaseException as exc:  # the test inspects it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while service.summary.records < len(events) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.summary.records == len(events)
+    assert isinstance(service.source, LibrdkafkaSource)
+    service.source._on_error(RdKafkaError(RdKafkaError._FATAL, "injected fatal error",
+                                          fatal=True))
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "serve kept retrying after a fatal client error"
+    assert len(outcome) == 1 and isinstance(outcome[0], FatalClientError), outcome

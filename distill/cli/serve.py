@@ -67,6 +67,7 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         raise SystemExit(run_demo(cfg, scenario, seed))
     from distill.exceptions import CheckpointUnreadable
     from distill.service import MonitorService, RunLimits
+    from stream.exceptions import FatalClientError
     from stream.kafka import LibrdkafkaMissing
 
     service = MonitorService(cfg, limits=RunLimits(max_records, idle_exit))
@@ -76,5 +77,8 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         raise click.ClickException(f"cannot restore a checkpoint: {exc}") from exc
     except LibrdkafkaMissing as exc:
         raise click.ClickException(str(exc)) from exc
+    except FatalClientError as exc:
+        raise click.ClickException(f"{exc}; restart serve, it resumes from its checkpoint"
+                                   ) from exc
     click.echo(f"processed {summary.records} records, {summary.dead_lettered} dead-lettered, "
                f"{summary.alerts_total} alerts, {summary.checkpoints} checkpoints", err=True)
