@@ -30,6 +30,7 @@ import resource
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,18 +53,25 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def timed_drain(poll: Callable[[], int], n: int) -> float:
+    """Seconds from the first record to the n-th; ``poll`` returns how many records it got."""
+    got, first = 0, None
+    while got < n:
+        k = poll()
+        if first is None and k:
+            first = time.perf_counter()
+        got += k
+    assert first is not None
+    return time.perf_counter() - first
+
+
 def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     """Seconds from the first record to the n-th with a plain KafkaConsumer."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, group_id=f"raw-{uuid.uuid4().hex[:6]}",
                              session_timeout_ms=6000, heartbeat_interval_ms=2000)
-    got, first = 0, None
-    while got < n:
-        for msgs in consumer.poll(timeout_ms=500).values():
-            if first is None and msgs:
-                first = time.perf_counter()
-            got += len(msgs)
-    elapsed = time.perf_counter() - first
+    elapsed = timed_drain(
+        lambda: sum(map(len, consumer.poll(timeout_ms=500).values())), n)
     consumer.close()
     return elapsed
 
@@ -76,13 +84,8 @@ def raw_consume_librdkafka(bootstrap: str, topic: str, n: int) -> float:
                          "enable.auto.commit": False, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
                          "session.timeout.ms": 6000, "heartbeat.interval.ms": 2000})
     consumer.subscribe([topic])
-    got, first = 0, None
-    while got < n:
-        msgs = [m for m in consumer.consume(num_messages=500, timeout=0.5) if m.error() is None]
-        if first is None and msgs:
-            first = time.perf_counter()
-        got += len(msgs)
-    elapsed = time.perf_counter() - first
+    elapsed = timed_drain(lambda: sum(m.error() is None for m in consumer.consume(
+        num_messages=500, timeout=0.5)), n)
     consumer.close()
     return elapsed
 
