@@ -118,10 +118,10 @@ def _valid_event(obj: dict[str, Any]) -> TeacherEvent | None:
     get = obj.get
     ids = (get("event_id"), get("sample_id"), get("teacher"))
     output, stamp = get("output"), get("produced_at")
-    if type(output) is not str or type(stamp) is not str:
+    if not isinstance(output, str) or not isinstance(stamp, str):
         return None
     for value in ids:
-        if type(value) is not str or len(value) > MAX_ID_CHARS or not value.strip():
+        if not isinstance(value, str) or len(value) > MAX_ID_CHARS or not value.strip():
             return None
     optional = [get(name) for name in _OPTIONAL_FIELDS]
     for value, kind in zip(optional, _OPTIONAL_KINDS, strict=True):
@@ -131,8 +131,10 @@ def _valid_event(obj: dict[str, Any]) -> TeacherEvent | None:
     if produced_at is None:
         return None
     version, prompt, image, answer, labels, meta = optional
-    return TeacherEvent(ids[0], ids[1], ids[2], output, produced_at, version, prompt, image,
-                        answer, labels, get("ground_truth"), meta)
+    return TeacherEvent(event_id=ids[0], sample_id=ids[1], teacher=ids[2], output=output,
+                        produced_at=produced_at, teacher_version=version, prompt=prompt,
+                        image=image, answer=answer, labels=labels,
+                        ground_truth=get("ground_truth"), meta=meta)
 
 
 _OPTIONAL_FIELDS = (*OPTIONAL_STR_FIELDS, *OPTIONAL_DICT_FIELDS)
