@@ -62,7 +62,7 @@ class _TokenBins(dict[str, int]):
     def __missing__(self, token: str) -> int:
         if len(self) >= _CACHE_LIMIT:  # bounded: a long-lived daemon sees unbounded vocab
             self.clear()
-        b = self[token] = zlib.crc32(token.encode()) % self.bins
+        b = self[token] = token_bin(token, self.bins)
         return b
 
 
