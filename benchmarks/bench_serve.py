@@ -90,17 +90,22 @@ def raw_consume_librdkafka(bootstrap: str, topic: str, n: int) -> float:
     return elapsed
 
 
-def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path,
-              client: str = "kafka-python") -> tuple[float, int]:
+def bench_config(bootstrap: str, topic: str, partitions: int, group: str, state_dir: Path | str,
+                 client: str) -> Config:
+    """Serve's config for a benchmark run: its own output topics, a free metrics port."""
     cfg = load_config(None, env={}, overrides={
-        "kafka": {"bootstrap_servers": bootstrap, "input_topic": topic, "partitions": 1,
-                  "client": client,
-                  "group_id": f"bench-{uuid.uuid4().hex[:6]}",
-                  "groups_topic": f"{topic}.groups", "alerts_topic": f"{topic}.alerts",
-                  "dead_letter_topic": f"{topic}.dlq"},
+        "kafka": {"bootstrap_servers": bootstrap, "input_topic": topic, "partitions": partitions,
+                  "client": client, "group_id": group, "groups_topic": f"{topic}.groups",
+                  "alerts_topic": f"{topic}.alerts", "dead_letter_topic": f"{topic}.dlq"},
         "serve": {"state_dir": str(state_dir), "metrics_address": "127.0.0.1:0"},
     })
     assert isinstance(cfg, Config), cfg
+    return cfg
+
+
+def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path,
+              client: str = "kafka-python") -> tuple[float, int]:
+    cfg = bench_config(bootstrap, topic, 1, f"bench-{uuid.uuid4().hex[:6]}", state_dir, client)
     summary = MonitorService(cfg, limits=RunLimits(max_records=n)).run()
     assert summary.first_record_at and summary.last_commit_at
     return summary.last_commit_at - summary.first_record_at, summary.alerts_total
@@ -110,13 +115,7 @@ def instance_run(bootstrap: str, topic: str, partitions: int, group: str, state_
                  client: str, results: Any) -> None:
     """One `distill serve` instance of a scale-out run (a child process); it stops once the
     topic has been idle for 3 s and reports its first and last handled record."""
-    cfg = load_config(None, env={}, overrides={
-        "kafka": {"bootstrap_servers": bootstrap, "input_topic": topic, "partitions": partitions,
-                  "client": client, "group_id": group, "groups_topic": f"{topic}.groups",
-                  "alerts_topic": f"{topic}.alerts", "dead_letter_topic": f"{topic}.dlq"},
-        "serve": {"state_dir": state_dir, "metrics_address": "127.0.0.1:0"},
-    })
-    assert isinstance(cfg, Config), cfg
+    cfg = bench_config(bootstrap, topic, partitions, group, state_dir, client)
     summary = MonitorService(cfg, limits=RunLimits(idle_exit_s=3.0)).run()
     results.put((summary.first_record_at, summary.last_record_at, summary.records))
 
