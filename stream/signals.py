@@ -94,11 +94,38 @@ def token_bin(token: str, bins: int) -> int:
     return zlib.crc32(token.encode()) % bins
 
 
-def vocab_histogram(text: str, bins: int, tokens: list[str] | None = None) -> tuple[float, ...]:
+def vocab_histogram(text: str, bins: int) -> tuple[float, ...]:
     """Relative frequencies of lower-cased whitespace tokens, hashed into ``bins``."""
-    if tokens is None:
-        tokens = text.lower().split()
-    tokens = tokens[:MAX_VOCAB_TOKENS]
+    return _scan(text.lower(), bins, 0, MAX_VOCAB_TOKENS, (), ())[3]
+
+
+def event_signals(event: TeacherEvent, hist_bins: int = 64) -> dict[str, SignalValue]:
+    """Every signal of one event except ``agreement`` (which needs the peers); a value of
+    None (no answer) is skipped by the detector bank."""
+    words, refusal_hit, format_hit, hist = _scan(
+        event.output.lower(), hist_bins, _REFUSAL_HEAD, MAX_VOCAB_TOKENS, _REFUSALS, _FORMATS)
+    answer = event_answer(event)
+    return {
+        "length": words,
+        "answer": answer,
+        "refusal": int(answer is None or refusal_hit),
+        "format": int(format_hit),
+        "vocab": hist,
+    }
+
+
+def _scan_py(low: str, bins: int, head: int, max_tokens: int, refusals: tuple[str, ...],
+             formats: tuple[str, ...]) -> tuple[int, bool, bool, tuple[float, ...]]:
+    """The text signals of a lower-cased output: word count, a refusal in its first
+    ``head`` characters, an answer format anywhere, and the hashed histogram of its first
+    ``max_tokens`` words. The reference for the C scanner (``stream/_textscan.c``), which
+    must return exactly this."""
+    tokens = low.split()
+    return (len(tokens), _contains_any(low[:head], refusals), _contains_any(low, formats),
+            _histogram(tokens[:max_tokens], bins))
+
+
+def _histogram(tokens: list[str], bins: int) -> tuple[float, ...]:
     if not tokens:
         return (0.0,) * bins  # an empty text has an all-zero histogram
     cache = _bin_cache.get(bins)
@@ -109,27 +136,20 @@ def vocab_histogram(text: str, bins: int, tokens: list[str] | None = None) -> tu
     return tuple((counts * (1.0 / len(tokens))).tolist())
 
 
-def event_signals(event: TeacherEvent, hist_bins: int = 64) -> dict[str, SignalValue]:
-    """Every signal of one event except ``agreement`` (which needs the peers); a value of
-    None (no answer) is skipped by the detector bank."""
-    low = event.output.lower()
-    tokens = low.split()
-    answer = event_answer(event)
-    head = low[:_REFUSAL_HEAD]
-    return {
-        "length": len(tokens),
-        "answer": answer,
-        "refusal": int(answer is None or _contains_any(head, _REFUSALS)),
-        "format": int(_contains_any(low, _FORMATS)),
-        "vocab": vocab_histogram(low, hist_bins, tokens),
-    }
-
-
 def _contains_any(text: str, needles: tuple[str, ...]) -> bool:
     for needle in needles:  # noqa: SIM110 (a plain loop: 3x cheaper than any() here)
         if needle in text:
             return True
     return False
+
+
+try:  # the same scan in C, built by `pip install` where a compiler is present
+    from stream._textscan import scan as _scan
+
+    SCANNER = "c"
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _scan = _scan_py
+    SCANNER = "python"
 
 
 def leave_one_out_agreement(answers: Mapping[str, str | None]) -> dict[str, int | None]:

@@ -7,10 +7,15 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from stream import _textscan as textscan
 from stream.events import TeacherEvent
 from stream.signals import (
+    SCANNER,
     SIGNALS,
+    _scan_py,
     canonical_answer,
     event_signals,
     leave_one_out_agreement,
@@ -79,3 +84,39 @@ def test_canonical_answer() -> None:
     assert canonical_answer("1,000") == "1000"
     assert canonical_answer("0.5") == "0.5"
     assert canonical_answer("   ") is None
+
+
+# -- the C text scan (stream/_textscan.c) against its Python reference --------------------
+
+_WORDS = st.sampled_from(["final answer", "\\boxed{", "i cannot", "answer is", "as an ai",
+                          "é", "漢字", "🙂", "ß", "Σ", "x"])
+_SPACES = st.sampled_from([" ", "\t", "\n", "\x0b", "\x1c", "\x1f", "\x85", "\u00a0",
+                           "\u2028", "\u3000", "\u200b"])  # \u200b is not whitespace
+_TEXTS = st.lists(st.one_of(_WORDS, _SPACES, st.text(max_size=6)), max_size=40).map("".join)
+
+
+def test_the_c_scanner_is_built() -> None:
+    """`pip install` builds it where a compiler is present (CI has one); without it serve
+    falls back to the Python scan, several times slower."""
+    assert SCANNER == "c"
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_TEXTS, bins=st.integers(1, 70), head=st.integers(0, 50),
+       max_tokens=st.integers(0, 12), refusals=st.lists(_WORDS, max_size=4),
+       formats=st.lists(_WORDS | st.just(""), max_size=4))
+def test_c_scanner_equals_the_python_scan(text: str, bins: int, head: int, max_tokens: int,
+                                          refusals: list[str], formats: list[str]) -> None:
+    low = text.lower()
+    args = (low, bins, head, max_tokens, tuple(refusals), tuple(formats))
+    assert textscan.scan(*args) == _scan_py(*args)
+
+
+def test_c_scanner_rejects_what_python_rejects() -> None:
+    for scan in (textscan.scan, _scan_py):
+        with pytest.raises(UnicodeEncodeError):
+            scan("a \ud800 b", 8, 10, 10, (), ())
+    with pytest.raises(ValueError, match="bins"):
+        textscan.scan("a", 0, 10, 10, (), ())
+    with pytest.raises(TypeError, match="tuple of str"):
+        textscan.scan("a", 8, 10, 10, ("a", b"b"), ())
