@@ -7,11 +7,12 @@
     process that holds nothing but what serve holds)
 
 Throughput: a fixed simulator stream is produced first; then, in this process, a raw
-kafka-python consume of the topic (baseline), a raw confluent-kafka (librdkafka) consume
-(second baseline) and `distill serve` (MonitorService: decode, validate, dedupe, signals,
-join, detectors, outputs, checkpoints; on the Kafka client ``--client`` names) are each timed
-from their first record to their last (serve: to its last checkpoint commit). Ratios = serve
-/ raw, against each baseline.
+kafka-python consume of the topic (baseline), the same consume with serve's decode and
+validation of each value (the ceiling of a monitor in the consuming process), a raw
+confluent-kafka (librdkafka) consume (second baseline) and `distill serve` (MonitorService:
+decode, validate, dedupe, signals, join, detectors, outputs, checkpoints; on the Kafka client
+``--client`` names) are each timed from their first record to their last (serve: to its last
+checkpoint commit). Ratios = serve / raw, against each baseline.
 
 Scale-out (``--instances N``): the stream again on an N-partition topic, served by one
 instance and then by N processes of one consumer group; the throughput ratio of the two.
@@ -65,13 +66,23 @@ def timed_drain(poll: Callable[[], int], n: int) -> float:
     return time.perf_counter() - first
 
 
-def raw_consume(bootstrap: str, topic: str, n: int) -> float:
-    """Seconds from the first record to the n-th with a plain KafkaConsumer."""
+def raw_consume(bootstrap: str, topic: str, n: int, decode: bool = False) -> float:
+    """Seconds from the first record to the n-th with a plain KafkaConsumer; with ``decode``
+    each value also goes through serve's decode and validation (`decode_event`): the floor
+    of any monitor that runs in the consuming process, whatever its pipeline costs."""
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, group_id=f"raw-{uuid.uuid4().hex[:6]}",
                              session_timeout_ms=6000, heartbeat_interval_ms=2000)
-    elapsed = timed_drain(
-        lambda: sum(map(len, consumer.poll(timeout_ms=500).values())), n)
+
+    def poll() -> int:
+        batches = consumer.poll(timeout_ms=500).values()
+        if decode:
+            for batch in batches:
+                for record in batch:
+                    decode_event(record.value)
+        return sum(map(len, batches))
+
+    elapsed = timed_drain(poll, n)
     consumer.close()
     return elapsed
 
@@ -186,6 +197,7 @@ def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-pytho
         produce(events, sink, topic)
         sink.close()
         raw_s = raw_consume(bootstrap, topic, len(events))
+        floor_s = raw_consume(bootstrap, topic, len(events), decode=True)
         rd_s = raw_consume_librdkafka(bootstrap, topic, len(events))
         with tempfile.TemporaryDirectory() as tmp:
             serve_s, alerts = serve_run(bootstrap, topic, len(events), Path(tmp), client)
@@ -195,6 +207,9 @@ def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-pytho
         print(f"events: {len(events)} (mean {mean_bytes:.0f} bytes), cpus: {os.cpu_count()}")
         print(f"raw kafka-python consume: {raw_rate:10.0f} events/s ({raw_s:.2f} s)")
         print(f"raw librdkafka consume:   {rd_rate:10.0f} events/s ({rd_s:.2f} s)")
+        print(f"raw kafka-python consume + decode_event: {len(events) / floor_s:10.0f} events/s "
+              f"(ratio {raw_s / floor_s:.2f}: the ceiling of any in-process monitor on "
+              f"kafka-python)")
         print(f"distill serve end to end: {serve_rate:10.0f} events/s ({serve_s:.2f} s, "
               f"{alerts} alerts, client {client})")
         print(f"ratio serve/raw: {serve_rate / raw_rate:.2f}  (target >= 0.8)")
