@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml stream/_textscan.c  # an editable install rebuilds C only here
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# A CPU build of torch first: an unpinned torch resolves to a multi-GB CUDA build here.
@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)  # each prints its figures and a ratio against an in-process baseline
+	$(PY) benchmarks/bench_signals.py
 	$(PY) benchmarks/bench_detect.py
 	$(PY) benchmarks/bench_serve.py
 	$(PY) benchmarks/bench_apo.py
