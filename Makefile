@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml stream/_textscan.c  # an editable install rebuilds C only here
+$(STAMP): pyproject.toml stream/_textscan.c detectors/_kernels.c  # editable: C rebuilt here
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# A CPU build of torch first: an unpinned torch resolves to a multi-GB CUDA build here.

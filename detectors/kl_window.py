@@ -285,8 +285,8 @@ class KLWindow(base.DriftAndWarningDetector):
         self._pending_in, self._pending_out = [], []
 
     def _column_sums(self, items: list[Any]) -> np.ndarray:
-        if isinstance(items[0], tuple):  # 5x faster than building a float matrix first
-            return np.fromiter(map(sum, zip(*items, strict=True)), float, self.bins)
+        if isinstance(items[0], tuple):
+            return _histogram_sums(items, self.bins)
         return self._as_matrix(items).sum(axis=0)
 
     def _thresholds_for(self, df: float) -> tuple[float, float]:
@@ -371,6 +371,21 @@ class KLWindow(base.DriftAndWarningDetector):
         d._pre_drift = state["pre_drift"]
         d._codes = {_item_from_json(k): v for k, v in state["codes"]}
         return d
+
+
+def _histogram_sums_py(items: list[tuple[float, ...]], bins: int) -> np.ndarray:
+    """Column sums of histograms, added in list order (5x faster than a float matrix)."""
+    return np.fromiter(map(sum, zip(*items, strict=True)), float, bins)
+
+
+try:  # the same sums in C (detectors/_kernels.c), built by `pip install` with a compiler
+    from detectors._kernels import column_sums as _column_sums_c
+
+    def _histogram_sums(items: list[tuple[float, ...]], bins: int) -> np.ndarray:
+        return np.frombuffer(_column_sums_c(items, bins), dtype=float)
+
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _histogram_sums = _histogram_sums_py
 
 
 def _jsonable(item: Any) -> Any:

@@ -6,7 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from detectors import kl_window
 from detectors.kl_window import KLWindow
 
 N_STATIONARY = 100_000
@@ -122,3 +125,32 @@ def test_kl_window_skips_empty_histograms_and_rejects_wrong_length() -> None:
 def test_kl_window_rejects_bad_parameters(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         KLWindow(**kwargs)
+
+
+# -- the histogram column sums in C (detectors/_kernels.c) against the Python ones ----------
+
+_WEIGHTS = st.one_of(st.floats(0, 1, allow_nan=False), st.integers(0, 3),
+                     st.sampled_from([0.0, -0.0, 1e-300, 0.1, 1 / 3]))
+
+
+def test_the_c_kernels_are_built() -> None:
+    """`pip install` builds them where a compiler is present (CI has one)."""
+    assert kl_window._histogram_sums is not kl_window._histogram_sums_py
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), bins=st.integers(1, 70), rows=st.integers(1, 12))
+def test_c_column_sums_equal_the_python_sums_bit_for_bit(data: st.DataObject, bins: int,
+                                                         rows: int) -> None:
+    items = [tuple(data.draw(st.lists(_WEIGHTS, min_size=bins, max_size=bins)))
+             for _ in range(rows)]
+    c = kl_window._histogram_sums(items, bins)
+    py = kl_window._histogram_sums_py(items, bins)
+    assert c.tobytes() == py.tobytes()  # bit for bit, signed zeros included
+
+
+def test_c_column_sums_reject_a_wrong_histogram() -> None:
+    with pytest.raises(ValueError, match="item 1 is not a tuple of 3"):
+        kl_window._histogram_sums([(0.5, 0.5, 0.0), (1.0,)], 3)
+    with pytest.raises(TypeError):
+        kl_window._histogram_sums([(0.5, "x", 0.0)], 3)
