@@ -3,6 +3,7 @@
     python benchmarks/bench_serve.py [--events 50000] [--memory-events 1000000]
                                      [--bootstrap-servers HOST:PORT]
                                      [--client {kafka-python,librdkafka}] [--instances N]
+                                     [--compare-python]
     (--events 0 or --memory-events 0 skips that part; run the memory part alone for a
     process that holds nothing but what serve holds)
 
@@ -13,6 +14,9 @@ confluent-kafka (librdkafka) consume (second baseline) and `distill serve` (Moni
 decode, validate, dedupe, signals, join, detectors, outputs, checkpoints; on the Kafka client
 ``--client`` names) are each timed from their first record to their last (serve: to its last
 checkpoint commit). Ratios = serve / raw, against each baseline.
+
+``--compare-python`` times serve once more on the pure-Python versions of its C parts (the
+text scan, the KL window's histogram sums), in this process: what the compiler buys.
 
 Scale-out (``--instances N``): the stream again on an N-partition topic, served by one
 instance and then by N processes of one consumer group; the throughput ratio of the two.
@@ -31,15 +35,18 @@ import resource
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer
 
+from detectors import kl_window
 from distill.config import Config, load_config
 from distill.pipeline import MonitorPipeline
 from distill.service import MonitorService, RunLimits, pipeline_config
+from stream import signals
 from stream.broker import EmbeddedBroker
 from stream.events import decode_event
 from stream.kafka import KafkaSettings, KafkaSink, ensure_topics
@@ -122,6 +129,18 @@ def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path,
     return summary.last_commit_at - summary.first_record_at, summary.alerts_total
 
 
+@contextmanager
+def python_fallbacks() -> Iterator[None]:
+    """Serve on the pure-Python versions of its C parts (the text scan, the KL window's
+    histogram sums), as it runs where no compiler built them."""
+    saved = signals._scan, kl_window._histogram_sums
+    signals._scan, kl_window._histogram_sums = signals._scan_py, kl_window._histogram_sums_py
+    try:
+        yield
+    finally:
+        signals._scan, kl_window._histogram_sums = saved
+
+
 def instance_run(bootstrap: str, topic: str, partitions: int, group: str, state_dir: str,
                  client: str, results: Any) -> None:
     """One `distill serve` instance of a scale-out run (a child process); it stops once the
@@ -185,7 +204,7 @@ def memory_run(total: int) -> list[tuple[int, float]]:
 
 
 def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-python",
-               instances: int = 1) -> None:
+               instances: int = 1, compare_python: bool = False) -> None:
     with EmbeddedBroker() as broker:
         bootstrap = bootstrap_servers or broker.bootstrap_servers
         topic = f"bench-{uuid.uuid4().hex[:8]}"
@@ -214,6 +233,12 @@ def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-pytho
               f"{alerts} alerts, client {client})")
         print(f"ratio serve/raw: {serve_rate / raw_rate:.2f}  (target >= 0.8)")
         print(f"ratio serve/raw librdkafka: {serve_rate / rd_rate:.2f}")
+        if compare_python:
+            with tempfile.TemporaryDirectory() as tmp, python_fallbacks():
+                py_s, py_alerts = serve_run(bootstrap, topic, len(events), Path(tmp), client)
+            assert py_alerts == alerts, (py_alerts, alerts)
+            print(f"distill serve, pure Python: {len(events) / py_s:10.0f} events/s "
+                  f"({py_s:.2f} s); C parts speed-up {py_s / serve_s:.2f}x")
         if instances > 1:
             scale_out(events, bootstrap, instances, client)
 
@@ -228,10 +253,13 @@ def main() -> None:
                         default="kafka-python", help="Kafka client of the serve run")
     parser.add_argument("--instances", type=int, default=1,
                         help="also time N serve processes of one group on N partitions")
+    parser.add_argument("--compare-python", action="store_true",
+                        help="also time serve on the pure-Python versions of its C parts")
     args = parser.parse_args()
 
     if args.events:
-        throughput(args.events, args.bootstrap_servers, args.client, args.instances)
+        throughput(args.events, args.bootstrap_servers, args.client, args.instances,
+                   args.compare_python)
     if args.memory_events:
         print(f"\nmemory over {args.memory_events} events (decode + pipeline, as serve):")
         start = rss_mb()
