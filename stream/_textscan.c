@@ -164,7 +164,7 @@ static PyObject *scan(PyObject *Py_UNUSED(self), PyObject *args) {
                 c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
                 i++;
             } while (i < n && !space_at(p + i));
-            counts[(c ^ 0xFFFFFFFFu) % (uint32_t)bins]++;
+            counts[(uint64_t)(c ^ 0xFFFFFFFFu) % (uint64_t)bins]++;
             hashed++;
         } else {
             do
