@@ -73,12 +73,21 @@ class LabelVotes:
     __slots__ = ("counts", "labels")
 
     def __init__(self, labels: Mapping[str, Mapping[str, str] | None]) -> None:
-        self.labels = {t: {k: str(v) for k, v in a.items()} if a else None
-                       for t, a in labels.items()}
-        self.counts: dict[str, Counter[str]] = defaultdict(Counter)
-        for answer in self.labels.values():
-            for key, value in (answer or {}).items():
-                self.counts[key][value] += 1
+        self.labels: dict[str, dict[str, str] | None] = {}
+        # key -> label -> count; plain dicts (a Counter's __missing__ is a Python call)
+        self.counts: dict[str, dict[str, int]] = {}
+        for teacher, answer in labels.items():
+            if not answer:
+                self.labels[teacher] = None
+                continue
+            mine = self.labels[teacher] = {}
+            for key, raw in answer.items():
+                value = mine[key] = raw if type(raw) is str else str(raw)
+                per_key = self.counts.get(key)
+                if per_key is None:
+                    self.counts[key] = {value: 1}
+                else:
+                    per_key[value] = per_key.get(value, 0) + 1
 
     def majority(self) -> dict[str, str] | None:
         if not self.counts:
@@ -110,7 +119,7 @@ class LabelVotes:
         return out
 
 
-def _strict_top(counts: Counter[str]) -> str | None:
+def _strict_top(counts: dict[str, int]) -> str | None:
     """The value with the strictly highest positive count, or None on a tie or when empty."""
     best, best_n, tied = None, 0, False
     for value, n in counts.items():
