@@ -65,9 +65,12 @@ class DriftRecord:
         return d
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TeacherDriftState:
-    """``evidence`` in [0, 1]: 1 while a detection is within the horizon, then decaying."""
+    """A teacher's drift state: ``evidence`` in [0, 1] says how strongly its detectors
+    currently point at drift (1 while a detection is within the horizon, then decaying);
+    ``signals`` lists the signals that fired within the horizon. Completed teacher groups
+    carry it per teacher (``distill.groups.DriftState``)."""
 
     evidence: float
     in_drift: bool
@@ -231,7 +234,7 @@ class DetectorBank:
         horizon = self.config.evidence_horizon
         evidence, recent = 0.0, []
         for name, key in entry.keys.items():
-            if getattr(key.detector, "warning_detected", False):
+            if getattr(key.detector, "_warning_detected", False):  # no property call
                 evidence = max(evidence, WARNING_EVIDENCE)
             if key.last_detection is None:
                 continue

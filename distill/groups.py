@@ -13,10 +13,12 @@ True
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import orjson
+
+from detectors.bank import TeacherDriftState
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,18 +43,8 @@ class Consensus:
     labels: dict[str, str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DriftState:
-    """A teacher's drift state when the group completed.
-
-    ``evidence`` in [0, 1] summarises how strongly the teacher's detectors currently point
-    at drift (1 = a detection within the recent horizon); ``signals`` lists the signals
-    that fired recently.
-    """
-
-    evidence: float
-    in_drift: bool
-    signals: list[str] = field(default_factory=list)
+DriftState = TeacherDriftState  # each teacher's state when the group completed, as the bank
+# reports it (one type: the group carries the bank's record as it is)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
 from distill.config import ServeConfig
 from distill.consensus import LabelVotes, majority
-from distill.groups import DriftState, TeacherAnswer, TeacherGroup
+from distill.groups import TeacherAnswer, TeacherGroup
 from stream.dedup import DedupWindow
 from stream.events import TeacherEvent, format_timestamp
 from stream.join import JoinedSample, SampleJoiner
@@ -109,10 +109,7 @@ class MonitorPipeline:
     def _group(self, sample: JoinedSample, answers: dict[str, str | None],
                votes: LabelVotes) -> TeacherGroup:
         first = next(iter(sample.answers.values()))
-        drift = {}
-        for teacher in sample.answers:
-            state = self.bank.drift_state(teacher)
-            drift[teacher] = DriftState(state.evidence, state.in_drift, list(state.signals))
+        drift = {teacher: self.bank.drift_state(teacher) for teacher in sample.answers}
         return TeacherGroup(
             sample_id=sample.sample_id,
             prompt=first.get("prompt"),
