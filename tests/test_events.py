@@ -14,6 +14,7 @@ from stream.events import (
     Invalid,
     TeacherEvent,
     decode_event,
+    format_timestamp,
     parse_timestamp,
     validate_event,
 )
@@ -109,3 +110,12 @@ def test_fast_path_accepts_exactly_what_the_ordered_checks_accept(
         assert isinstance(decoded, Invalid) and decoded.reason in REJECTION_REASONS
         if ok_stamp:
             assert decoded.reason != "bad_timestamp"
+
+
+@settings(max_examples=500, deadline=None)
+@given(ts=st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31),
+                      timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7, minutes=-30))])))
+def test_format_timestamp_is_isoformat_in_utc_with_z(ts: datetime) -> None:
+    expected = ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    assert format_timestamp(ts) == expected
+    assert parse_timestamp(expected) == ts
