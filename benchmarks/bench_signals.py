@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
+from bench_serve import python_fallbacks  # a sibling script: benchmarks/ is on sys.path
 
 from stream import signals
 from stream.signals import (
@@ -88,11 +89,8 @@ def main() -> None:
     print(f"speed-up C/python: {py_s / c_s:.1f}x")
 
     full_c = best_of(lambda: [event_signals(e) for e in events])
-    signals._scan = _scan_py  # type: ignore[assignment]
-    try:
+    with python_fallbacks():
         full_py = best_of(lambda: [event_signals(e) for e in events])
-    finally:
-        signals._scan = scan
     print(f"event_signals (simulator events): {full_py / len(events) * 1e6:.2f} -> "
           f"{full_c / len(events) * 1e6:.2f} us/event ({full_py / full_c:.1f}x)")
 
