@@ -44,8 +44,8 @@ from kafka import KafkaConsumer
 
 from detectors import kl_window
 from distill.config import Config, load_config
-from distill.pipeline import MonitorPipeline
-from distill.service import MonitorService, RunLimits, pipeline_config
+from distill.monitor.pipeline import MonitorPipeline
+from distill.monitor.service import MonitorService, RunLimits, pipeline_config
 from stream import signals
 from stream.broker import EmbeddedBroker
 from stream.events import decode_event

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from stream.checkpoint import fsync_dir
+from stream.durable import fsync_dir
 
 _SEGMENT = re.compile(r"^(?P<name>.+)-(?P<seq>\d{8})\.jsonl(?P<gz>\.gz)?$")
 

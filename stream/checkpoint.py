@@ -16,55 +16,14 @@ and groups on restart (consumers dedupe by ``sample_id``; the archive is truncat
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
+from stream.durable import read_json, write_json_atomic
 
 CHECKPOINT_VERSION = 1
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` holds either the old or the new content, never a mix:
-    a temp file in the same directory, fsync, rename, fsync the directory."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def write_json_atomic(path: Path, doc: Any) -> None:
-    """Atomic JSON: floats round-trip exactly, so restored state continues bit for bit."""
-    write_bytes_atomic(path, orjson.dumps(doc, option=_ORJSON_OPTIONS))
-
-
-def read_json(path: Path) -> Any | None:
-    try:
-        return orjson.loads(Path(path).read_bytes())
-    except FileNotFoundError:
-        return None
 
 
 def checkpoint_path(state_dir: Path, topic: str, partition: int) -> Path:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config import Config, load_config
-from distill.service import MonitorService, RunLimits, RunSummary
+from distill.monitor.service import MonitorService, RunLimits, RunSummary
 from stream.broker import free_port
 from stream.events import TeacherEvent
 from stream.kafka import KafkaSettings, KafkaSink, KafkaSource, Record, ensure_topics

@@ -154,7 +154,7 @@ def test_restored_bank_gives_identical_future_detections(seed: int, split: int,
 
 def test_bank_on_simulated_scenario_flags_only_scheduled_teachers() -> None:
     """The default scenario through the monitor pipeline (signals, join, agreement)."""
-    from distill.pipeline import MonitorPipeline, PipelineConfig
+    from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
     from stream.simulator import change_points, generate, load_scenario
 
     scenario = load_scenario("default")

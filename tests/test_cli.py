@@ -26,7 +26,7 @@ def test_monitor_commands_do_not_import_torch(tmp_path: Path) -> None:
             " ['simulate', '--help'], ['replay', '--help'], ['bench', '--help']):\n"
             "    r = CliRunner().invoke(main, args)\n"
             "    assert r.exit_code == 0, (args, r.output)\n"
-            "import distill.service, distill.pipeline\n"
+            "import distill.monitor.service, distill.monitor.pipeline\n"
             "heavy = ('torch', 'transformers', 'trl', 'peft')\n"
             "print(sorted(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,

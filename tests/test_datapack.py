@@ -165,7 +165,7 @@ def test_bench_detect_scores_a_fixture_chain_and_skips_missing_files(tmp_path: P
 
 
 def test_scoring_follows_cerqueira_definitions() -> None:
-    from distill.bench_detect import score_alarms
+    from distill.experiments.detection import score_alarms
 
     s = score_alarms([50, 130, 140, 700, 1300], [100, 600, 1200], n_events=1500, delta_max=300)
     assert s.per_change == [30, 100, 100] and s.false_alarms == 2  # 50 (early) and 140

@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError as RdKafkaError
 from serving import Topics, produce_events, status_json
 
 from distill.config import Config, load_config
-from distill.service import MonitorService, RunLimits
+from distill.monitor.service import MonitorService, RunLimits
 from stream.broker import free_port
 from stream.exceptions import BrokerUnavailableError, FatalClientError, ProducerFlushError
 from stream.kafka import (
@@ -30,7 +30,7 @@ from stream.kafka import (
     open_sink,
     open_source,
 )
-from stream.kafka_librdkafka import LibrdkafkaSink, LibrdkafkaSource, base_config
+from stream.kafka.librdkafka import LibrdkafkaSink, LibrdkafkaSource, base_config
 from stream.simulator import generate, load_scenario
 
 
@@ -92,7 +92,7 @@ def test_unknown_security_key_is_named() -> None:
 
 def test_missing_confluent_kafka_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails
-    monkeypatch.delitem(sys.modules, "stream.kafka_librdkafka")
+    monkeypatch.delitem(sys.modules, "stream.kafka.librdkafka")
     with pytest.raises(LibrdkafkaMissing, match=r"drift-distill\[librdkafka\]"):
         open_sink(KafkaSettings("127.0.0.1:1", client="librdkafka"))
 

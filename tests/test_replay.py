@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from distill.cli import main
-from distill.replay import (
+from distill.monitor.replay import (
     Replay,
     StateDirNotEmpty,
     open_source,
@@ -19,7 +19,7 @@ from distill.replay import (
     prepare_state_dir,
     republish,
 )
-from distill.status import monitor_status
+from distill.monitor.status import monitor_status
 from stream.simulator import (
     change_points,
     changepoints_path,

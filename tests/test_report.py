@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from distill.cli import main
-from distill.replay import Replay, open_source, prepare_state_dir
+from distill.monitor.replay import Replay, open_source, prepare_state_dir
 from distill.report import make_report
 from stream.simulator import (
     change_points,

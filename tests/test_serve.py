@@ -9,7 +9,7 @@ from pathlib import Path
 from serving import Topics, produce_events, produce_raw, read_topic, run_in_thread, status_json
 
 from distill.groups import TeacherGroup
-from distill.status import monitor_status
+from distill.monitor.status import monitor_status
 from stream.archive import read_archive
 from stream.deadletter import header_dict
 from stream.events import TeacherEvent
@@ -141,7 +141,7 @@ def test_bounded_buffers_count_their_overflow_in_metrics(kafka_settings: KafkaSe
                                                          tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 
-    from distill.service import MonitorService, RunLimits
+    from distill.monitor.service import MonitorService, RunLimits
 
     topics = Topics.fresh()
     # "b" never answers, so every sample stays open: 6 samples through a buffer of 2

@@ -36,7 +36,7 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
     from rich.progress import Progress
 
     from detectors.bank import BankConfig
-    from distill.bench_detect import load_chains, run_benchmark
+    from distill.experiments.detection import load_chains, run_benchmark
 
     cfg = load_or_exit(config_path).detectors
     bank = BankConfig(false_alarms_per_10k=cfg.false_alarms_per_10k, hist_bins=cfg.hist_bins,

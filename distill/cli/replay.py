@@ -43,7 +43,7 @@ def command(config_path: Path | None, source: Path, chain: str | None, data_dir:
     """Replay SOURCE: a serve state dir (or its archive/), a .jsonl.gz of events, or a
     data-pack file with --chain. The same input always gives the same alerts; `distill
     status --state-dir` and `distill report --state-dir` read the result."""
-    from distill.replay import ReplaySourceError, StateDirNotEmpty, open_source
+    from distill.monitor.replay import ReplaySourceError, StateDirNotEmpty, open_source
 
     cfg = load_or_exit(config_path)
     if speed is not None and speed < 0:
@@ -84,8 +84,8 @@ def _offline(cfg: Any, src: Any, state_dir: Path, force: bool, speed: float | No
              snapshot_every: int) -> dict:
     from rich.console import Console
 
-    from distill.replay import Replay, prepare_state_dir
-    from distill.service import pipeline_config
+    from distill.monitor.replay import Replay, prepare_state_dir
+    from distill.monitor.service import pipeline_config
 
     prepare_state_dir(state_dir, force)
     replay = Replay(state_dir, pipeline_config(cfg), snapshot_every)
@@ -104,8 +104,8 @@ def _republish(cfg: Any, src: Any, topic: str, bootstrap_servers: str | None,
                speed: float | None) -> dict:
     from contextlib import ExitStack
 
-    from distill.replay import republish
-    from distill.service import kafka_settings
+    from distill.monitor.replay import republish
+    from distill.monitor.service import kafka_settings
     from stream.kafka import KafkaSink, ensure_topics
 
     servers = bootstrap_servers or cfg.kafka.bootstrap_servers

@@ -62,11 +62,11 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
 
     setup_logging(cfg.serve.log_format)
     if demo:
-        from distill.demo import run_demo
+        from distill.monitor.demo import run_demo
 
         raise SystemExit(run_demo(cfg, scenario, seed))
     from distill.exceptions import CheckpointUnreadable
-    from distill.service import MonitorService, RunLimits
+    from distill.monitor.service import MonitorService, RunLimits
     from stream.exceptions import FatalClientError
     from stream.kafka import LibrdkafkaMissing
 

@@ -1,6 +1,6 @@
 """``distill bench distill``: the paper's MS-CXR-T table at small scale, on a simulated stream.
 
-1. Simulate the scenario (seeded) and run :class:`~distill.pipeline.MonitorPipeline` over
+1. Simulate the scenario (seeded) and run :class:`~distill.monitor.pipeline.MonitorPipeline` over
    the whole stream, as ``serve`` would: every completed group carries each teacher's drift
    evidence at that moment.
 2. Split the cases: every ``eval_every``-th sample is held out for evaluation; its ground
@@ -44,7 +44,7 @@ def _index(sample_id: str) -> int:
 
 def monitor_groups(scenario: Any, seed: int) -> tuple[list[Any], list[dict[str, Any]]]:
     """Groups (with drift state) and alerts of the monitor over the simulated stream."""
-    from distill.pipeline import MonitorPipeline, PipelineConfig
+    from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
     from stream.simulator import generate
 
     pipeline = MonitorPipeline(PipelineConfig(

@@ -87,7 +87,7 @@ def chain_tasks(entry: Mapping[str, Any], tasks_in_file: set[str]) -> list[str]:
 def run(data_dir: Path, chains_file: Path, seed: int = 0, scale: float = 3.0,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Every ground-truth chain: the three accuracies, per chain and pooled."""
-    from distill.pipeline import MonitorPipeline, PipelineConfig
+    from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
     from stream.datapack import build_drift_stream, load_chains, read_pack
 
     rows, skipped = [], []

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill.trainer.exceptions import RegistryCorruptError, UnknownVersionError
-from stream.checkpoint import fsync_dir, write_bytes_atomic
+from stream.durable import fsync_dir, write_bytes_atomic
 
 FORMAT = 1
 MANIFEST = "MANIFEST.json"

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from detectors.bank import DetectorBank
-from stream.checkpoint import CHECKPOINT_VERSION, read_json
+from stream.checkpoint import CHECKPOINT_VERSION
+from stream.durable import read_json
 
 SUMMED = ("n", "detections")
 

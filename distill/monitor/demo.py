@@ -20,9 +20,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from distill.config import Config
-from distill.service import MonitorService, RunLimits, kafka_settings
+from distill.monitor.service import MonitorService, RunLimits, kafka_settings
 from stream.broker import EmbeddedBroker
-from stream.checkpoint import write_json_atomic
+from stream.durable import write_json_atomic
 from stream.kafka import KafkaSink, ensure_topics
 from stream.simulator import PRODUCER_TUNING, change_points, generate, load_scenario, produce
 

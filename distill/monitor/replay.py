@@ -10,7 +10,7 @@ Three sources, one iterator of :class:`~stream.events.TeacherEvent`:
 * a data-pack file plus a chain of ``drift_chains.json``: the benchmark's drift stream
   (:func:`stream.datapack.build_drift_stream`).
 
-:class:`Replay` runs :class:`~distill.pipeline.MonitorPipeline` over it and writes a fresh
+:class:`Replay` runs :class:`~distill.monitor.pipeline.MonitorPipeline` over it and writes a fresh
 state dir that ``distill status`` and ``distill report`` read:
 
 * ``checkpoints/replay-0.json``: a checkpoint in the serve format (pipeline state, the
@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from distill.groups import TeacherGroup
-from distill.pipeline import MonitorPipeline, PipelineConfig
+from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
 from stream.archive import SegmentArchive, read_archive
-from stream.checkpoint import PartitionCheckpoint, checkpoint_path, write_json_atomic
+from stream.checkpoint import PartitionCheckpoint, checkpoint_path
+from stream.durable import write_json_atomic
 from stream.events import TeacherEvent, decode_event, format_timestamp, parse_timestamp
 
 TOPIC = "replay"

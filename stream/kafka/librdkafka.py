@@ -34,7 +34,7 @@ from stream.exceptions import (
     ProducerFlushError,
     StreamError,
 )
-from stream.kafka import Headers, KafkaSettings, Record
+from stream.kafka.base import Headers, KafkaSettings, Record
 
 log = logging.getLogger(__name__)
 

@@ -90,7 +90,7 @@ def chain_id(entry: Mapping[str, Any]) -> str:
 def run_bank(stream: DriftStream, config: BankConfig) -> tuple[dict[str, list[int]],
                                                                 dict[str, list[str]], float]:
     """Alarm indices per teacher from the monitor pipeline (signals, join, agreement)."""
-    from distill.pipeline import MonitorPipeline, PipelineConfig
+    from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
 
     pipe = MonitorPipeline(PipelineConfig(bank=config,
                                           expected_teachers=(stream.watched, *stream.peers)))

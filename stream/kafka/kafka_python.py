@@ -1,22 +1,11 @@
-"""Thin Kafka I/O: settings, a source (consumer group), a sink, topics.
-
-The rest of the project sees only :class:`KafkaSettings`, :class:`Record`, :class:`Source`
-and :class:`Sink`. :func:`open_source` / :func:`open_sink` pick the client by
-``KafkaSettings.client``: kafka-python (:class:`KafkaSource`, :class:`KafkaSink`, the
-default) or librdkafka through confluent-kafka (:mod:`stream.kafka_librdkafka`, for
-throughput; the ``librdkafka`` extra). Offsets are never auto-committed: the caller commits
-explicitly once the state covering them is durable (consumer-group semantics, commit after
-processing).
-"""
+"""The kafka-python path: :class:`KafkaSource` and :class:`KafkaSink` (the default client)."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -25,162 +14,9 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from stream.exceptions import BrokerUnavailableError, CommitError, ProducerFlushError
+from stream.kafka.base import Headers, KafkaSettings, Record
 
 log = logging.getLogger(__name__)
-
-Headers = list[tuple[str, bytes]]
-CLIENTS = ("kafka-python", "librdkafka")
-#: kafka-python TLS/SASL option -> librdkafka property (``security`` may use either name).
-SECURITY_KEYS = {
-    "security_protocol": "security.protocol",
-    "sasl_mechanism": "sasl.mechanism",
-    "sasl_plain_username": "sasl.username",
-    "sasl_plain_password": "sasl.password",
-    "ssl_cafile": "ssl.ca.location",
-    "ssl_certfile": "ssl.certificate.location",
-    "ssl_keyfile": "ssl.key.location",
-}
-_KAFKA_PYTHON_KEYS = {v: k for k, v in SECURITY_KEYS.items()}
-
-
-@dataclass(frozen=True)
-class KafkaSettings:
-    """Connection settings shared by consumers, producers and the admin client.
-
-    ``client`` picks the library behind :func:`open_source` / :func:`open_sink`:
-    ``"kafka-python"`` or ``"librdkafka"`` (confluent-kafka). ``security`` holds TLS/SASL
-    options under kafka-python's names (``security_protocol``, ``sasl_mechanism``,
-    ``sasl_plain_username``, ``ssl_cafile``, ...), translated for librdkafka; a dotted key is
-    a librdkafka property, passed to librdkafka unchanged (and to kafka-python under its
-    name when it has one, else left out there). The session/heartbeat defaults join a group
-    in ~3 s; Kafka's 45 s default takes ~23 s.
-    """
-
-    bootstrap_servers: str
-    client_id: str = "drift-distill"
-    session_timeout_ms: int = 6000
-    heartbeat_interval_ms: int = 2000
-    request_timeout_ms: int = 30000
-    security: Mapping[str, Any] = field(default_factory=dict)
-    client: str = "kafka-python"
-
-    def __post_init__(self) -> None:
-        if self.client not in CLIENTS:
-            raise ValueError(f"unknown Kafka client {self.client!r}; one of {', '.join(CLIENTS)}")
-
-    def common(self) -> dict[str, Any]:
-        """kafka-python keyword arguments (also used by the admin client for either client)."""
-        security: dict[str, Any] = {}
-        for key, value in self.security.items():
-            if "." not in key:
-                security[key] = value
-            elif key in _KAFKA_PYTHON_KEYS:
-                security[_KAFKA_PYTHON_KEYS[key]] = value
-            else:
-                log.debug("librdkafka property %s has no kafka-python equivalent; skipped", key)
-        return {"bootstrap_servers": self.bootstrap_servers.split(","),
-                "client_id": self.client_id, **security}
-
-    def librdkafka_security(self) -> dict[str, Any]:
-        """``security`` as librdkafka properties; ValueError names a key it cannot map."""
-        out: dict[str, Any] = {}
-        for key, value in self.security.items():
-            if "." in key:
-                out[key] = value
-            elif key in SECURITY_KEYS:
-                out[SECURITY_KEYS[key]] = value
-            else:
-                raise ValueError(
-                    f"kafka.security key {key!r} has no librdkafka equivalent; known: "
-                    f"{', '.join(sorted(SECURITY_KEYS))}, or give a librdkafka property "
-                    f"name (with dots) directly")
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed message, independent of the client library."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    timestamp_ms: int
-
-
-class Source(Protocol):
-    """A consumer-group member: :class:`KafkaSource` or ``LibrdkafkaSource``."""
-
-    topics: list[str]
-    group_id: str
-
-    def poll(self, timeout_ms: int = 500, max_records: int | None = None) -> list[Record]: ...
-
-    def records(self, timeout_ms: int = 500) -> Iterator[Record]: ...
-
-    def assignment(self) -> list[tuple[str, int]]: ...
-
-    def seek(self, topic: str, partition: int, offset: int) -> None: ...
-
-    def committed(self, topic: str, partition: int) -> int | None: ...
-
-    def end_offsets(self, partitions: Iterable[tuple[str, int]]
-                    ) -> dict[tuple[str, int], int]: ...
-
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Sink(Protocol):
-    """A producer: :class:`KafkaSink` or ``LibrdkafkaSink``."""
-
-    def send(self, topic: str, value: bytes, key: bytes | None = None,
-             headers: Headers | None = None, partition: int | None = None) -> None: ...
-
-    def flush(self, timeout: float = 30.0) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class LibrdkafkaMissing(ImportError):
-    """``client = "librdkafka"`` was chosen but confluent-kafka is not installed."""
-
-
-LIBRDKAFKA_MISSING = ("kafka.client = 'librdkafka' needs confluent-kafka: "
-                      "pip install 'drift-distill[librdkafka]'")
-
-
-def _librdkafka() -> Any:
-    """The librdkafka module, imported only when that client is chosen."""
-    try:
-        return importlib.import_module("stream.kafka_librdkafka")
-    except ImportError as exc:
-        if exc.name and exc.name.startswith("confluent_kafka"):
-            raise LibrdkafkaMissing(LIBRDKAFKA_MISSING) from exc
-        raise
-
-
-def open_source(settings: KafkaSettings, topics: Iterable[str], group_id: str,
-                on_assign: Callable[[list[tuple[str, int]]], None] | None = None,
-                on_revoke: Callable[[list[tuple[str, int]]], None] | None = None,
-                max_poll_records: int = 500, auto_offset_reset: str = "earliest") -> Source:
-    """A consumer-group member on the client ``settings.client`` names."""
-    cls: Any = (_librdkafka().LibrdkafkaSource if settings.client == "librdkafka"
-                else KafkaSource)
-    return cls(settings, topics, group_id, on_assign=on_assign, on_revoke=on_revoke,
-               max_poll_records=max_poll_records, auto_offset_reset=auto_offset_reset)
-
-
-def open_sink(settings: KafkaSettings, **tuning: Any) -> Sink:
-    """A producer on the client ``settings.client`` names; ``tuning`` takes kafka-python's
-    producer options (``linger_ms``, ``batch_size``, ``compression_type``, ...), mapped to
-    librdkafka's where they have an equivalent."""
-    if settings.client == "librdkafka":
-        return _librdkafka().LibrdkafkaSink(settings, **tuning)
-    return KafkaSink(settings, **tuning)
 
 
 def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int],

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.pipeline import MonitorPipeline, PipelineConfig
+from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
 from stream.archive import SegmentArchive
 from stream.checkpoint import PartitionCheckpoint, PartitionSnapshot
 

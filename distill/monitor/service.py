@@ -29,9 +29,9 @@ from distill.config import Config
 from distill.exceptions import CheckpointUnreadable
 from distill.http import start_http_server
 from distill.metrics import MonitorMetrics
-from distill.partition import PartitionState
-from distill.pipeline import PipelineConfig, StepOutput, format_timestamp_float
-from distill.status import merge_summaries
+from distill.monitor.partition import PartitionState
+from distill.monitor.pipeline import PipelineConfig, StepOutput, format_timestamp_float
+from distill.monitor.status import merge_summaries
 from stream.broker import EmbeddedBroker
 from stream.checkpoint import checkpoint_path, commit_checkpoint
 from stream.deadletter import DeadLetterSink
