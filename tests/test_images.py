@@ -133,3 +133,30 @@ def test_serve_dead_letters_images_outside_the_roots(kafka_settings: KafkaSettin
     assert header_dict(dead.headers)["dlq.reason"] == "image_outside_roots"
     archived = [TeacherGroup.from_json(line) for line in read_archive(tmp_path / "archive")]
     assert [g.images for g in archived] == [inside[0].images]
+
+
+def test_simulator_multimodal_mode_puts_the_answer_in_the_images(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from stream.simulator import FINDINGS, generate, load_scenario
+    from stream.simulator.images import band_level, with_cue_rate
+
+    scenario = with_cue_rate(load_scenario("default").with_samples(4), 0.0)
+    events = list(generate(scenario, seed=1, images_dir=tmp_path / "a"))
+    again = list(generate(scenario, seed=1, images_dir=tmp_path / "b"))
+    assert [e.images for e in events] == [e.images for e in again]  # same seed, same bytes
+    text_only = list(generate(scenario, seed=1))
+    assert [e.output for e in events] == [e.output for e in text_only]  # teachers unchanged
+    for ev in events[::7]:
+        assert ev.images is not None and len(ev.images) == 2
+        prior, current = (Image.open(io.BytesIO(read_image_bytes(r, [str(tmp_path / "a")])))
+                          for r in ev.images)
+        for f in FINDINGS:
+            p, c = band_level(prior, f), band_level(current, f)
+            shown = "stable" if p == c else "worsening" if c > p else "improving"
+            assert shown == ev.ground_truth[f]
+        assert "," not in ev.prompt.splitlines()[-1]  # cue_rate 0: no change named in words
+    cued = list(generate(with_cue_rate(scenario, 1.0), seed=1, images_dir=tmp_path / "c"))
+    assert cued[0].prompt.splitlines()[-1].count(",") == len(FINDINGS)
