@@ -111,13 +111,23 @@ def _pct(x: float | None) -> str:
               help="Steps of each method after the bootstrap.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the students here; default: a temporary dir.")
+@click.option("--multimodal", is_flag=True,
+              help="Images in the cases and a tiny vision-language student (CPU); prints "
+                   "the same table plus a text-only student on the same groups.")
+@click.option("--cue-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="With --multimodal: share of findings whose change the text states.")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                   samples: int | None, eval_every: int, bootstrap_steps: int,
-                  stage2_steps: int, workdir: Path | None) -> None:
+                  stage2_steps: int, workdir: Path | None, multimodal: bool,
+                  cue_rate: float) -> None:
     """The paper's MS-CXR-T table at small scale: teachers vs students trained from one
     tiny model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
-    from distill.experiments.cli import run_distill
+    from distill.experiments.cli import run_distill, run_multimodal
 
+    if multimodal:
+        run_multimodal(scenario, seeds, json_out, workdir, samples, eval_every,
+                       bootstrap_steps, stage2_steps, cue_rate)
+        return
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
                 stage2_steps)
 

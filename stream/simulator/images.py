@@ -72,7 +72,7 @@ def finding_pair(studies: list[Any], finding: str) -> Any:
 
     k = FINDINGS.index(finding)
     box = (0, k * BAND_HEIGHT, STUDY_WIDTH, (k + 1) * BAND_HEIGHT)
-    pair = Image.new("L", (STUDY_WIDTH * len(studies), BAND_HEIGHT))
+    pair = Image.new(studies[0].mode, (STUDY_WIDTH * len(studies), BAND_HEIGHT))
     for i, study in enumerate(studies):
         pair.paste(study.crop(box), (i * STUDY_WIDTH, 0))
     return pair
