@@ -106,3 +106,24 @@ def test_apo_steps_move_the_language_side_and_not_the_vision_tower(
     moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert any("language_model" in n for n in moved)
     assert not any("vision_tower" in n for n in moved)
+
+
+def test_bootstrap_and_round_take_images_and_count_a_bad_one(tiny_vlm: Path,
+                                                             tmp_path: Path) -> None:
+    from distill.apo import bootstrap, train_round
+
+    root = tmp_path / "img"
+    root.mkdir()
+    groups = []
+    for i, level in enumerate((40, 120, 220)):
+        Image.new("L", (32, 8), level).save(root / f"{i}.png")
+        groups.append(_group(f"s{i}", (image_ref(root / f"{i}.png", f"{i}.png"),)))
+    config = apo_config(tmp_path / "run", TrainSettings(), learning_rate=0.01, max_steps=2,
+                        per_device_train_batch_size=2, image_roots=[str(root)])
+    boot = bootstrap(tiny_vlm, groups, tmp_path / "boot", config)
+    assert is_vision_student(boot)
+    Image.new("L", (32, 8), 99).save(root / "2.png")  # changed after the event was sent
+    result = train_round(boot, boot, groups, tmp_path / "r1", config, progress=False)
+    assert result.metrics["image_failures/image_hash_mismatch"] == 1.0
+    assert result.metrics["groups"] == 2.0 and result.metrics["steps"] == 2.0
+    assert is_vision_student(result.model_dir)
