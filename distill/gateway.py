@@ -40,7 +40,7 @@ class EventsEndpoint:
         self.max_message_bytes = max_message_bytes
         self.accepted = 0
         self.rejected = 0
-        self._lock = threading.Lock()  # one send+flush at a time: a flush covers only its sends
+        self._commit = _GroupCommit(sink, topic)
 
     def __call__(self, body: bytes) -> tuple[int, Mapping[str, Any]]:
         items = _events_of(body)
@@ -57,18 +57,52 @@ class EventsEndpoint:
             return 422, {"accepted": 0, "rejected": bad}
         events = [c for c in checked if isinstance(c, TeacherEvent)]
         try:
-            self._send(events)
+            self._commit.submit(events)
         except Exception as exc:  # the broker did not acknowledge: the client must retry
             log.warning("events not acknowledged: %s", exc)
             return 503, {"error": "broker did not acknowledge", "detail": str(exc)[:200]}
         self.accepted += len(events)
         return 200, {"accepted": len(events), "event_ids": [e.event_id for e in events]}
 
-    def _send(self, events: list[TeacherEvent]) -> None:
-        with self._lock:
+
+class _Batch:
+    """The requests whose events one flush covers; they succeed or fail together."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: Exception | None = None
+
+
+class _GroupCommit:
+    """Send each request's events, then acknowledge them with a flush shared by every request
+    that arrived meanwhile (one flush per request would cap a burst at one broker round trip
+    per request). No send happens during a flush, so a flush covers exactly its batch."""
+
+    def __init__(self, sink: Sink, topic: str) -> None:
+        self.sink = sink
+        self.topic = topic
+        self._open = _Batch()
+        self._send_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+
+    def submit(self, events: list[TeacherEvent]) -> None:
+        """Returns once the broker acknowledged ``events``; raises if it did not."""
+        with self._send_lock:
             for event in events:
                 self.sink.send(self.topic, event.to_json_bytes(), key=event.sample_id.encode())
-            self.sink.flush()
+            batch = self._open
+        with self._flush_lock:
+            if not batch.done:  # nobody flushed it yet: it is the open batch, flush it
+                with self._send_lock:
+                    self._open = _Batch()
+                    try:
+                        self.sink.flush()
+                    except Exception as exc:
+                        batch.error = exc
+                    finally:
+                        batch.done = True
+        if batch.error is not None:
+            raise batch.error
 
 
 def _events_of(body: bytes) -> list[Any] | Invalid:

@@ -308,7 +308,10 @@ def _make_handler(registry: CollectorRegistry, health: HealthFn,
             if isinstance(length, tuple):
                 self._json(length[0], {"error": length[1]})
                 return
-            body = self.rfile.read(length)
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                body = b""
             if len(body) < length:
                 self._json(408, {"error": f"body incomplete after {limits.timeout_s:g} s"})
                 return

@@ -12,7 +12,7 @@ acknowledged every message, and leaving the ``with`` block (or the interpreter) 
 ...               "produced_at": 1767225600})
 >>> ev.produced_at.isoformat(), ev.event_id.startswith("ev-")
 ('2026-01-01T00:00:00+00:00', True)
->>> prepare({"teacher": "gpt-4o", "sample_id": "s1", "output": 3})
+>>> prepare({"teacher": "gpt-4o", "sample_id": "s1", "output": 3, "produced_at": "2026-01-01"})
 Traceback (most recent call last):
 ...
 stream.producer.InvalidEvent: bad_type:output: expected string, got int
@@ -57,15 +57,25 @@ def prepare(event: Mapping[str, Any] | TeacherEvent,
 def check(event: Mapping[str, Any] | TeacherEvent,
           max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> TeacherEvent | Invalid:
     """:func:`prepare` without raising: the event, or the :class:`Invalid` with its reason."""
-    import orjson
-
     if isinstance(event, TeacherEvent):
         raw = event.to_json_bytes()
     else:
-        try:
-            raw = orjson.dumps(normalise(dict(event)))
-        except TypeError as exc:  # a value JSON cannot carry (a set, an object ...)
-            return Invalid("not_json", str(exc)[:200])
+        doc = normalise(dict(event))
+        if doc.get("event_id") in (None, ""):  # not derivable: report what stopped it instead
+            doc["event_id"] = "-"
+            found = _encode_and_decode(doc, max_bytes)
+            return found if isinstance(found, Invalid) else Invalid("missing_field:event_id")
+        return _encode_and_decode(doc, max_bytes)
+    return decode_event(raw, max_bytes)
+
+
+def _encode_and_decode(doc: dict[str, Any], max_bytes: int) -> TeacherEvent | Invalid:
+    import orjson
+
+    try:
+        raw = orjson.dumps(doc)
+    except TypeError as exc:  # a value JSON cannot carry (a set, an object ...)
+        return Invalid("not_json", str(exc)[:200])
     return decode_event(raw, max_bytes)
 
 
