@@ -41,6 +41,7 @@ def command(config_path: Path | None, bootstrap_servers: str | None, address: st
     from distill.gateway import EVENTS_PATH, EventsEndpoint
     from distill.http import TokenRequired, http_options, start_http_server
     from distill.logs import setup_logging
+    from stream.exceptions import StreamError
     from stream.kafka import ensure_topics, open_sink
 
     setup_logging(cfg.serve.log_format)
@@ -49,8 +50,11 @@ def command(config_path: Path | None, bootstrap_servers: str | None, address: st
         options = http_options(cfg.http)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    ensure_topics(settings, {k.input_topic: k.partitions})
-    sink = open_sink(settings, linger_ms=0)
+    try:
+        ensure_topics(settings, {k.input_topic: k.partitions})
+        sink = open_sink(settings, linger_ms=0)
+    except StreamError as exc:
+        raise click.ClickException(str(exc)) from exc
     endpoint = EventsEndpoint(sink, k.input_topic, cfg.serve.max_message_bytes)
     registry = CollectorRegistry()
     events = Counter("distill_gateway_events", "Events taken over HTTP, by outcome.",

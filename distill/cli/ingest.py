@@ -62,7 +62,14 @@ def command(paths: tuple[str, ...], config_path: Path | None, bootstrap_servers:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     settings = client_settings(cfg, "distill-ingest")
-    sys.exit(_run(cfg, settings, list(paths) or ["-"], field_map, progress))
+    from stream.exceptions import StreamError
+
+    try:
+        code = _run(cfg, settings, list(paths) or ["-"], field_map, progress)
+    except StreamError as exc:  # no broker, or it did not acknowledge: nothing to resume
+        raise click.ClickException(f"{exc}; ingesting again is safe (event ids repeat)"
+                                   ) from exc
+    sys.exit(code)
 
 
 def _run(cfg: Config, settings: KafkaSettings, paths: list[str], field_map: dict[str, str],
