@@ -149,6 +149,15 @@ class HttpServerHandle:
             reaper.stop()
 
 
+def require_token(address: str, post_routes: Mapping[str, Any], token: str | None) -> None:
+    """Raise TokenRequired when POST routes would listen beyond loopback without a token."""
+    if post_routes and not token and not is_loopback(parse_address(address)[0]):
+        raise TokenRequired(
+            f"{address} listens beyond loopback and serves POST "
+            f"{', '.join(sorted(post_routes))}: set a bearer token (http.token, "
+            "http.token_file or DISTILL_HTTP__TOKEN) or bind to 127.0.0.1")
+
+
 def start_http_server(address: str, registry: CollectorRegistry, health: HealthFn,
                       post_routes: Mapping[str, PostHandler] | None = None,
                       token: str | None = None,
@@ -158,11 +167,7 @@ def start_http_server(address: str, registry: CollectorRegistry, health: HealthF
     routes would listen beyond loopback without a token."""
     host, port = parse_address(address)
     routes = dict(post_routes or {})
-    if routes and not token and not is_loopback(host):
-        raise TokenRequired(
-            f"{address} listens beyond loopback and serves POST {', '.join(sorted(routes))}: "
-            "set a bearer token (http.token, http.token_file or DISTILL_HTTP__TOKEN) or "
-            "bind to 127.0.0.1")
+    require_token(address, routes, token)
     limits = limits or HttpLimits()
     handler = _make_handler(registry, health, routes, token, limits)
     server_cls = _V6Server if ":" in host else _Server

@@ -133,6 +133,18 @@ def test_headers_that_never_finish_are_cut_off(server) -> None:
         assert time.monotonic() - started < 4
 
 
+def test_gateway_refuses_to_listen_beyond_loopback_without_a_token() -> None:
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    env = {"DISTILL_HTTP__TOKEN": None, "DISTILL_HTTP__TOKEN_FILE": None}
+    result = CliRunner().invoke(main, ["gateway", "--bootstrap-servers", "127.0.0.1:1",
+                                       "--address", "0.0.0.0:9110"], env=env)
+    assert result.exit_code == 1 and "bearer token" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_token_from_a_file_and_the_config(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("from-file\n")
     cfg = load_config(None, env={"DISTILL_HTTP__TOKEN_FILE": str(tmp_path / "token")})

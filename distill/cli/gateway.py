@@ -35,21 +35,22 @@ def command(config_path: Path | None, bootstrap_servers: str | None, address: st
                   "partitions": partitions},
         "gateway": {"address": address},
     })
-    settings = client_settings(cfg, "distill-gateway")
     from prometheus_client import CollectorRegistry, Counter
 
     from distill.gateway import EVENTS_PATH, EventsEndpoint
-    from distill.http import TokenRequired, http_options, start_http_server
+    from distill.http import TokenRequired, http_options, require_token, start_http_server
     from distill.logs import setup_logging
     from stream.exceptions import StreamError
     from stream.kafka import ensure_topics, open_sink
 
     setup_logging(cfg.serve.log_format)
     k = cfg.kafka
-    try:
+    try:  # before any Kafka connection: a refused start should be quick
         options = http_options(cfg.http)
-    except ValueError as exc:
+        require_token(cfg.gateway.address, {EVENTS_PATH: None}, options["token"])
+    except ValueError as exc:  # TokenRequired included
         raise click.ClickException(str(exc)) from exc
+    settings = client_settings(cfg, "distill-gateway")
     try:
         ensure_topics(settings, {k.input_topic: k.partitions})
         sink = open_sink(settings, linger_ms=0)
