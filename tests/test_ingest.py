@@ -14,8 +14,10 @@ from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 import pytest
+from click.testing import CliRunner, Result
 from serving import Topics, read_topic, run_in_thread
 
+from distill.cli import main
 from distill.monitor.status import monitor_status
 from stream import InvalidEvent, TeacherProducer
 from stream.broker import free_port, wait_for_port
@@ -27,9 +29,10 @@ TEACHERS = ["gpt-4o", "o4-mini", "claude-sonnet-4-20250514"]
 CLI = [sys.executable, "-c", "from distill.cli import main; main()"]
 
 
-def ingest(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "ingest", "--no-progress", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+def ingest(env: dict[str, str], *args: str, stdin: bytes | None = None) -> Result:
+    """`distill ingest` in this process (the CLI as a user calls it, without a second
+    interpreter start-up per call)."""
+    return CliRunner().invoke(main, ["ingest", "--no-progress", *args], env=env, input=stdin)
 
 
 def test_api_logs_through_ingest_into_serve_and_reingest_adds_nothing(
@@ -39,8 +42,8 @@ def test_api_logs_through_ingest_into_serve_and_reingest_adds_nothing(
     rejects = tmp_path / "rejects.jsonl"
     done = ingest(env, str(DATA / "openai.jsonl"), str(DATA / "anthropic.jsonl"),
                   "--rejects", str(rejects))
-    assert done.returncode == 1, done.stderr  # one line rejected
-    assert "sent 24 events" in done.stderr and "bad_format:openai-chat" in done.stderr
+    assert done.exit_code == 1, done.output  # one line rejected
+    assert "sent 24 events" in done.output and "bad_format:openai-chat" in done.output
     (reject,) = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert reject["reason"] == "bad_format:openai-chat"
     assert reject["source"].endswith("openai.jsonl:17") and "rate_limit" in reject["line"]
@@ -53,10 +56,9 @@ def test_api_logs_through_ingest_into_serve_and_reingest_adds_nothing(
     assert status["groups_completed"] == 8
     assert {t: v["events"] for t, v in status["teachers"].items()} == dict.fromkeys(TEACHERS, 8)
 
-    with open(DATA / "openai.jsonl", "rb") as fh:  # the same file again, through stdin
-        again = subprocess.run([*CLI, "ingest", "--no-progress", "--rejects", str(rejects)],
-                               env=env, stdin=fh, capture_output=True, text=True, timeout=120)
-    assert "sent 16 events" in again.stderr
+    again = ingest(env, "--rejects", str(rejects),  # the same file again, through stdin
+                   stdin=(DATA / "openai.jsonl").read_bytes())
+    assert "sent 16 events" in again.output
     run_in_thread(cfg)
     status = monitor_status(tmp_path / "state")
     assert status["duplicates"] == 16 and status["groups_completed"] == 8
