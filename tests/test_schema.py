@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import hypothesis
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.events import TeacherEvent, decode_event
 from stream.schema import example_event, published_schema, render
@@ -111,3 +115,51 @@ def test_docs_list_every_field_and_dead_letter_reason() -> None:
         assert f"`{name}`" in text, name
     for reason in REJECTION_REASONS:
         assert f"`{reason.split(':')[0]}" in text, reason
+
+
+_ANY_JSON = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40),
+                      st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+                      st.lists(st.integers(0, 9), max_size=2),
+                      st.dictionaries(st.text(max_size=3), st.integers(0, 9), max_size=2))
+_TIMES = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1))
+_GOOD = {
+    "id": st.text(min_size=1, max_size=6),
+    "text": st.text(max_size=12),
+    "time": st.one_of(
+        _TIMES.map(lambda d: d.isoformat()),
+        _TIMES.map(lambda d: d.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")),
+        _TIMES.map(lambda d: d.replace(tzinfo=timezone(timedelta(hours=-5))).isoformat())),
+    "object": st.dictionaries(st.text(max_size=3), st.integers(0, 9), max_size=2),
+}
+_BAD = {"id": st.sampled_from(["", " ", "\t\n", "x" * 513]),
+        "time": st.sampled_from(["", "now", "2026-01-01T24:00:00Z", "1/1/2026"])}
+_KINDS = {"event_id": "id", "sample_id": "id", "teacher": "id", "output": "text",
+          "produced_at": "time", "teacher_version": "text", "prompt": "text", "image": "text",
+          "answer": "text", "labels": "object", "meta": "object", "ground_truth": "any",
+          "unknown": "any"}
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> dict:
+    """Each field valid nine times in ten, else absent, of any JSON type, or a bad value of
+    the right type; optional fields present half the time."""
+    event = {}
+    for name, kind in _KINDS.items():
+        if name not in BASE and draw(st.booleans()):
+            continue
+        if kind == "any" or draw(st.integers(0, 9)) > 0:
+            value = draw(_ANY_JSON if kind == "any" else _GOOD[kind])
+        else:
+            value = draw(st.one_of(_ANY_JSON, _BAD.get(kind, _ANY_JSON), st.just(_DROP)))
+        if value is not _DROP:
+            event[name] = value
+    return event
+
+
+@settings(max_examples=150, deadline=None)
+@given(event=_events())
+def test_schema_and_decoder_agree_on_generated_events(event: dict) -> None:
+    decoded = decode_event(orjson.dumps(event))
+    hypothesis.event(getattr(decoded, "reason", "valid").split(":")[0])  # the mix, in -v stats
+    assert VALIDATOR.is_valid(event) == isinstance(decoded, TeacherEvent), (
+        event, getattr(decoded, "reason", ""))
