@@ -70,7 +70,7 @@ def send_answers(servers: str, topic: str, prompts: int) -> None:
     """Every teacher answers every prompt; the producer keys by sample_id and validates."""
     start = datetime(2026, 3, 1, tzinfo=UTC)
     rng = random.Random(7)
-    with TeacherProducer(servers, topic=topic, create_topic=2) as producer:
+    with TeacherProducer(servers, topic=topic, partitions=2) as producer:
         for case in range(prompts):
             truth = rng.choice(LABELS)
             prompt = f"Case {case}: is the consolidation improving, stable or worsening?"

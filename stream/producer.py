@@ -20,7 +20,6 @@ stream.producer.InvalidEvent: bad_type:output: expected string, got int
 
 from __future__ import annotations
 
-import atexit
 import threading
 import weakref
 from collections.abc import Mapping
@@ -82,24 +81,27 @@ def _encode_and_decode(doc: dict[str, Any], max_bytes: int) -> TeacherEvent | In
 class TeacherProducer:
     """Validate, key by ``sample_id`` and produce teacher events; a context manager.
 
-    ``bootstrap_servers`` may be a :class:`KafkaSettings` for TLS/SASL or the librdkafka client.
+    ``bootstrap_servers`` may be a :class:`KafkaSettings` for TLS/SASL or the librdkafka client;
+    ``partitions`` creates the topic with that many partitions when it does not exist; ``tuning``
+    goes to the Kafka producer (``linger_ms``, ``compression_type`` ...).
     """
 
     def __init__(self, bootstrap_servers: str | KafkaSettings, topic: str = DEFAULT_TOPIC,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, create_topic: int = 0,
-                 sink: Sink | None = None, **tuning: Any) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 partitions: int | None = None, sink: Sink | None = None,
+                 **tuning: Any) -> None:
         settings = (bootstrap_servers if isinstance(bootstrap_servers, KafkaSettings)
                     else KafkaSettings(bootstrap_servers, client_id="distill-producer"))
-        if create_topic:
-            ensure_topics(settings, {topic: create_topic})
+        if partitions:
+            ensure_topics(settings, {topic: partitions})
         self.topic = topic
         self.max_message_bytes = max_message_bytes
         self.sent = 0
         self._sink = sink if sink is not None else open_sink(settings, **tuning)
         self._lock = threading.Lock()
         self._closed = False
+        # runs when the producer is garbage-collected or, at the latest, at interpreter exit
         self._finalizer = weakref.finalize(self, _flush_quietly, self._sink)
-        atexit.register(self._finalizer)
 
     def send(self, teacher: str, sample_id: str, output: str,
              produced_at: datetime | str | float | None = None, **optional: Any) -> TeacherEvent:
@@ -139,7 +141,6 @@ class TeacherProducer:
         finally:
             self._closed = True
             self._finalizer.detach()
-            atexit.unregister(self._finalizer)
             self._sink.close()
 
     def __enter__(self) -> TeacherProducer:

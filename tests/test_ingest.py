@@ -119,17 +119,22 @@ def test_gateway_accepts_rejects_with_reasons_and_survives_a_burst(
 def test_teacher_producer_validates_keys_and_flushes_on_exit(
         kafka_settings: KafkaSettings) -> None:
     topic = f"t-{uuid.uuid4().hex[:10]}"
-    with TeacherProducer(kafka_settings, topic=topic, create_topic=2) as producer:
+    with TeacherProducer(kafka_settings, topic=topic, partitions=2) as producer:
         first = producer.send("gpt-4o", "case-1", "Final answer: yes", prompt="q?")
         producer.send("claude", "case-1", "Final answer: no", produced_at="2026-03-01T12:00:00Z",
                       meta={"latency_ms": 5})
         with pytest.raises(InvalidEvent) as bad:
             producer.send("gpt-4o", "", "Final answer: yes")
         assert bad.value.reason == "bad_value:sample_id"
-    again = TeacherProducer(kafka_settings, topic=topic)
-    assert again.send("gpt-4o", "case-1", "Final answer: yes",
-                      produced_at=first.produced_at).event_id == first.event_id  # idempotent
-    again.close()
+    # a process that never closes its producer still delivers at exit; the same answer
+    # gets the same event id, so the monitor would drop it as a repeat
+    script = ("import sys; from stream import TeacherProducer; "
+              "TeacherProducer(sys.argv[1], topic=sys.argv[2]).send("
+              "'gpt-4o', 'case-1', 'Final answer: yes', produced_at=sys.argv[3])")
+    subprocess.run([sys.executable, "-c", script, kafka_settings.bootstrap_servers, topic,
+                    first.produced_at.isoformat()], check=True, timeout=60)
     records = read_topic(kafka_settings, topic, 3)
     assert len(records) == 3 and {r.key for r in records} == {b"case-1"}
+    ids = [json.loads(r.value)["event_id"] for r in records]
+    assert ids.count(first.event_id) == 2
     assert len({r.partition for r in records}) == 1  # one case, one partition: the join holds

@@ -88,7 +88,7 @@ def _run(cfg: Config, settings: KafkaSettings, paths: list[str], field_map: dict
     k = cfg.kafka
     producer = TeacherProducer(settings, topic=k.input_topic,
                                max_message_bytes=cfg.serve.max_message_bytes,
-                               create_topic=k.partitions, linger_ms=20)
+                               partitions=k.partitions, linger_ms=20)
     show = console.is_terminal if progress is None else progress
     with producer, open(cfg.ingest.rejects, "wb") as rejects, \
             _progress(console, files, show) as advance:
