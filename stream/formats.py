@@ -21,8 +21,8 @@ Formats (``FORMATS``):
 ``auto``
     Picks one of the above per record from its shape.
 
-In the API formats the teacher is the model the request asked for (the response's model when
-there is no request), ``teacher_version`` the model the response reports, and the sample id is
+In the API formats the teacher is a top-level ``teacher``, else the model the request asked for
+(the response's model when there is no request), ``teacher_version`` the model the response reports, and the sample id is
 taken from ``metadata.sample_id`` (request or wrapper), a top-level ``sample_id``, or else a
 hash of the prompt text, so that every teacher asked the same prompt joins on one sample.
 
@@ -181,7 +181,7 @@ def _common(record: Record, model_key: str = "model") -> dict[str, Any]:
     """What every API format shares: teacher, version, sample id, time and id."""
     req, resp = _request(record), _response(record)
     resolved = resp.get(model_key)
-    asked = req.get("model") or record.get("teacher") or resolved
+    asked = record.get("teacher") or req.get("model") or resolved  # an explicit name wins
     event: dict[str, Any] = {"teacher": asked, "teacher_version": resolved,
                              "event_id": record.get("event_id") or resp.get("id")}
     for source in (record, resp, req):
