@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from stream.events import Invalid, TeacherEvent
@@ -85,3 +86,21 @@ def test_detect_and_wrong_shapes() -> None:
     assert convert(Line("f", 1, b"{oops"), "auto", {}).reason == "not_json"
     assert convert(Line("f", 1, b'{"content": 1}'), "anthropic", {}).reason == \
         "bad_format:anthropic"
+
+
+def test_anthropic_without_a_time_is_rejected_and_an_explicit_teacher_wins() -> None:
+    response = {"id": "msg_1", "type": "message", "model": "claude-x",
+                "content": [{"type": "thinking", "thinking": "Hmm."},
+                            {"type": "text", "text": "Final answer: yes"}]}
+    bare = {**response, "sample_id": "s1"}  # a response alone has no prompt to join on
+    assert convert(Line("f", 1, orjson.dumps(bare)), "auto", {}).reason == \
+        "missing_field:produced_at"
+    line = {"teacher": "judge", "time": "2026-03-01T12:00:00Z",
+            "request": {"model": "claude-x", "system": "Be brief.",
+                        "messages": [{"role": "user", "content": "Q?"}]},
+            "response": response}
+    event = convert(Line("f", 2, orjson.dumps(line)), "auto", {})
+    assert isinstance(event, TeacherEvent)
+    assert (event.teacher, event.teacher_version) == ("judge", "claude-x")
+    assert event.output == "Hmm.\n\nFinal answer: yes"
+    assert event.prompt == "system: Be brief.\nuser: Q?"
