@@ -21,10 +21,11 @@ Formats (``FORMATS``):
 ``auto``
     Picks one of the above per record from its shape.
 
-In the API formats the teacher is a top-level ``teacher``, else the model the request asked for
-(the response's model when there is no request), ``teacher_version`` the model the response reports, and the sample id is
-taken from ``metadata.sample_id`` (request or wrapper), a top-level ``sample_id``, or else a
-hash of the prompt text, so that every teacher asked the same prompt joins on one sample.
+In the API formats the teacher is a top-level ``teacher``, else the model the request asked
+for (the response's model when there is no request); ``teacher_version`` is the model the
+response reports; the sample id is a top-level ``sample_id``, else ``metadata.sample_id`` (of
+the line or the request), else a hash of the prompt text, so that every teacher asked the same
+prompt joins on one sample.
 
 Any field can also be given by a JMESPath expression (``--map sample_id=request.id``; a
 leading dot is allowed, as in jq), which overrides what the format found; with no format
