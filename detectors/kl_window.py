@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from river import base
 from scipy.stats import chi2
+
+from stream.cext import optional_extension
 
 __all__ = ["KLWindow"]
 
@@ -378,14 +380,14 @@ def _histogram_sums_py(items: list[tuple[float, ...]], bins: int) -> np.ndarray:
     return np.fromiter(map(sum, zip(*items, strict=True)), float, bins)
 
 
-try:  # the same sums in C (detectors/_kernels.c), built by `pip install` with a compiler
-    from detectors._kernels import column_sums as _column_sums_c
+def _histogram_sums_c(items: list[tuple[float, ...]], bins: int) -> np.ndarray:
+    """The same sums in C (detectors/_kernels.c), built by `pip install` with a compiler."""
+    return np.frombuffer(_kernels.column_sums(items, bins), dtype=float)
 
-    def _histogram_sums(items: list[tuple[float, ...]], bins: int) -> np.ndarray:
-        return np.frombuffer(_column_sums_c(items, bins), dtype=float)
 
-except ImportError:  # pragma: no cover - a build without a C compiler
-    _histogram_sums = _histogram_sums_py
+_kernels = optional_extension("detectors._kernels")  # None: not built, or DISTILL_NO_C_EXT
+_histogram_sums = _histogram_sums_py if _kernels is None else _histogram_sums_c
+KERNELS: Literal["c", "python"] = "python" if _kernels is None else "c"
 
 
 def _jsonable(item: Any) -> Any:
