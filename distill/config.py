@@ -1,6 +1,13 @@
 """One configuration: a TOML file, then ``DISTILL_<SECTION>__<FIELD>`` environment overrides,
-then command-line flags. Loading returns the config or a :class:`ConfigInvalid` naming the
-field, so a typo fails at start with a message rather than a traceback.
+then command-line flags, merged by pydantic-settings. Loading returns the config or a
+:class:`ConfigInvalid` naming the field, so a typo fails at start with a message rather than
+a traceback.
+
+Secrets (the password-like keys of ``kafka.security``) are held as ``SecretStr``: they print
+as ``**********`` and a config error names their field but never their value. Any
+environment variable may instead be given as ``NAME_FILE`` holding a path, whose contents
+(without the final newline) become the value, e.g.
+``DISTILL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD_FILE=/run/secrets/kafka-password``.
 
 >>> cfg = load_config(None, env={}, overrides={"serve": {"checkpoint_every": 500}})
 >>> cfg.serve.checkpoint_every, cfg.kafka.input_topic
@@ -9,22 +16,47 @@ field, so a typo fails at start with a message rather than a traceback.
 invalid config: serve.checkpoint_every: Input should be greater than 0 (got '-1')
 >>> print(load_config(None, env={}, overrides={"serve": {"chekpoint_every": 1}}))
 invalid config: serve.chekpoint_every: Extra inputs are not permitted (got 1)
+>>> cfg = load_config(None, env={"DISTILL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD": "hunter2"})
+>>> cfg.kafka.security["sasl_plain_password"]
+SecretStr('**********')
+>>> print(load_config(None, env={"DISTILL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD": "hunter2",
+...                              "DISTILL_KAFKA__PARTITIONS": "x"}))
+invalid config: kafka.partitions: Input should be a valid integer, ... (got 'x')
+>>> print(load_config(None, env={}, overrides={"kafka": {"security": {"ssl_password": 1}}}))
+invalid config: kafka.security: Value error, ssl_password must be a string (got **********)
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
 
 ENV_PREFIX = "DISTILL_"
+ENV_NESTED_DELIMITER = "__"
+FILE_SUFFIX = "_FILE"
+# kafka.security keys whose values are secrets, under kafka-python's and librdkafka's names
+SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password", "sasl_oauth_token",
+                         "sasl.password", "ssl.key.password", "ssl.keystore.password",
+                         "sasl.oauthbearer.client.secret"})
+_REDACTED = "**********"
 
 
 class _Section(BaseModel):
@@ -45,11 +77,22 @@ class KafkaConfig(_Section):
     security: dict[str, Any] = Field(
         default_factory=dict,
         description="TLS/SASL options under kafka-python's names (security_protocol, "
-                    "sasl_mechanism, ...); dotted keys are librdkafka properties")
+                    "sasl_mechanism, ...); dotted keys are librdkafka properties; "
+                    "passwords are kept as SecretStr")
     client: Literal["kafka-python", "librdkafka"] = Field(
         "kafka-python",
         description="Kafka client of `distill serve`: kafka-python, or librdkafka "
                     "(confluent-kafka, faster; pip install 'drift-distill[librdkafka]')")
+
+    @field_validator("security")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Secret values become SecretStr, so no repr, log line or error shows them."""
+        for key in SECRET_KEYS.intersection(value):
+            if not isinstance(value[key], str | SecretStr):
+                raise ValueError(f"{key} must be a string")
+        return {k: SecretStr(v) if k in SECRET_KEYS and isinstance(v, str) else v
+                for k, v in value.items()}
 
 
 class ServeConfig(_Section):
@@ -67,6 +110,14 @@ class ServeConfig(_Section):
     timeline_every: int = Field(
         500, gt=0, description="records between bank snapshots in timeline.jsonl (for reports)")
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("expected_teachers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """``DISTILL_SERVE__EXPECTED_TEACHERS=a,b`` as well as a TOML list."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
 
 class DetectorsConfig(_Section):
@@ -91,11 +142,46 @@ class TrainConfig(_Section):
     gate_tolerance: float = Field(0.0, ge=0, description="promote if score >= current - this")
 
 
-class Config(_Section):
+class Config(BaseSettings):
+    """The whole configuration; build it with :func:`load_config`."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER, case_sensitive=False,
+        enable_decoding=False)  # raw strings: validation names the field, as for flags
+
     kafka: KafkaConfig = KafkaConfig()
     serve: ServeConfig = ServeConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     train: TrainConfig = TrainConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init arguments) > environment > TOML file, as :func:`load_config` set them."""
+        path, env = _SOURCES.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvSource(settings_cls, env)]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (tests pass their own)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._env.items()}
+
+
+_SOURCES: ContextVar[tuple[Path | None, Mapping[str, str]]] = ContextVar(
+    "distill_config_sources", default=(None, {}))
 
 
 @dataclass(frozen=True)
@@ -109,42 +195,56 @@ class ConfigInvalid:
         return "invalid config: " + "; ".join(self.errors)
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+@contextmanager
+def _sources(path: Path | None, env: Mapping[str, str]) -> Iterator[None]:
+    token = _SOURCES.set((path, env))
+    try:
+        yield
+    finally:
+        _SOURCES.reset(token)
+
+
+def _read_secret_files(env: Mapping[str, str]) -> dict[str, str] | ConfigInvalid:
+    """``DISTILL_..._FILE=path`` becomes ``DISTILL_...=<contents of path>``."""
+    out = dict(env)
     for key, value in env.items():
-        if not key.startswith(ENV_PREFIX) or "__" not in key:
+        if not (key.upper().startswith(ENV_PREFIX) and key.upper().endswith(FILE_SUFFIX)):
             continue
-        section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
-        out.setdefault(section, {})[name] = value
+        try:
+            out[key[:-len(FILE_SUFFIX)]] = Path(value).read_text().removesuffix("\n")
+        except OSError as exc:
+            return ConfigInvalid((f"{key}: cannot read {value}: {exc.strerror}",))
+        del out[key]
     return out
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+def _describe(err: Any) -> str:
+    """One error as ``section.field: message (got value)``. The value is shown only when it
+    is a plain scalar outside ``kafka.security``, so a secret is never echoed."""
+    loc = [str(p) for p in err["loc"]]
+    value = err.get("input")
+    shown = (loc[:2] != ["kafka", "security"]
+             and isinstance(value, str | int | float | bool | None))
+    return f"{'.'.join(loc)}: {err['msg']} (got {repr(value) if shown else _REDACTED})"
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Config | ConfigInvalid:
     """File < environment < overrides (flags). Never raises for bad user input."""
-    data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
+        if not Path(path).is_file():
             return ConfigInvalid((f"{path}: file not found",))
+        try:  # pydantic-settings reads it again; parsed here first for a clear error
+            tomllib.loads(Path(path).read_text())
         except tomllib.TOMLDecodeError as exc:
             return ConfigInvalid((f"{path}: not valid TOML: {exc}",))
-    data = _merge(data, _env_overrides(os.environ if env is None else env))
-    data = _merge(data, overrides or {})
+    environ = _read_secret_files(os.environ if env is None else env)
+    if isinstance(environ, ConfigInvalid):
+        return environ
     try:
-        return Config.model_validate(data)
+        with _sources(None if path is None else Path(path), environ):
+            return Config(**dict(overrides or {}))
     except ValidationError as exc:
-        return ConfigInvalid(tuple(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
-            for err in exc.errors()))
+        return ConfigInvalid(tuple(_describe(err) for err in exc.errors()))
+    except SettingsError as exc:  # an environment value that is not valid JSON for its field
+        return ConfigInvalid((str(exc).split(" from ")[0],))

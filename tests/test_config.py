@@ -1,0 +1,64 @@
+"""Config loading: TOML < environment < flags, errors that name the field, secrets kept secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+from pydantic import SecretStr
+
+from distill.cli import main
+from distill.config import Config, ConfigInvalid, load_config
+from stream.kafka import KafkaSettings
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def test_flags_beat_environment_beat_the_toml_file(tmp_path: Path) -> None:
+    toml = tmp_path / "distill.toml"
+    toml.write_text('[serve]\ncheckpoint_every = 7\ngroup_timeout_s = 9.0\n'
+                    'expected_teachers = ["a", "b"]\n[kafka]\npartitions = 3\n')
+    env = {"DISTILL_SERVE__CHECKPOINT_EVERY": "70", "DISTILL_KAFKA__PARTITIONS": "30"}
+    cfg = load_config(toml, env=env, overrides={"kafka": {"partitions": 300}})
+    assert isinstance(cfg, Config)
+    assert (cfg.serve.checkpoint_every, cfg.kafka.partitions) == (70, 300)
+    assert (cfg.serve.group_timeout_s, cfg.serve.expected_teachers) == (9.0, ["a", "b"])
+    cfg = load_config(None, env={"DISTILL_SERVE__EXPECTED_TEACHERS": "x, y"})
+    assert isinstance(cfg, Config) and cfg.serve.expected_teachers == ["x", "y"]
+
+
+def test_bad_input_names_the_field_or_the_file(tmp_path: Path) -> None:
+    assert str(load_config(tmp_path / "nope.toml", env={})).endswith("nope.toml: file not found")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[serve\n")
+    assert "bad.toml: not valid TOML" in str(load_config(bad, env={}))
+    err = load_config(None, env={"DISTILL_SERVE__GROUP_TIMEOUT_S": "soon"})
+    assert isinstance(err, ConfigInvalid)
+    assert str(err).startswith("invalid config: serve.group_timeout_s: Input should be")
+
+
+def test_a_secret_from_a_file_reaches_the_client_and_nothing_else(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD + "\n")
+    cfg = load_config(None, env={"DISTILL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD_FILE": str(secret),
+                                 "DISTILL_KAFKA__SECURITY__SASL_MECHANISM": "PLAIN"})
+    assert isinstance(cfg, Config)
+    assert isinstance(cfg.kafka.security["sasl_plain_password"], SecretStr)
+    assert PASSWORD not in repr(cfg) and PASSWORD not in str(cfg)
+    settings = KafkaSettings("k:9092", security=cfg.kafka.security, client="librdkafka")
+    assert PASSWORD not in repr(settings)
+    assert settings.common()["sasl_plain_password"] == PASSWORD
+    assert settings.librdkafka_security()["sasl.password"] == PASSWORD
+    missing = load_config(None, env={"DISTILL_KAFKA__SECURITY__SSL_PASSWORD_FILE": "/nonexistent"})
+    assert "DISTILL_KAFKA__SECURITY__SSL_PASSWORD_FILE: cannot read /nonexistent" in str(missing)
+
+
+def test_a_config_error_never_prints_the_secret() -> None:
+    env = {"DISTILL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD": PASSWORD,
+           "DISTILL_KAFKA__PARTITIONS": "many"}
+    result = CliRunner().invoke(main, ["serve", "--max-records", "0"], env=env)
+    assert result.exit_code == 2, result.output
+    assert "kafka.partitions" in result.output and PASSWORD not in result.output
+    err = load_config(None, env={}, overrides={"kafka": {"security": {"sasl.password": 5}}})
+    assert str(err) == ("invalid config: kafka.security: Value error, sasl.password must be a "
+                        "string (got **********)")
