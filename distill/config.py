@@ -47,7 +47,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from detectors.bank import BankConfig
+from stream.dedup import DEFAULT_WINDOW
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
+from stream.join import DEFAULT_MAX_OPEN, DEFAULT_TIMEOUT_S
 
 ENV_PREFIX = "DISTILL_"
 ENV_NESTED_DELIMITER = "__"
@@ -102,9 +105,10 @@ class ServeConfig(_Section):
     checkpoint_interval_s: float = Field(5.0, gt=0, description="seconds between checkpoints")
     expected_teachers: list[str] = Field(
         default_factory=list, description="teachers a group waits for; empty = learned")
-    group_timeout_s: float = Field(300.0, gt=0, description="produced_at span before timeout")
-    join_buffer_max: int = Field(10_000, gt=0, description="open samples held at most")
-    dedup_window: int = Field(100_000, gt=0, description="event ids remembered at most")
+    group_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0,
+                                   description="produced_at span before timeout")
+    join_buffer_max: int = Field(DEFAULT_MAX_OPEN, gt=0, description="open samples held at most")
+    dedup_window: int = Field(DEFAULT_WINDOW, gt=0, description="event ids remembered at most")
     metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
     archive_segment_events: int = Field(50_000, gt=0)
     timeline_every: int = Field(
@@ -120,11 +124,20 @@ class ServeConfig(_Section):
         return value
 
 
+_BANK = BankConfig()  # the detector library's defaults are the config's
+
+
 class DetectorsConfig(_Section):
-    false_alarms_per_10k: float = Field(0.5, gt=0, description="KL-window false-alarm budget")
-    hist_bins: int = Field(64, ge=4, description="hashed vocabulary histogram bins")
-    adwin_delta: float = Field(0.05, gt=0, lt=1,
+    false_alarms_per_10k: float = Field(_BANK.false_alarms_per_10k, gt=0,
+                                        description="KL-window false-alarm budget")
+    hist_bins: int = Field(_BANK.hist_bins, ge=4, description="hashed vocabulary histogram bins")
+    adwin_delta: float = Field(_BANK.adwin_delta, gt=0, lt=1,
                                description="ADWIN on log length; tuned on the real chains")
+
+    def bank(self) -> BankConfig:
+        """The detector bank's settings: these fields over the library's other defaults."""
+        return BankConfig(false_alarms_per_10k=self.false_alarms_per_10k,
+                          hist_bins=self.hist_bins, adwin_delta=self.adwin_delta)
 
 
 class TrainConfig(_Section):
@@ -140,6 +153,10 @@ class TrainConfig(_Section):
     replay_fraction: float = Field(0.5, ge=0, le=4, description="replayed old groups per new")
     probe_fraction: float = Field(0.1, ge=0, lt=1, description="samples held out for the gate")
     gate_tolerance: float = Field(0.0, ge=0, description="promote if score >= current - this")
+
+
+_SOURCES: ContextVar[tuple[Path | None, Mapping[str, str]]] = ContextVar(
+    "distill_config_sources", default=(None, {}))
 
 
 class Config(BaseSettings):
@@ -180,8 +197,9 @@ class _EnvSource(EnvSettingsSource):
         return {k.lower(): v for k, v in self._env.items()}
 
 
-_SOURCES: ContextVar[tuple[Path | None, Mapping[str, str]]] = ContextVar(
-    "distill_config_sources", default=(None, {}))
+DEFAULTS = Config()  # no file, no environment: every default, for the layers below
+"""The defaults of every section; lower layers (trainer rounds, triggers, CLI help) read
+their defaults here, so each value is written once."""
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,32 @@ def test_a_config_error_never_prints_the_secret() -> None:
     err = load_config(None, env={}, overrides={"kafka": {"security": {"sasl.password": 5}}})
     assert str(err) == ("invalid config: kafka.security: Value error, sasl.password must be a "
                         "string (got **********)")
+
+
+def test_lower_layers_take_their_defaults_from_the_config() -> None:
+    from detectors.bank import BankConfig
+    from distill.config import DEFAULTS
+    from distill.trainer.follow import FollowSettings
+    from stream.dedup import DedupWindow
+    from stream.join import SampleJoiner
+
+    serve, train, det = DEFAULTS.serve, DEFAULTS.train, DEFAULTS.detectors
+    joiner = SampleJoiner()
+    assert (joiner.max_open, joiner.timeout_s) == (serve.join_buffer_max, serve.group_timeout_s)
+    assert DedupWindow().max_size == serve.dedup_window
+    assert det.bank() == BankConfig()
+    follow = FollowSettings()
+    assert (follow.group_id, follow.buffer_max_groups, follow.probe_fraction) == (
+        train.group_id, train.buffer_max_groups, train.probe_fraction)
+    assert (follow.policy.every_groups, follow.policy.every_s, follow.policy.on_alert) == (
+        train.trigger_every_groups, train.trigger_every_s, train.trigger_on_alert)
+    assert (follow.round.steps, follow.round.max_new_groups, follow.round.tolerance) == (
+        train.steps, train.max_new_groups, train.gate_tolerance)
+
+
+def test_cli_help_shows_the_config_defaults() -> None:
+    from distill.config import DEFAULTS
+
+    out = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    assert f"[default: {DEFAULTS.serve.checkpoint_every}]" in out
+    assert f"[default: {DEFAULTS.kafka.group_id}]" in out

@@ -35,12 +35,10 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
     from rich.console import Console
     from rich.progress import Progress
 
-    from detectors.bank import BankConfig
     from distill.experiments.detection import load_chains, run_benchmark
 
     cfg = load_or_exit(config_path).detectors
-    bank = BankConfig(false_alarms_per_10k=cfg.false_alarms_per_10k, hist_bins=cfg.hist_bins,
-                      adwin_delta=cfg.adwin_delta)
+    bank = cfg.bank()
     console = Console()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("chains", total=len(load_chains(chains)))

@@ -23,7 +23,6 @@ import orjson
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from detectors.bank import BankConfig
 from detectors.exceptions import DetectorError
 from distill.config import Config
 from distill.exceptions import CheckpointUnreadable
@@ -47,8 +46,7 @@ RECENT_ALERTS = 10_000  # alerts a run keeps in memory (all of them go to Kafka 
 def pipeline_config(cfg: Config) -> PipelineConfig:
     d = cfg.detectors
     return PipelineConfig(
-        bank=BankConfig(false_alarms_per_10k=d.false_alarms_per_10k, hist_bins=d.hist_bins,
-                        adwin_delta=d.adwin_delta),
+        bank=d.bank(),
         expected_teachers=tuple(cfg.serve.expected_teachers),
         group_timeout_s=cfg.serve.group_timeout_s,
         join_buffer_max=cfg.serve.join_buffer_max,

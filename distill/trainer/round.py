@@ -32,10 +32,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from distill.config import DEFAULTS
 from distill.groups import TeacherGroup
 from distill.trainer.buffer import GroupBuffer
 from distill.trainer.exceptions import NoStudentError, NothingToTrainError, RoundBusyError
 from distill.trainer.registry import Registry, Version
+from distill.trainer.triggers import TRIGGERS
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,11 @@ class TrainerPaths:
 class RoundSettings:
     """What one round does. ``apo`` passes extra :class:`distill.apo.APOConfig` fields."""
 
-    steps: int = 20
-    max_new_groups: int = 256
-    replay_fraction: float = 0.5
+    steps: int = DEFAULTS.train.steps
+    max_new_groups: int = DEFAULTS.train.max_new_groups
+    replay_fraction: float = DEFAULTS.train.replay_fraction
     probe_max: int = 64
-    tolerance: float = 0.0
+    tolerance: float = DEFAULTS.train.gate_tolerance
     gate_metrics: tuple[str, ...] = ("agreement", "accuracy")
     keep_rejected: bool = False
     keep_versions: int = 5  # newest versions whose weights are kept (+ current, reference)
@@ -349,8 +351,7 @@ def observe(metrics: Any, outcome: RoundOutcome, paths: TrainerPaths | None = No
     """Update :class:`distill.metrics.TrainerMetrics` (``None`` = no metrics) for a round."""
     if metrics is None or outcome.reused or outcome.status == "skipped":
         return
-    trigger = outcome.trigger if outcome.trigger in ("count", "interval", "alert",
-                                                     "manual", "webhook") else "manual"
+    trigger = outcome.trigger if outcome.trigger in TRIGGERS else "manual"
     metrics.retrain_runs.labels(trigger=trigger, status=outcome.status).inc()
     metrics.retrain_duration.observe(outcome.seconds)
     if outcome.status == "failed":
