@@ -111,7 +111,7 @@ def do_rollback(state_dir: Path, version: str) -> None:
     from distill.trainer.round import TrainerPaths
 
     paths = TrainerPaths(state_dir)
-    if not (paths.registry / "registry.json").exists():
+    if not paths.registry_file.exists():
         click.echo(f"distill: no registry under {paths.registry}", err=True)
         sys.exit(2)
     try:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from distill.config import Config
 from distill.monitor.service import MonitorService, RunLimits, kafka_settings
+from distill.statedir import StateDir
 from stream.broker import EmbeddedBroker
 from stream.durable import write_json_atomic
 from stream.kafka import KafkaSink, ensure_topics
@@ -36,7 +37,7 @@ def run_demo(cfg: Config, scenario_name: str, seed: int) -> int:
     state_dir = Path(cfg.serve.state_dir) / "demo"
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
-    write_json_atomic(state_dir / "changepoints.json", points)  # `distill report` marks them
+    write_json_atomic(StateDir(state_dir).changepoints, points)  # `distill report` marks them
     with EmbeddedBroker(log_path=None) as broker:
         cfg = cfg.model_copy(update={
             "kafka": cfg.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers,

@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 
 from distill.config import DEFAULTS
 from distill.groups import TeacherGroup
+from distill.statedir import StateDir
 from distill.trainer.buffer import GroupBuffer
 from distill.trainer.exceptions import NoStudentError, NothingToTrainError, RoundBusyError
 from distill.trainer.registry import Registry, Version
@@ -46,27 +47,8 @@ Stage = Callable[[str, str], None]
 """Progress callback: ``stage(name, detail)``; the retrain CLI draws it with rich."""
 
 
-@dataclass(frozen=True)
-class TrainerPaths:
-    """Where the trainer keeps its state inside a service state directory."""
-
-    state_dir: Path
-
-    @property
-    def root(self) -> Path:
-        return Path(self.state_dir) / "trainer"
-
-    @property
-    def buffer(self) -> Path:
-        return self.root / "buffer.sqlite"
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "registry"
-
-    @property
-    def archive(self) -> Path:
-        return Path(self.state_dir) / "archive"
+TrainerPaths = StateDir
+"""The trainer's view of the state directory is the one layout (:mod:`distill.statedir`)."""
 
 
 @dataclass(frozen=True)
@@ -186,12 +168,12 @@ class RoundOutcome:
 
 @contextlib.contextmanager
 def round_lock(paths: TrainerPaths) -> Iterator[None]:
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with open(paths.root / "round.lock", "a+b") as f:
+    paths.trainer.mkdir(parents=True, exist_ok=True)
+    with open(paths.round_lock, "a+b") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RoundBusyError(f"another round holds {paths.root / 'round.lock'}") from None
+            raise RoundBusyError(f"another round holds {paths.round_lock}") from None
         yield
 
 
