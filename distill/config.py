@@ -50,6 +50,7 @@ from pydantic_settings import (
 from detectors.bank import BankConfig
 from stream.dedup import DEFAULT_WINDOW
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
+from stream.formats import FORMATS
 from stream.join import DEFAULT_MAX_OPEN, DEFAULT_TIMEOUT_S
 
 ENV_PREFIX = "DISTILL_"
@@ -155,6 +156,30 @@ class TrainConfig(_Section):
     gate_tolerance: float = Field(0.0, ge=0, description="promote if score >= current - this")
 
 
+class HttpConfig(_Section):
+    """Limits and the bearer token of every process's HTTP endpoint."""
+
+    token: SecretStr | None = Field(
+        None, description="bearer token for POST endpoints (ingest, /-/retrain); required "
+                          "when they listen beyond loopback")
+    token_file: Path | None = Field(None, description="file whose first line is the token")
+    max_body_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES * 8, gt=0,
+                                description="largest request body accepted")
+    timeout_s: float = Field(10.0, gt=0, description="seconds to receive one whole request")
+    max_connections: int = Field(64, gt=0, description="connections served at once")
+
+
+class GatewayConfig(_Section):
+    address: str = Field("127.0.0.1:9110", description="host:port of POST /v1/events")
+
+
+class IngestConfig(_Section):
+    format: Literal[FORMATS] = Field("auto", description="input format of `distill ingest`")
+    map: dict[str, str] = Field(default_factory=dict,
+                                description="event field -> JMESPath into each record")
+    rejects: Path = Field(Path("ingest-rejects.jsonl"), description="rejected lines + reason")
+
+
 _SOURCES: ContextVar[tuple[Path | None, Mapping[str, str]]] = ContextVar(
     "distill_config_sources", default=(None, {}))
 
@@ -171,6 +196,9 @@ class Config(BaseSettings):
     serve: ServeConfig = ServeConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     train: TrainConfig = TrainConfig()
+    http: HttpConfig = HttpConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    ingest: IngestConfig = IngestConfig()
 
     @classmethod
     def settings_customise_sources(
@@ -222,11 +250,22 @@ def _sources(path: Path | None, env: Mapping[str, str]) -> Iterator[None]:
         _SOURCES.reset(token)
 
 
+def _field_env_names() -> frozenset[str]:
+    """``DISTILL_<SECTION>__<FIELD>`` of every field, e.g. ``DISTILL_HTTP__TOKEN_FILE``."""
+    return frozenset(
+        f"{ENV_PREFIX}{section}{ENV_NESTED_DELIMITER}{name}".upper()
+        for section, info in Config.model_fields.items()
+        for name in type(info.default).model_fields)
+
+
 def _read_secret_files(env: Mapping[str, str]) -> dict[str, str] | ConfigInvalid:
-    """``DISTILL_..._FILE=path`` becomes ``DISTILL_...=<contents of path>``."""
+    """``DISTILL_..._FILE=path`` becomes ``DISTILL_...=<contents of path>``, unless the
+    ``_FILE`` name is itself a field (``http.token_file`` reads its own file)."""
     out = dict(env)
+    fields = _field_env_names()
     for key, value in env.items():
-        if not (key.upper().startswith(ENV_PREFIX) and key.upper().endswith(FILE_SUFFIX)):
+        upper = key.upper()
+        if not (upper.startswith(ENV_PREFIX) and upper.endswith(FILE_SUFFIX)) or upper in fields:
             continue
         try:
             out[key[:-len(FILE_SUFFIX)]] = Path(value).read_text().removesuffix("\n")
@@ -236,13 +275,19 @@ def _read_secret_files(env: Mapping[str, str]) -> dict[str, str] | ConfigInvalid
     return out
 
 
+def _secret(loc: list[str]) -> bool:
+    """A field that holds a secret: anything under ``kafka.security``, or a name that says so
+    (``http.token``, a password)."""
+    return loc[:2] == ["kafka", "security"] or any(
+        word in part for part in loc for word in ("token", "password", "secret"))
+
+
 def _describe(err: Any) -> str:
     """One error as ``section.field: message (got value)``. The value is shown only when it
-    is a plain scalar outside ``kafka.security``, so a secret is never echoed."""
+    is a plain scalar of a field that holds no secret, so a secret is never echoed."""
     loc = [str(p) for p in err["loc"]]
     value = err.get("input")
-    shown = (loc[:2] != ["kafka", "security"]
-             and isinstance(value, str | int | float | bool | None))
+    shown = not _secret(loc) and isinstance(value, str | int | float | bool | None)
     return f"{'.'.join(loc)}: {err['msg']} (got {repr(value) if shown else _REDACTED})"
 
 

@@ -62,6 +62,8 @@ def test_a_config_error_never_prints_the_secret() -> None:
     err = load_config(None, env={}, overrides={"kafka": {"security": {"sasl.password": 5}}})
     assert str(err) == ("invalid config: kafka.security: Value error, sasl.password must be a "
                         "string (got **********)")
+    err = load_config(None, env={}, overrides={"http": {"token": 987654321}})
+    assert "http.token" in str(err) and "987654321" not in str(err)
 
 
 def test_lower_layers_take_their_defaults_from_the_config() -> None:
