@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def _produce(settings: Any, cfg: Config, scenario: Any, seed: int) -> None:
         sink.close()
 
 
-def _print_summary(console: Console, alerts: list[dict[str, Any]],
+def _print_summary(console: Console, alerts: Iterable[dict[str, Any]],
                    points: list[dict[str, Any]]) -> int:
     by_teacher: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for alert in alerts:
