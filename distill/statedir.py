@@ -8,6 +8,7 @@
       alerts.jsonl, timeline.jsonl           diagnostics for `distill report` (serve, replay)
       changepoints.json, replay.json         true change points; a replay's summary
       tansu.log                              the embedded broker's log
+      demo/                                  `distill serve --demo`'s own state dir
       trainer/buffer.sqlite                  the trainer's group buffer
       trainer/registry/registry.json         student versions (models/ beside it)
       trainer/round.lock                     one round at a time
@@ -77,6 +78,11 @@ class StateDir:
     @property
     def broker_log(self) -> Path:
         return self.root / "tansu.log"
+
+    @property
+    def demo(self) -> Path:
+        """A state dir of its own, wiped and refilled by each `distill serve --demo`."""
+        return self.root / "demo"
 
     def replay_outputs(self) -> tuple[Path, ...]:
         """What a replay writes, and all that `distill replay --force` may remove."""

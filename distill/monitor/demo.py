@@ -35,7 +35,7 @@ def run_demo(cfg: Config, scenario_name: str, seed: int) -> int:
     console = Console()
     scenario = load_scenario(scenario_name)
     points = change_points(scenario)
-    state_dir = Path(cfg.serve.state_dir) / "demo"
+    state_dir = StateDir(Path(cfg.serve.state_dir)).demo
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
     write_json_atomic(StateDir(state_dir).changepoints, points)  # `distill report` marks them
