@@ -176,7 +176,7 @@ def read_image_bytes(ref: ImageRef, roots: Sequence[str | Path]) -> bytes | Imag
             import fsspec  # the optional `multimodal` extra; only object-store URIs need it
 
             with fsspec.open(where, "rb") as fh:
-                data = fh.read()
+                data: bytes = fh.read()
         else:
             real = Path(where).resolve()
             roots_real = [Path(r).resolve() for r in _local_roots(roots)]
