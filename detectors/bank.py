@@ -27,9 +27,11 @@ counts every alarm after the first as false. So a detection becomes an alarm (a
 no alarm in the last ``refractory`` events; afterwards the teacher's other detectors are
 re-anchored on the new regime (``reset_on_alarm``). Peer signals are relational: when one
 teacher changes, the leave-one-out majority of every other teacher moves with it. So a
-peer detection is not an alarm while another teacher has alarmed on one of its own
-signals (not peer signals, which are ambiguous) within the evidence horizon, counted in
-bank-wide events: the change is explained by that teacher. Every
+peer detection is not an alarm while another teacher has alarmed within the evidence
+horizon, counted in bank-wide events: the change is explained by that teacher. In the
+univariate bank only alarms on a teacher's own signals count (agreement alone is
+ambiguous); in the joint bank the first teacher whose peer test alarms takes the change
+(its shift relative to the others is the largest), as does any alarm of its own test. Every
 detection still counts in :meth:`DetectorBank.summary` and in the teacher's evidence.
 
 >>> bank = DetectorBank(BankConfig(test="univariate", kl_window=20, kl_reference=40))
@@ -316,8 +318,8 @@ class DetectorBank:
         if not self._alarms(entry, index, name):
             return []
         entry.last_alarm = index
-        if name not in PEER_SIGNALS and name != "peer":
-            entry.last_alarm_clock = self._clock
+        if name not in PEER_SIGNALS:  # the joint peer test too: its alarm explains the
+            entry.last_alarm_clock = self._clock  # peers' (first peer alarm wins)
         return [DriftRecord(teacher, name, key.kind, index, float(det.statistic),
                             float(det.threshold), time)]
 

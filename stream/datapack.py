@@ -183,9 +183,9 @@ def build_drift_stream(
         for i in range(bounds[seg], bounds[seg + 1]):
             sid = samples[i]
             at = _EPOCH + timedelta(seconds=i)
-            group = [record_to_event(by_version[version][sid], teacher=watched, produced_at=at)]
-            group += [record_to_event(by_version[p][sid], teacher=p, produced_at=at)
-                      for p in peers]
+            group = [record_to_event(by_version[v][sid], teacher=name, produced_at=at,
+                                     event_id=f"{sid}|{v}")  # unique whatever the field
+                     for v, name in ((version, watched), *((p, p) for p in peers))]
             rng.shuffle(group)
             events.extend(group)
     return DriftStream(events=events, change_points=bounds[1:-1], watched=watched,
