@@ -138,7 +138,7 @@ def _switch_pack(path: Path, n: int = 400) -> None:
                     "answer": str(i % 2)}) + "\n")
 
 
-def test_bench_detect_scores_a_fixture_chain_and_counts_skipped_switches_as_misses(tmp_path: Path) -> None:
+def test_bench_detect_counts_skipped_switches_as_misses(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from distill.cli import main
