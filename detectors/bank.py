@@ -176,7 +176,7 @@ class BankConfig:
     def detector_keys(self) -> tuple[str, ...]:
         """The detectors of one teacher: the joint tests, or one per univariate signal."""
         if self.test == "mmd":
-            return JOINT_KEYS
+            return tuple(k for k in JOINT_KEYS if self.blocks(k))
         return tuple(s for s in self.signals if s in UNIVARIATE)
 
     def blocks(self, key: str) -> tuple[tuple[str, int], ...]:
@@ -200,9 +200,9 @@ class BankConfig:
         kind = self.kind_of(signal)
         if kind == "mmd":
             blocks = [d for _, d in self.blocks(signal)]
+            share = self.false_alarms_per_10k / len(self.detector_keys())
             return KINDS["mmd"](dim=sum(blocks), blocks=blocks, window_size=self.mmd_window,
-                                reference_size=self.mmd_reference,
-                                false_alarms_per_10k=self.false_alarms_per_10k / 2,
+                                reference_size=self.mmd_reference, false_alarms_per_10k=share,
                                 test_every=self.mmd_test_every, min_size=self.mmd_min_size)
         if kind == "adwin":
             return KINDS["adwin"](delta=self.adwin_delta, clock=self.adwin_clock)
@@ -280,9 +280,9 @@ class DetectorBank:
     def _update_joint(self, entry: _Teacher, teacher: str, signals: Mapping[str, Any],
                       own: bool, time: float | None) -> list[DriftRecord]:
         name = "own" if own else "peer"
-        if not own and all(signals.get(s) is None for s in PEER_SIGNALS):
+        key = entry.keys.get(name)
+        if key is None or not own and all(signals.get(s) is None for s in PEER_SIGNALS):
             return []
-        key = entry.keys[name]
         det = key.detector
         det.update(self._vector(entry, name, signals))
         key.n += 1
