@@ -281,7 +281,7 @@ class DetectorBank:
                       own: bool, time: float | None) -> list[DriftRecord]:
         name = "own" if own else "peer"
         key = entry.keys.get(name)
-        if key is None or not own and all(signals.get(s) is None for s in PEER_SIGNALS):
+        if key is None or (not own and all(signals.get(s) is None for s in PEER_SIGNALS)):
             return []
         det = key.detector
         det.update(self._vector(entry, name, signals))
