@@ -42,8 +42,8 @@ class Detector(Protocol):
     def to_state(self) -> dict[str, Any]: ...
 
 
-KINDS: dict[str, type] = {"adwin": ADWIN, "hddm_a": HDDMA, "kl_window": KLWindow,
-                          "mmd": MMDWindow}
+KINDS: dict[str, Any] = {"adwin": ADWIN, "hddm_a": HDDMA, "kl_window": KLWindow,
+                         "mmd": MMDWindow}
 
 
 def detector_from_state(kind: str, state: dict[str, Any]) -> Any:
