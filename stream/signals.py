@@ -8,8 +8,8 @@ its peers on the same sample cancels what every teacher shares (the prompt mix, 
 change) and the prompt's own variance.
 
 - ``length``: whitespace-separated words of the trajectory (no tokenizer needed);
-- ``answer``: the final answer, canonical spelling (None when there is none: the
-  ``refusal`` signal carries that, and two silent teachers must not count as agreeing);
+- ``answer``: the final answer, canonical spelling (None when there is none: two silent
+  teachers must not count as agreeing);
 - ``refusal``: 1 when the text opens with a refusal (a reply without an extractable answer
   is not a refusal: open-ended tasks have none);
 - ``format``: 1 when the trajectory states its answer in a recognised format;
