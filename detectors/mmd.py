@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from river import base
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 __all__ = ["MMDWindow", "mmd_permutation_test"]
 
@@ -123,7 +123,8 @@ class MMDWindow(base.DriftDetector):
     def current_size(self) -> int:
         return len(self._split()[1])
 
-    def update(self, x: Sequence[float]) -> MMDWindow:
+    def update(  # type: ignore[override]  # a vector in, returns self, River style
+            self, x: Sequence[float]) -> MMDWindow:
         if self.drift_detected:
             self._reset()
         if len(x) != self.dim:
@@ -199,7 +200,8 @@ def _features(pooled: np.ndarray, weights: np.ndarray, seed: int) -> np.ndarray:
     w = rng.standard_normal((z.shape[1], FEATURES), dtype=np.float32) / np.float32(bandwidth)
     b = rng.uniform(0, 2 * math.pi, FEATURES).astype(np.float32)
     phi = np.cos(z.astype(np.float32) @ w + b)  # float32: half the cost, ample precision
-    return phi.astype(np.float64) * math.sqrt(2 / FEATURES)
+    out: np.ndarray = phi.astype(np.float64) * math.sqrt(2 / FEATURES)
+    return out
 
 
 def mmd_permutation_test(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
@@ -220,7 +222,8 @@ def _permutation_test(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None, 
     total = phi.sum(axis=0)
 
     def stat(sx: np.ndarray) -> np.ndarray:  # sx: feature sums of the x side, (P, D)
-        return (((sx / n) - (total - sx) / (len(pooled) - n)) ** 2).sum(-1)
+        out: np.ndarray = (((sx / n) - (total - sx) / (len(pooled) - n)) ** 2).sum(-1)
+        return out
 
     observed = float(stat(phi[:n].sum(axis=0)[None])[0])
     limit = math.ceil(3 / alpha) - 1
