@@ -82,6 +82,9 @@ class TrainConfig(_Section):
     trigger_every_s: float = Field(3600.0, gt=0)
     trigger_on_alert: bool = True
     buffer_max_groups: int = Field(50_000, gt=0)
+    min_group_answers: int = Field(
+        2, ge=1, description="groups with fewer teacher answers never enter the training "
+                             "buffer or the held-out probe (one answer has no negative)")
     group_id: str = Field("distill-trainer", description="consumer group of `distill train`")
     metrics_address: str = Field("127.0.0.1:9109", description="trainer /metrics, /healthz")
     steps: int = Field(20, gt=0, description="APO optimizer steps per round")

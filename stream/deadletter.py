@@ -2,14 +2,28 @@
 
 Headers carry the reason and where the message came from, so an operator can find and
 replay it: ``dlq.reason``, ``dlq.detail``, ``dlq.topic``, ``dlq.partition``, ``dlq.offset``.
+A message above :data:`~stream.kafka.MAX_RECORD_BYTES` (it was rejected as ``too_large``,
+or the producer could not send it whole) is dead-lettered as its first
+``MAX_RECORD_BYTES`` bytes with ``dlq.truncated: 1`` and ``dlq.original_size`` headers,
+so it reaches the topic under every client and broker limit.
+
+Every reason is also logged, at most once per :data:`LOG_EVERY_S` per reason with the
+number of messages since the last line, so a flood of bad input cannot flood the log.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
+
 from stream.events import Invalid
-from stream.kafka import Headers, KafkaSink, Record
+from stream.kafka import MAX_RECORD_BYTES, Headers, Record, Sink
 
 DEFAULT_DLQ_TOPIC = "teacher-outputs.dlq"
+LOG_EVERY_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 def dead_letter_headers(record: Record, invalid: Invalid) -> Headers:
@@ -27,13 +41,46 @@ def header_dict(headers: Headers) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in headers}
 
 
+class ReasonLog:
+    """Logs each reason at most once per ``every_s`` seconds, with the count in between."""
+
+    def __init__(self, every_s: float = LOG_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._pending: dict[str, int] = {}
+
+    def note(self, reason: str, where: str, detail: str) -> bool:
+        """Count one message; True when this one was logged."""
+        self._pending[reason] = self._pending.get(reason, 0) + 1
+        now = self._clock()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.every_s:
+            return False
+        count, self._pending[reason], self._last[reason] = self._pending[reason], 0, now
+        log.warning("dead-lettered %d message(s) as %s (latest %s: %s)", count, reason, where,
+                    detail[:200])
+        return True
+
+
 class DeadLetterSink:
     """Sends rejected records to the dead-letter topic through a shared producer."""
 
-    def __init__(self, sink: KafkaSink, topic: str = DEFAULT_DLQ_TOPIC) -> None:
+    def __init__(self, sink: Sink, topic: str = DEFAULT_DLQ_TOPIC,
+                 max_bytes: int = MAX_RECORD_BYTES) -> None:
         self.sink = sink
         self.topic = topic
+        self.max_bytes = max_bytes
+        self.reasons = ReasonLog()
 
     def send(self, record: Record, invalid: Invalid) -> None:
-        self.sink.send(self.topic, value=record.value or b"", key=record.key,
-                       headers=dead_letter_headers(record, invalid))
+        value = record.value or b""
+        headers = dead_letter_headers(record, invalid)
+        if len(value) > self.max_bytes:
+            headers += [("dlq.truncated", b"1"), ("dlq.original_size", str(len(value)).encode())]
+            value = value[:self.max_bytes]
+        key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
+        self.sink.send(self.topic, value=value, key=key, headers=headers)
+        self.reasons.note(invalid.reason, f"{record.topic}[{record.partition}]@{record.offset}",
+                          invalid.detail)

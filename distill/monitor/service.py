@@ -27,6 +27,7 @@ from detectors.bank import BankConfig
 from detectors.exceptions import DetectorError
 from distill.config import Config
 from distill.exceptions import CheckpointUnreadable
+from distill.groups import fit_record
 from distill.http import start_http_server
 from distill.metrics import MonitorMetrics
 from distill.monitor.partition import PartitionState
@@ -35,9 +36,18 @@ from distill.monitor.status import merge_summaries
 from stream.broker import EmbeddedBroker
 from stream.checkpoint import checkpoint_path, commit_checkpoint
 from stream.deadletter import DeadLetterSink
-from stream.events import TeacherEvent, decode_event
+from stream.events import Invalid, TeacherEvent, decode_event, internal_error
 from stream.exceptions import FatalClientError, StreamError
-from stream.kafka import KafkaSettings, Record, Sink, Source, ensure_topics, open_sink, open_source
+from stream.kafka import (
+    MAX_RECORD_BYTES,
+    KafkaSettings,
+    Record,
+    Sink,
+    Source,
+    ensure_topics,
+    open_sink,
+    open_source,
+)
 from stream.probe import BrokerProbe
 
 log = logging.getLogger("distill.serve")
@@ -211,6 +221,21 @@ class MonitorService:
         if self.summary.first_record_at is None:
             self.summary.first_record_at = started
         self.metrics.messages_consumed.inc()
+        try:
+            self._process(part, record)
+        except (KafkaError, StreamError):
+            raise  # the producer or broker, not this record: stop for the supervisor
+        except Exception as exc:  # no single record may stop the daemon
+            log.exception("record %s[%d]@%d failed", record.topic, record.partition,
+                          record.offset)
+            self._dead_letter(record, internal_error(exc))
+        part.next_offset = record.offset + 1
+        part.dirty = True
+        self.summary.records += 1
+        self._since_checkpoint += 1
+        self.metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def _process(self, part: PartitionState, record: Record) -> None:
         decoded = decode_event(record.value, self.cfg.serve.max_message_bytes)
         if isinstance(decoded, TeacherEvent):
             pipeline = part.pipeline
@@ -219,14 +244,12 @@ class MonitorService:
             self._count_overflow(pipeline.joiner.overflow - joined,
                                  pipeline.dedup.overflow - deduped)
         else:
-            self.dlq.send(record, decoded)
-            self.metrics.dead_lettered.labels(reason=decoded.reason).inc()
-            self.summary.dead_lettered += 1
-        part.next_offset = record.offset + 1
-        part.dirty = True
-        self.summary.records += 1
-        self._since_checkpoint += 1
-        self.metrics.processing_seconds.observe(time.perf_counter() - started)
+            self._dead_letter(record, decoded)
+
+    def _dead_letter(self, record: Record, invalid: Invalid) -> None:
+        self.dlq.send(record, invalid)
+        self.metrics.dead_lettered.labels(reason=invalid.reason).inc()
+        self.summary.dead_lettered += 1
 
     def _count_overflow(self, join: int, dedup: int) -> None:
         """The pipeline counts evictions in its state; mirror this process's share."""
@@ -265,8 +288,9 @@ class MonitorService:
                 self.on_alert(doc)
         for group in out.groups:
             payload = group.to_json()
-            self.sink.send(k.groups_topic, payload, key=group.sample_id.encode())
-            part.archive.append(payload)
+            self.sink.send(k.groups_topic, fit_record(group, payload, MAX_RECORD_BYTES),
+                           key=group.sample_id.encode())
+            part.archive.append(payload)  # the whole group, however large
             counter = (self.metrics.groups_completed if group.status == "complete"
                        else self.metrics.groups_timed_out)
             counter.inc()

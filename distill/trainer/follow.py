@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.groups import TeacherGroup
-from distill.trainer.buffer import GroupBuffer
+from distill.trainer.buffer import MIN_GROUP_ANSWERS, GroupBuffer
 from distill.trainer.exceptions import RoundBusyError
 from distill.trainer.registry import Registry
 from distill.trainer.round import (
@@ -58,6 +58,7 @@ class FollowSettings:
     round: RoundSettings = field(default_factory=RoundSettings)
     buffer_max_groups: int = 50_000
     probe_fraction: float = 0.1
+    min_group_answers: int = MIN_GROUP_ANSWERS
     poll_timeout_ms: int = 500
     retry_after_failure_s: float = 60.0
 
@@ -74,7 +75,7 @@ class Follower:
         self.student, self.metrics, self.engine = student, metrics, engine
         self.on_round = on_round
         self.buffer = GroupBuffer(paths.buffer, settings.buffer_max_groups,
-                                  settings.probe_fraction)
+                                  settings.probe_fraction, settings.min_group_answers)
         self.registry = Registry(paths.registry)
         self.outcomes: list[RoundOutcome] = []
         self.bad_records = 0
