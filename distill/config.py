@@ -61,6 +61,15 @@ class ServeConfig(_Section):
         default_factory=list, description="teachers a group waits for; empty = learned")
     group_timeout_s: float = Field(300.0, gt=0, description="produced_at span before timeout")
     join_buffer_max: int = Field(10_000, gt=0, description="open samples held at most")
+    max_teachers: int = Field(
+        64, gt=0, description="teachers tracked per partition (configured ones always); a new "
+                              "name past this is dead-lettered as teacher_overflow")
+    allowed_lateness_s: float | None = Field(
+        None, ge=0, description="an event older than the join watermark minus this is "
+                                "dead-lettered as late; empty = group_timeout_s")
+    max_clock_skew_s: float = Field(
+        300.0, ge=0, description="an event stamped further than this ahead of the wall clock "
+                                 "is dead-lettered as future_timestamp")
     dedup_window: int = Field(100_000, gt=0, description="event ids remembered at most")
     metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
     archive_segment_events: int = Field(50_000, gt=0)

@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stream.events import REJECTION_REASONS
+from stream.events import ADMISSION_REASONS, REJECTION_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class MonitorMetrics:
             "distill_teacher_events", "Valid, non-duplicate events per teacher.", ["teacher"],
             registry=r)
         _register_build_info(r)
-        for reason in REJECTION_REASONS:
+        for reason in (*REJECTION_REASONS, *ADMISSION_REASONS):
             self.dead_lettered.labels(reason=reason)
         self._teachers: set[str] = set()
         self._detected_at: dict[tuple[str, str], float] = {}

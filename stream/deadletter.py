@@ -7,21 +7,20 @@ or the producer could not send it whole) is dead-lettered as its first
 ``MAX_RECORD_BYTES`` bytes with ``dlq.truncated: 1`` and ``dlq.original_size`` headers,
 so it reaches the topic under every client and broker limit.
 
-Every reason is also logged, at most once per :data:`LOG_EVERY_S` per reason with the
-number of messages since the last line, so a flood of bad input cannot flood the log.
+Every reason is also logged through :class:`~stream.ratelog.RateLimitedLog`, at most once
+per ten seconds per reason with the number of messages it stands for, so a flood of bad
+input cannot flood the log.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 
 from stream.events import Invalid
 from stream.kafka import MAX_RECORD_BYTES, Headers, Record, Sink
+from stream.ratelog import RateLimitedLog
 
 DEFAULT_DLQ_TOPIC = "teacher-outputs.dlq"
-LOG_EVERY_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -41,29 +40,6 @@ def header_dict(headers: Headers) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in headers}
 
 
-class ReasonLog:
-    """Logs each reason at most once per ``every_s`` seconds, with the count in between."""
-
-    def __init__(self, every_s: float = LOG_EVERY_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.every_s = every_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._pending: dict[str, int] = {}
-
-    def note(self, reason: str, where: str, detail: str) -> bool:
-        """Count one message; True when this one was logged."""
-        self._pending[reason] = self._pending.get(reason, 0) + 1
-        now = self._clock()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.every_s:
-            return False
-        count, self._pending[reason], self._last[reason] = self._pending[reason], 0, now
-        log.warning("dead-lettered %d message(s) as %s (latest %s: %s)", count, reason, where,
-                    detail[:200])
-        return True
-
-
 class DeadLetterSink:
     """Sends rejected records to the dead-letter topic through a shared producer."""
 
@@ -72,7 +48,7 @@ class DeadLetterSink:
         self.sink = sink
         self.topic = topic
         self.max_bytes = max_bytes
-        self.reasons = ReasonLog()
+        self.reasons = RateLimitedLog(log)
 
     def send(self, record: Record, invalid: Invalid) -> None:
         value = record.value or b""
@@ -82,5 +58,5 @@ class DeadLetterSink:
             value = value[:self.max_bytes]
         key = record.key if record.key is None or len(record.key) <= 1024 else record.key[:1024]
         self.sink.send(self.topic, value=value, key=key, headers=headers)
-        self.reasons.note(invalid.reason, f"{record.topic}[{record.partition}]@{record.offset}",
-                          invalid.detail)
+        self.reasons.note(f"dead-lettered {invalid.reason}", "latest %s[%d]@%d: %s",
+                          record.topic, record.partition, record.offset, invalid.detail[:200])

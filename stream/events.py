@@ -182,6 +182,10 @@ def internal_error(exc: BaseException) -> Invalid:
     return Invalid(f"internal_error:{type(exc).__name__}", str(exc)[:200])
 
 
+#: Reasons the monitor refuses a well-formed event for: older than the watermark allows, stamped
+#: further ahead of the clock than the allowed skew, a new teacher name past the tracked cap.
+ADMISSION_REASONS = ("late", "future_timestamp", "teacher_overflow")
+
 #: Every reason prefix `decode_event` can return; used to pre-create metric label children.
 REJECTION_REASONS = (
     "empty",

@@ -61,6 +61,9 @@ def pipeline_config(cfg: Config) -> PipelineConfig:
                         adwin_delta=d.adwin_delta),
         expected_teachers=tuple(cfg.serve.expected_teachers),
         group_timeout_s=cfg.serve.group_timeout_s,
+        max_teachers=cfg.serve.max_teachers,
+        allowed_lateness_s=cfg.serve.allowed_lateness_s,
+        max_clock_skew_s=cfg.serve.max_clock_skew_s,
         join_buffer_max=cfg.serve.join_buffer_max,
         dedup_window=cfg.serve.dedup_window,
     )
@@ -240,7 +243,11 @@ class MonitorService:
         if isinstance(decoded, TeacherEvent):
             pipeline = part.pipeline
             joined, deduped = pipeline.joiner.overflow, pipeline.dedup.overflow
-            self._emit(part, pipeline.process(decoded), decoded)
+            out = pipeline.process(decoded, now=time.time())
+            if out.rejected is not None:
+                self._dead_letter(record, out.rejected)
+                return
+            self._emit(part, out, decoded)
             self._count_overflow(pipeline.joiner.overflow - joined,
                                  pipeline.dedup.overflow - deduped)
         else:
