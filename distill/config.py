@@ -72,6 +72,10 @@ class ServeConfig(_Section):
                                  "is dead-lettered as future_timestamp")
     dedup_window: int = Field(100_000, gt=0, description="event ids remembered at most")
     metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
+    stall_exit_s: float | None = Field(
+        300.0, gt=0, description="exit non-zero (for the supervisor to restart) after this "
+                                 "long with no partitions assigned or outputs not "
+                                 "acknowledged; empty = never (e.g. spare instances)")
     archive_segment_events: int = Field(50_000, gt=0)
     timeline_every: int = Field(
         500, gt=0, description="records between bank snapshots in timeline.jsonl (for reports)")

@@ -65,7 +65,7 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         from distill.monitor.demo import run_demo
 
         raise SystemExit(run_demo(cfg, scenario, seed))
-    from distill.exceptions import CheckpointUnreadable
+    from distill.exceptions import CheckpointUnreadable, ServeStalled
     from distill.monitor.service import MonitorService, RunLimits
     from stream.exceptions import FatalClientError
     from stream.kafka import LibrdkafkaMissing
@@ -75,6 +75,9 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         summary = service.run()
     except CheckpointUnreadable as exc:
         raise click.ClickException(f"cannot restore a checkpoint: {exc}") from exc
+    except ServeStalled as exc:
+        raise click.ClickException(f"serve stalled: {exc}; restart it, it resumes from its "
+                                   f"checkpoint") from exc
     except LibrdkafkaMissing as exc:
         raise click.ClickException(str(exc)) from exc
     except FatalClientError as exc:

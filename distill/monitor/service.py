@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from detectors.bank import BankConfig
 from detectors.exceptions import DetectorError
 from distill.config import Config
-from distill.exceptions import CheckpointUnreadable
+from distill.exceptions import CheckpointUnreadable, ServeStalled
 from distill.groups import fit_record
 from distill.http import start_http_server
 from distill.metrics import MonitorMetrics
@@ -52,6 +52,7 @@ from stream.probe import BrokerProbe
 
 log = logging.getLogger("distill.serve")
 RECENT_ALERTS = 10_000  # alerts a run keeps in memory (all of them go to Kafka and the log)
+FINAL_CHECKPOINT_S = 20.0  # retrying the last checkpoint; below Kubernetes' 30 s grace period
 
 
 def pipeline_config(cfg: Config) -> PipelineConfig:
@@ -119,6 +120,7 @@ class MonitorService:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_failing_since: float | None = None
+        self._unassigned_since: float | None = time.monotonic()
         self._fatal: Exception | None = None
         self._timeline_at = 0  # records at the last timeline snapshot
         self.probe: BrokerProbe | None = None
@@ -163,9 +165,21 @@ class MonitorService:
             self._loop()
             if self._fatal is not None:
                 raise self._fatal
-            self._checkpoint(force=True)
+            self._final_checkpoint()
+            if self._checkpoint_failing_since is not None:
+                raise ServeStalled("the final checkpoint was not committed (outputs not "
+                                   "acknowledged); a restart resumes from the last one")
             self._write_timeline()
         return self.summary
+
+    def _final_checkpoint(self) -> None:
+        """Checkpoint before leaving, retried for up to :data:`FINAL_CHECKPOINT_S` while
+        outputs are not acknowledged (a broker that stalls for a moment)."""
+        deadline = time.monotonic() + FINAL_CHECKPOINT_S
+        self._checkpoint(force=True)
+        while self._checkpoint_failing_since is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            self._checkpoint(force=True)
 
     def _install_signal_handlers(self, stack: ExitStack) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -204,8 +218,25 @@ class MonitorService:
             if records:
                 idle_since = time.monotonic()
             self._checkpoint()
+            self._check_stalls()
             if self._limit_reached(idle_since):
                 break
+
+    def _check_stalls(self) -> None:
+        """Stop with :class:`ServeStalled` after ``stall_exit_s`` without partitions or
+        with outputs unacknowledged; a restart (new consumer and producer) recovers."""
+        now = time.monotonic()
+        self._unassigned_since = None if self.parts else (self._unassigned_since or now)
+        limit = self.cfg.serve.stall_exit_s
+        if limit is None:
+            return
+        for since, what in ((self._unassigned_since, "no partitions assigned"),
+                            (self._checkpoint_failing_since, "outputs not acknowledged")):
+            if since is not None and now - since > limit:
+                log.error("%s for %.0f s (serve.stall_exit_s); exiting for a restart",
+                          what, now - since)
+                self._fatal = ServeStalled(f"{what} for {now - since:.0f} s")
+                self.running = False
 
     def _limit_reached(self, idle_since: float | None) -> bool:
         lim = self.limits
@@ -350,8 +381,8 @@ class MonitorService:
             return
         dirty = [p for p in self.parts.values() if p.dirty and p.next_offset is not None]
         self._last_checkpoint = time.monotonic()
-        if not dirty:
-            return
+        if not dirty and self._checkpoint_failing_since is None:
+            return  # (while failing, the flush alone is retried: outputs must be acked)
         try:
             commit_checkpoint(self.state_dir, [p.snapshot() for p in dirty], self.sink,
                               self.source, time.time())
@@ -409,12 +440,17 @@ class MonitorService:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         probe = self.probe.status() if self.probe else {"broker_reachable": False}
-        failing = self._checkpoint_failing_since
+        now = time.monotonic()
+        failing, unassigned = self._checkpoint_failing_since, self._unassigned_since
+        unassigned_for = None if unassigned is None else round(now - unassigned, 3)
         body = {
             **probe,
             "partitions": sorted(f"{t}[{p}]" for t, p in self.parts),
             "records": self.summary.records,
-            "checkpoint_failing_for_s": None if failing is None
-            else round(time.monotonic() - failing, 3),
+            "checkpoint_failing_for_s": None if failing is None else round(now - failing, 3),
+            "unassigned_for_s": unassigned_for,
         }
-        return bool(probe["broker_reachable"]) and failing is None, body
+        # a rebalance leaves a member without partitions for about a session timeout
+        rebalance_s = 2 * self.cfg.kafka.session_timeout_ms / 1000
+        assigned = unassigned_for is None or unassigned_for < rebalance_s
+        return bool(probe["broker_reachable"]) and failing is None and assigned, body
