@@ -18,13 +18,24 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
 
 ENV_PREFIX = "DISTILL_"
+
+
+def _host_port(address: str) -> str:
+    """``host:port``, ``[v6]:port`` or ``:port``, checked before anything starts."""
+    _, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected host:port with a port in 0..65535")
+    return address
+
+
+Address = Annotated[str, AfterValidator(_host_port)]
 
 
 class _Section(BaseModel):
@@ -71,7 +82,8 @@ class ServeConfig(_Section):
         300.0, ge=0, description="an event stamped further than this ahead of the wall clock "
                                  "is dead-lettered as future_timestamp")
     dedup_window: int = Field(100_000, gt=0, description="event ids remembered at most")
-    metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
+    metrics_address: Address = Field("127.0.0.1:9108",
+                                     description="host:port of /metrics, /healthz")
     stall_exit_s: float | None = Field(
         300.0, gt=0, description="exit non-zero (for the supervisor to restart) after this "
                                  "long with no partitions assigned or outputs not "
@@ -99,7 +111,7 @@ class TrainConfig(_Section):
         2, ge=1, description="groups with fewer teacher answers never enter the training "
                              "buffer or the held-out probe (one answer has no negative)")
     group_id: str = Field("distill-trainer", description="consumer group of `distill train`")
-    metrics_address: str = Field("127.0.0.1:9109", description="trainer /metrics, /healthz")
+    metrics_address: Address = Field("127.0.0.1:9109", description="trainer /metrics, /healthz")
     steps: int = Field(20, gt=0, description="APO optimizer steps per round")
     max_new_groups: int = Field(256, gt=0, description="new groups trained on per round")
     replay_fraction: float = Field(0.5, ge=0, le=4, description="replayed old groups per new")

@@ -16,3 +16,8 @@ class ServeStalled(DistillError):
     """Serve made no progress for ``serve.stall_exit_s``: no partitions assigned, or its
     outputs not acknowledged (so no checkpoint). It exits non-zero for its supervisor to
     restart it; nothing past the last checkpoint was committed, so nothing is lost."""
+
+
+class ServeSetupError(DistillError):
+    """Serve cannot start as configured (state dir, metrics address, ...); the message says
+    what and where."""

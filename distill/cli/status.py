@@ -23,10 +23,14 @@ def command(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
     alert; groups completed and timed out; each partition's checkpointed offset; and the
     student registry when a trainer shares the state dir. Reads only durable checkpoints,
     so it shows what a restart would resume from."""
+    from distill.exceptions import CheckpointUnreadable
     from distill.monitor.status import monitor_status
 
     cfg = load_or_exit(config_path, {"serve": {"state_dir": state_dir}})
-    doc = monitor_status(cfg.serve.state_dir)
+    try:
+        doc = monitor_status(cfg.serve.state_dir)
+    except CheckpointUnreadable as exc:
+        raise click.ClickException(f"cannot read the monitor's state: {exc}") from exc
     doc["registry"] = _registry(cfg.serve.state_dir)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from detectors.bank import BankConfig
 from detectors.exceptions import DetectorError
 from distill.config import Config
-from distill.exceptions import CheckpointUnreadable, ServeStalled
+from distill.exceptions import CheckpointUnreadable, ServeSetupError, ServeStalled
 from distill.groups import fit_record
 from distill.http import start_http_server
 from distill.metrics import MonitorMetrics
@@ -135,8 +135,13 @@ class MonitorService:
 
     def run(self) -> RunSummary:
         k = self.cfg.kafka
-        self.state_dir.mkdir(parents=True, exist_ok=True)  # the broker logs into it
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)  # the broker logs into it
+        except OSError as exc:
+            raise ServeSetupError(f"state dir {self.state_dir}: {exc.strerror}") from exc
         with ExitStack() as stack:
+            server = self._start_http()  # first: a bad address fails before anything else
+            stack.callback(server.shutdown)
             servers = k.bootstrap_servers
             if not servers:
                 broker = stack.enter_context(EmbeddedBroker(log_path=self.state_dir / "tansu.log"))
@@ -150,10 +155,6 @@ class MonitorService:
             self.dlq = DeadLetterSink(self.sink, k.dead_letter_topic)
             self.probe = BrokerProbe(settings, k.input_topic).start()
             stack.callback(self.probe.stop)
-            server = start_http_server(self.cfg.serve.metrics_address, self.registry,
-                                       self.health)
-            self.http_port = server.port
-            stack.callback(server.shutdown)
             self.source = open_source(settings, [k.input_topic], k.group_id,
                                       on_assign=self._on_assign, on_revoke=self._on_revoke)
             stack.callback(self.source.close)
@@ -171,6 +172,16 @@ class MonitorService:
                                    "acknowledged); a restart resumes from the last one")
             self._write_timeline()
         return self.summary
+
+    def _start_http(self) -> Any:
+        address = self.cfg.serve.metrics_address
+        try:
+            server = start_http_server(address, self.registry, self.health)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ServeSetupError(f"cannot serve /metrics on {address}: {reason}") from exc
+        self.http_port = server.port
+        return server
 
     def _final_checkpoint(self) -> None:
         """Checkpoint before leaving, retried for up to :data:`FINAL_CHECKPOINT_S` while
@@ -347,7 +358,7 @@ class MonitorService:
             try:
                 part = PartitionState.restore(self.state_dir, topic, p, self.pconfig,
                                               self.cfg.serve.archive_segment_events)
-            except (DetectorError, ValueError, KeyError, TypeError) as exc:
+            except (DetectorError, ValueError, KeyError, TypeError, OSError) as exc:
                 path = checkpoint_path(self.state_dir, topic, p)
                 self._fatal = CheckpointUnreadable(
                     f"{path}: {exc}. Restore a good copy, or move it away to start this "

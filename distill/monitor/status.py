@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.bank import DetectorBank
+from distill.exceptions import CheckpointUnreadable
 from stream.checkpoint import CHECKPOINT_VERSION
 from stream.durable import read_json
 
@@ -39,8 +40,18 @@ def merge_summaries(
 
 
 def load_checkpoints(state_dir: Path) -> list[dict[str, Any]]:
+    """Every partition checkpoint; :class:`CheckpointUnreadable` names a file that cannot be
+    read or parsed, and a missing state dir."""
+    if not Path(state_dir).is_dir():
+        raise CheckpointUnreadable(f"{state_dir}: no such state directory")
     folder = Path(state_dir) / "checkpoints"
-    docs = [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    docs = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            docs.append(read_json(path))
+        except (OSError, ValueError) as exc:
+            raise CheckpointUnreadable(f"{path}: {getattr(exc, 'strerror', None) or exc}"
+                                       ) from exc
     return [d for d in docs if d and d.get("version") == CHECKPOINT_VERSION]
 
 
