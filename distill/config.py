@@ -84,6 +84,10 @@ class ServeConfig(_Section):
     dedup_window: int = Field(100_000, gt=0, description="event ids remembered at most")
     metrics_address: Address = Field("127.0.0.1:9108",
                                      description="host:port of /metrics, /healthz")
+    offset_out_of_range: Literal["earliest", "latest", "fail"] = Field(
+        "earliest", description="a checkpointed offset outside the partition's log (the "
+                                "broker lost data): resume from the log's start, its end, or "
+                                "stop; always logged, counted and shown on /healthz, status")
     stall_exit_s: float | None = Field(
         300.0, gt=0, description="exit non-zero (for the supervisor to restart) after this "
                                  "long with no partitions assigned or outputs not "

@@ -21,3 +21,8 @@ class ServeStalled(DistillError):
 class ServeSetupError(DistillError):
     """Serve cannot start as configured (state dir, metrics address, ...); the message says
     what and where."""
+
+
+class OffsetOutOfRange(DistillError):
+    """A checkpointed offset lies outside its partition's log (the broker lost data) and
+    ``serve.offset_out_of_range`` is ``fail``."""

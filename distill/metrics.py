@@ -125,6 +125,9 @@ class MonitorMetrics:
         self.broker_up = Gauge(
             "distill_broker_up", "1 when the last broker call succeeded, 0 while retrying.",
             registry=r)
+        self.offset_out_of_range = Counter(
+            "distill_offset_out_of_range", "Checkpointed offsets found outside their "
+            "partition's log on assignment (the broker lost data).", registry=r)
         self.consumer_lag = Gauge(
             "distill_consumer_lag_messages", "End offset minus position, per assigned partition.",
             ["partition"], registry=r)

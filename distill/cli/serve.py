@@ -65,7 +65,12 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         from distill.monitor.demo import run_demo
 
         raise SystemExit(run_demo(cfg, scenario, seed))
-    from distill.exceptions import CheckpointUnreadable, ServeSetupError, ServeStalled
+    from distill.exceptions import (
+        CheckpointUnreadable,
+        OffsetOutOfRange,
+        ServeSetupError,
+        ServeStalled,
+    )
     from distill.monitor.service import MonitorService, RunLimits
     from stream.exceptions import FatalClientError, StreamError
     from stream.kafka import LibrdkafkaMissing
@@ -83,7 +88,7 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
     except FatalClientError as exc:
         raise click.ClickException(f"{exc}; restart serve, it resumes from its checkpoint"
                                    ) from exc
-    except ServeSetupError as exc:
+    except (ServeSetupError, OffsetOutOfRange) as exc:
         raise click.ClickException(str(exc)) from exc
     except StreamError as exc:  # no broker, the embedded one did not start, ...
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc

@@ -64,5 +64,9 @@ def _print(doc: dict[str, Any]) -> None:
                   f"timed out, {doc['groups_open']} open; duplicates {doc['duplicates']}")
     for cp in doc["checkpoints"]:
         console.print(f"checkpoint {cp['topic']}[{cp['partition']}] offset {cp['offset']}")
+    for r in doc.get("offset_resets", []):
+        console.print(f"[red]broker data lost[/red]: {r['partition']} checkpointed offset "
+                      f"{r['checkpointed']} outside its log [{r['log_start']}, {r['log_end']}]"
+                      f"; {r['policy']}")
     if doc.get("registry"):
         console.print(f"student registry: {doc['registry']}")

@@ -26,7 +26,12 @@ from prometheus_client import CollectorRegistry
 from detectors.bank import BankConfig
 from detectors.exceptions import DetectorError
 from distill.config import Config
-from distill.exceptions import CheckpointUnreadable, ServeSetupError, ServeStalled
+from distill.exceptions import (
+    CheckpointUnreadable,
+    OffsetOutOfRange,
+    ServeSetupError,
+    ServeStalled,
+)
 from distill.groups import fit_record
 from distill.http import start_http_server
 from distill.metrics import MonitorMetrics
@@ -34,7 +39,7 @@ from distill.monitor.partition import PartitionState
 from distill.monitor.pipeline import PipelineConfig, StepOutput, format_timestamp_float
 from distill.monitor.status import merge_summaries
 from stream.broker import EmbeddedBroker
-from stream.checkpoint import checkpoint_path, commit_checkpoint
+from stream.checkpoint import OFFSET_RESETS, checkpoint_path, commit_checkpoint, resume_offset
 from stream.deadletter import DeadLetterSink
 from stream.events import Invalid, TeacherEvent, decode_event, internal_error
 from stream.exceptions import FatalClientError, StreamError
@@ -121,6 +126,8 @@ class MonitorService:
         self._last_checkpoint = time.monotonic()
         self._checkpoint_failing_since: float | None = None
         self._unassigned_since: float | None = time.monotonic()
+        self.offset_resets: deque[dict[str, Any]] = deque(maxlen=20)  # for /healthz
+        self._offsets_to_check: set[tuple[str, int]] = set()
         self._fatal: Exception | None = None
         self._timeline_at = 0  # records at the last timeline snapshot
         self.probe: BrokerProbe | None = None
@@ -217,6 +224,11 @@ class MonitorService:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
+            if self._offsets_to_check:
+                with self._lock:
+                    records = self._check_offsets(records)
+                if self._fatal is not None:
+                    break
             with self._lock:  # the metrics thread reads the banks between batches
                 for record in records:
                     self._handle(record)
@@ -368,7 +380,61 @@ class MonitorService:
             self.parts[(topic, p)] = part
             if part.next_offset is not None:
                 self.source.seek(topic, p, part.next_offset)
+                self._offsets_to_check.add((topic, p))  # after poll: clients cannot query
+                # the broker from inside their rebalance callback
             log.info("assigned %s[%d] from offset %s", topic, p, part.next_offset)
+
+    def _check_offsets(self, records: list[Record]) -> list[Record]:
+        """Check the offsets of partitions restored from a checkpoint against their logs,
+        before their first records are handled; a moved partition's fetched records are
+        dropped (they are fetched again from where it now resumes)."""
+        for key in sorted(self._offsets_to_check):
+            part = self.parts.get(key)
+            if part is None or part.next_offset is None:
+                continue
+            before = part.next_offset
+            self._check_offset(part)
+            if self._fatal is not None:
+                return []
+            if part.next_offset != before:
+                assert self.source is not None
+                self.source.seek(part.topic, part.partition, part.next_offset)
+                records = [r for r in records if (r.topic, r.partition) != key]
+        self._offsets_to_check.clear()
+        return records
+
+    def _check_offset(self, part: PartitionState) -> None:
+        """A checkpointed offset outside the partition's log means the broker lost data:
+        logged, counted, kept for /healthz and `distill status`, handled by
+        ``serve.offset_out_of_range``."""
+        assert self.source is not None and part.next_offset is not None
+        topic, p, offset = part.topic, part.partition, part.next_offset
+        try:
+            low, high = self.source.log_bounds(topic, p)
+        except (KafkaError, StreamError) as exc:
+            log.warning("could not check the checkpointed offset of %s[%d] (%s)", topic, p, exc)
+            return
+        policy = self.cfg.serve.offset_out_of_range
+        resume = resume_offset(offset, low, high, policy)
+        if resume == offset:
+            return
+        reset = {"partition": f"{topic}[{p}]", "checkpointed": offset, "log_start": low,
+                 "log_end": high, "policy": policy, "resumed_at": resume, "time": time.time()}
+        log.error("the checkpointed offset %d of %s[%d] is outside its log [%d, %d]: the "
+                  "broker lost data; serve.offset_out_of_range=%s", offset, topic, p, low, high,
+                  policy, extra={"offset_reset": reset})
+        self.metrics.offset_out_of_range.inc()
+        self.offset_resets.append(reset)
+        with open(self.state_dir / OFFSET_RESETS, "ab") as fh:
+            fh.write(orjson.dumps(reset) + b"\n")
+        if resume is None:
+            self._fatal = OffsetOutOfRange(
+                f"{topic}[{p}]: checkpointed offset {offset} is outside the log [{low}, "
+                f"{high}] (the broker lost data); set serve.offset_out_of_range to earliest "
+                f"or latest to resume")
+            self.running = False
+            return
+        part.next_offset, part.dirty = resume, True
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         with self._lock:
@@ -460,6 +526,7 @@ class MonitorService:
             "records": self.summary.records,
             "checkpoint_failing_for_s": None if failing is None else round(now - failing, 3),
             "unassigned_for_s": unassigned_for,
+            "offset_resets": list(self.offset_resets),
         }
         # a rebalance leaves a member without partitions for about a session timeout
         rebalance_s = 2 * self.cfg.kafka.session_timeout_ms / 1000

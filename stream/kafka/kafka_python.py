@@ -122,6 +122,17 @@ class KafkaSource:
         return {(tp.topic, tp.partition): off
                 for tp, off in self._consumer.end_offsets(tps).items()}
 
+    def log_bounds(self, topic: str, partition: int) -> tuple[int, int]:
+        """(first offset still in the log, next offset to be written): where a checkpointed
+        offset must lie; BrokerUnavailableError when the broker does not say."""
+        tp = TopicPartition(topic, partition)
+        try:
+            low = self._consumer.beginning_offsets([tp])[tp]
+            high = self._consumer.end_offsets([tp])[tp]
+        except KafkaError as exc:
+            raise BrokerUnavailableError(f"log bounds of {topic}[{partition}]: {exc}") from exc
+        return low, high
+
     def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit ``next offset to read`` per partition (Kafka's convention: last + 1)."""
         if not offsets:

@@ -234,6 +234,14 @@ class LibrdkafkaSource:
             out[(t, p)] = high
         return out
 
+    def log_bounds(self, topic: str, partition: int) -> tuple[int, int]:
+        """(first offset still in the log, next offset to be written)."""
+        try:
+            return self._consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                        timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise ConsumeError(f"log bounds of {topic}[{partition}]: {exc}") from exc
+
     def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit ``next offset to read`` per partition (Kafka's convention: last + 1),
         synchronously; CommitError if the group rejects any of it."""
