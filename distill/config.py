@@ -89,10 +89,10 @@ class ServeConfig(_Section):
         "earliest", description="a checkpointed offset outside the partition's log (the "
                                 "broker lost data): resume from the log's start, its end, or "
                                 "stop; always logged, counted and shown on /healthz, status")
-    stall_exit_s: float | None = Field(
-        300.0, gt=0, description="exit non-zero (for the supervisor to restart) after this "
+    stall_exit_s: float = Field(
+        300.0, ge=0, description="exit non-zero (for the supervisor to restart) after this "
                                  "long with no partitions assigned or outputs not "
-                                 "acknowledged; empty = never (e.g. spare instances)")
+                                 "acknowledged; 0 = never (e.g. spare instances)")
     archive_segment_events: int = Field(50_000, gt=0)
     timeline_every: int = Field(
         500, gt=0, description="records between bank snapshots in timeline.jsonl (for reports)")

@@ -251,7 +251,7 @@ class MonitorService:
         now = time.monotonic()
         self._unassigned_since = None if self.parts else (self._unassigned_since or now)
         limit = self.cfg.serve.stall_exit_s
-        if limit is None:
+        if not limit:  # 0: never
             return
         for since, what in ((self._unassigned_since, "no partitions assigned"),
                             (self._checkpoint_failing_since, "outputs not acknowledged")):
