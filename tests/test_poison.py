@@ -15,7 +15,7 @@ from serving import Topics, read_topic, run_in_thread, status_json
 
 from distill.monitor.pipeline import MonitorPipeline, StepOutput
 from stream.deadletter import header_dict
-from stream.events import TeacherEvent
+from stream.events import TeacherEvent, format_timestamp
 from stream.kafka import MAX_RECORD_BYTES, KafkaSettings, KafkaSink, ensure_topics
 from stream.simulator import generate, load_scenario
 
@@ -62,11 +62,12 @@ def poison_corpus() -> list[tuple[bytes | None, str]]:
     ]
 
 
-def _weird_but_valid() -> list[bytes]:
+def _weird_but_valid(stamp: str) -> list[bytes]:
     """Valid events that once stalled or could break the loop: counted, not dead-lettered."""
-    return [_js(_event(event_id="w1", sample_id="w1", output=" " * 200_000 + "x")),
+    return [_js(_event(event_id="w1", sample_id="w1", output=" " * 200_000 + "x",
+                       produced_at=stamp)),
             _js(_event(event_id="w2", sample_id="w2", teacher='t\n"x\\ \u2028',
-                       output="answer is" + " " * 100_000 + "!"))]
+                       output="answer is" + " " * 100_000 + "!", produced_at=stamp))]
 
 
 @pytest.mark.broker
@@ -78,15 +79,17 @@ def test_poison_corpus_is_dead_lettered_and_every_valid_event_counted(
         pytest.importorskip("confluent_kafka")
     process = MonitorPipeline.process
 
-    def failing(self: MonitorPipeline, event: TeacherEvent) -> StepOutput:
+    def failing(self: MonitorPipeline, event: TeacherEvent,
+                now: float | None = None) -> StepOutput:
         if event.event_id == BOOM:
             raise RuntimeError("simulated bug")
-        return process(self, event)
+        return process(self, event, now)
 
     monkeypatch.setattr(MonitorPipeline, "process", failing)
     events = list(generate(load_scenario("default").with_samples(20), seed=1))
     corpus = poison_corpus()
-    valid = [e.to_json_bytes() for e in events] + _weird_but_valid()
+    stamp = format_timestamp(events[-1].produced_at)  # within the stream's lateness
+    valid = [e.to_json_bytes() for e in events] + _weird_but_valid(stamp)
     stream: list[tuple[bytes | None, bool]] = [(v, True) for v in valid]
     for i, (value, _) in enumerate(corpus):  # spread the poison through the stream
         stream.insert(1 + i * len(stream) // len(corpus), (value, False))
