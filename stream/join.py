@@ -39,6 +39,12 @@ class JoinedSample:
     status: Literal["open", "complete", "timeout"] = "open"
 
 
+DEFAULT_TIMEOUT_S = 300.0
+"""Seconds of event time a sample waits for its teachers (``serve.group_timeout_s``)."""
+DEFAULT_MAX_OPEN = 10_000
+"""Open samples held at most before the oldest is closed (``serve.join_buffer_max``)."""
+
+
 class SampleJoiner:
     """Bounded, event-time join of answers by sample.
 
@@ -50,8 +56,9 @@ class SampleJoiner:
     ``allowed_lateness_s`` defaults to ``timeout_s``.
     """
 
-    def __init__(self, expected: Iterable[str] | None = None, timeout_s: float = 300.0,
-                 max_open: int = 100_000, allowed_lateness_s: float | None = None) -> None:
+    def __init__(self, expected: Iterable[str] | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, max_open: int = DEFAULT_MAX_OPEN,
+                 allowed_lateness_s: float | None = None) -> None:
         self.expected = frozenset(expected) if expected else None
         self.timeout_s = timeout_s
         self.max_open = max_open

@@ -16,9 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+DEFAULT_MAX_TEACHERS = 64  # a deployment runs a handful of teachers; 64 leaves room
+
 
 class TeacherRoster:
-    def __init__(self, configured: Iterable[str] = (), max_teachers: int = 64) -> None:
+    def __init__(self, configured: Iterable[str] = (),
+                 max_teachers: int = DEFAULT_MAX_TEACHERS) -> None:
         self.names: set[str] = set(configured)
         self.max_teachers = max_teachers
         self.overflow = 0

@@ -15,6 +15,7 @@ import orjson
 
 from detectors.bank import DetectorBank
 from distill.exceptions import CheckpointUnreadable
+from distill.statedir import StateDir
 from stream.checkpoint import CHECKPOINT_VERSION, OFFSET_RESETS
 from stream.durable import read_json
 
@@ -46,7 +47,7 @@ def load_checkpoints(state_dir: Path) -> list[dict[str, Any]]:
     read or parsed, and a missing state dir."""
     if not Path(state_dir).is_dir():
         raise CheckpointUnreadable(f"{state_dir}: no such state directory")
-    folder = Path(state_dir) / "checkpoints"
+    folder = StateDir(Path(state_dir)).checkpoints
     docs = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
