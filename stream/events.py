@@ -88,12 +88,27 @@ def format_timestamp(ts: datetime) -> str:
 
 
 def parse_timestamp(value: str) -> datetime | None:
-    """Parse an RFC 3339 timestamp; None when it is not one. Naive times are taken as UTC."""
+    """Parse an RFC 3339 timestamp; None when it is not one or has no UTC equivalent.
+    Naive times are taken as UTC.
+
+    ``9999-12-31T23:59:59-14:00`` parses but lies past ``datetime.max`` in UTC, where every
+    later conversion would raise ``OverflowError``; it is rejected here, once.
+
+    >>> parse_timestamp("9999-12-31T23:59:59-14:00") is None
+    True
+    """
     try:
         ts = datetime.fromisoformat(value)
     except (TypeError, ValueError):
         return None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    if ts.utcoffset():
+        try:
+            ts.astimezone(UTC)
+        except OverflowError:
+            return None
+    return ts
 
 
 def decode_event(
@@ -176,6 +191,16 @@ def _reject(obj: dict[str, Any]) -> Invalid:
             return Invalid(f"bad_type:{name}", f"expected object, got {type(obj[name]).__name__}")
     return Invalid("bad_timestamp", repr(obj["produced_at"])[:100])  # all else passed
 
+
+def internal_error(exc: BaseException) -> Invalid:
+    """The dead-letter reason of a record whose processing raised unexpectedly: one reason
+    per exception type (a bounded set: the types the code can raise)."""
+    return Invalid(f"internal_error:{type(exc).__name__}", str(exc)[:200])
+
+
+#: Reasons the monitor refuses a well-formed event for: older than the watermark allows, stamped
+#: further ahead of the clock than the allowed skew, a new teacher name past the tracked cap.
+ADMISSION_REASONS = ("late", "future_timestamp", "teacher_overflow")
 
 #: Every reason prefix `decode_event` can return; used to pre-create metric label children.
 REJECTION_REASONS = (

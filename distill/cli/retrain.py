@@ -105,7 +105,7 @@ def _retrain(cfg: Any, state: Path, settings: Any, since_ts: float | None,
     if not (finished and finished.get("status") in ("promoted", "kept")):
         check_apo(settings)
         with GroupBuffer(paths.buffer, cfg.train.buffer_max_groups,
-                         cfg.train.probe_fraction) as buffer:
+                         cfg.train.probe_fraction, cfg.train.min_group_answers) as buffer:
             archive = from_archive or (paths.archive if paths.archive.is_dir() else None)
             added = buffer.import_archive(archive) if archive else 0
             counts = buffer.counts()

@@ -234,7 +234,8 @@ def _follow(cfg: Config, state: Path, settings: Any, follow: bool, max_rounds: i
     fs = FollowSettings(
         groups_topic=k.groups_topic, alerts_topic=k.alerts_topic, group_id=t.group_id,
         policy=TriggerPolicy(t.trigger_every_groups, t.trigger_every_s, t.trigger_on_alert),
-        round=settings, buffer_max_groups=t.buffer_max_groups, probe_fraction=t.probe_fraction)
+        round=settings, buffer_max_groups=t.buffer_max_groups, probe_fraction=t.probe_fraction,
+        min_group_answers=t.min_group_answers)
     registry = CollectorRegistry()
     metrics = TrainerMetrics(registry)
     source = KafkaSource(kafka, [fs.groups_topic, fs.alerts_topic], fs.group_id)
