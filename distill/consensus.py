@@ -19,8 +19,11 @@ Consensus(answer='yes', support=1, tie=False, labels=None)
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from distill.groups import Consensus
 
@@ -128,3 +131,274 @@ def _strict_top(counts: dict[str, int]) -> str | None:
         elif n == best_n and n > 0:
             tied = True
     return None if tied else best
+
+
+# --- reliability-weighted online consensus -------------------------------------------------
+
+RELIABILITY_STATE_VERSION = 1
+ANSWER_KEY = "answer"  # the question of a group's whole answer; structured labels add one per key
+
+
+@dataclass(frozen=True)
+class ReliabilityConfig:
+    """Priors and memory of :class:`ReliabilityConsensus`. Chosen from principles, not tuned:
+    an unseen teacher is believed right a bit more often than not (``prior_accuracy``) on the
+    strength of a few cases; evidence fades over ``memory`` questions so a slow change is
+    followed; a key with more than ``max_classes`` distinct answers (numbers, free text) has
+    no per-class rows, only the one-coin accuracy."""
+
+    prior_accuracy: float = 0.7
+    prior_strength: float = 4.0  # pseudo-cases behind prior_accuracy
+    class_strength: float = 8.0  # pseudo-cases tying a per-class row to the one-coin accuracy
+    correlation_strength: float = 10.0  # pseudo-errors behind "no excess agreement"
+    memory: int = 2000
+    max_classes: int = 12
+    correlation: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {"prior_accuracy": 0.0 < self.prior_accuracy < 1.0,
+                  "prior_strength": self.prior_strength > 0,
+                  "class_strength": self.class_strength > 0,
+                  "correlation_strength": self.correlation_strength > 0,
+                  "memory": self.memory >= 1, "max_classes": self.max_classes >= 2}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"reliability.{name}: invalid value {getattr(self, name)!r}")
+
+
+class _KeyModel:
+    """What is known about one question key: per teacher its soft hit count and per-class
+    confusion rows, the class prior, and per ordered teacher pair how often the second says
+    the same thing when the first is (by the posterior) wrong."""
+
+    __slots__ = ("class_counts", "classes", "closed", "conf", "hits", "pair", "seen")
+
+    def __init__(self) -> None:
+        self.classes: list[str] = []  # distinct values seen while the key is closed
+        self.closed = True
+        self.class_counts: dict[str, float] = {}
+        self.hits: dict[str, list[float]] = {}  # teacher -> [cases, soft hits]
+        self.conf: dict[str, dict[str, dict[str, float]]] = {}  # teacher -> true -> said -> w
+        self.pair: dict[str, list[float]] = {}  # "u\x1fv" -> [u wrong mass, v same mass]
+        self.seen = 0.0
+
+    def to_state(self) -> dict[str, Any]:
+        return {"classes": self.classes, "closed": self.closed,
+                "class_counts": self.class_counts, "hits": self.hits, "conf": self.conf,
+                "pair": self.pair, "seen": self.seen}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> _KeyModel:
+        m = cls()
+        m.classes, m.closed = list(d["classes"]), bool(d["closed"])
+        m.class_counts, m.hits = dict(d["class_counts"]), {k: list(v) for k, v in
+                                                           d["hits"].items()}
+        m.conf, m.pair, m.seen = d["conf"], {k: list(v) for k, v in d["pair"].items()}, d["seen"]
+        return m
+
+
+class ReliabilityConsensus:
+    """Online consensus that learns each teacher's reliability from agreement alone.
+
+    Dawid-Skene in spirit, one online EM step per question: the posterior over the answers
+    given is the class prior times each teacher's likelihood of what it said under each
+    candidate truth (its per-class confusion row, shrunk to its one-coin accuracy), and that
+    posterior then updates the counts it was computed from. No gold is read.
+
+    Two guards: :meth:`forget` drops what is known about a teacher (the monitor calls it
+    when a detector flags the teacher on its own history: length, vocabulary, answers,
+    format, refusals; not on agreement, which is this model's own view); and teachers that
+    agree on what the posterior calls wrong more often than independent teachers would are
+    counted as partly one voter (each voter's weight is divided by one plus its excess
+    agreement with the others voting the same way), so a colluding bloc does not outvote
+    reliable dissenters by numbers alone.
+
+    >>> rc = ReliabilityConsensus()
+    >>> for i in range(90):  # "g" is always right, "x" and "y" right 5 times in 9
+    ...     _ = rc.decide({"g": "yes", "x": "no" if i % 9 < 4 else "yes",
+    ...                    "y": "no" if 2 <= i % 9 < 6 else "yes"})
+    >>> majority({"g": "yes", "x": "no", "y": "no"}).answer
+    'no'
+    >>> rc.decide({"g": "yes", "x": "no", "y": "no"}).answer
+    'yes'
+    >>> round(rc.accuracy("answer", "g"), 2), round(rc.accuracy("answer", "x"), 2)
+    (0.89, 0.59)
+    >>> rc.forget("g"); rc.accuracy("answer", "g")  # back to the prior
+    0.7
+    """
+
+    def __init__(self, config: ReliabilityConfig | None = None) -> None:
+        self.config = config or ReliabilityConfig()
+        self.keys: dict[str, _KeyModel] = {}
+        self._keep = 1.0 - 1.0 / self.config.memory
+
+    # -- the decision --------------------------------------------------------------------
+
+    def decide(self, answers: Mapping[str, str | None],
+               labels: Mapping[str, Mapping[str, Any] | None] | None = None) -> Consensus:
+        """The consensus of one group, then one update of the model with it."""
+        posterior = self.observe(ANSWER_KEY, answers)
+        out_labels: dict[str, str] | None = None
+        if labels:
+            per_key: dict[str, dict[str, str]] = {}
+            for teacher, lab in labels.items():
+                for key, value in (lab or {}).items():
+                    if value is not None:
+                        per_key.setdefault(str(key), {})[teacher] = str(value)
+            out_labels = {}
+            for key in sorted(per_key):
+                best = _best(self.observe(f"label:{key}", per_key[key]))
+                if best is not None:
+                    out_labels[key] = best[0]
+            out_labels = out_labels or None
+        best = _best(posterior)
+        if best is None:
+            return Consensus(None, support=0, tie=False, labels=out_labels)
+        answer, tie = best
+        support = sum(1 for a in answers.values() if a == answer)
+        return Consensus(answer, support=support, tie=tie, labels=out_labels)
+
+    def observe(self, key: str, answers: Mapping[str, str | None]) -> dict[str, float]:
+        """Posterior over the values given for ``key``, then the EM update with it."""
+        said = {t: a for t, a in answers.items() if a is not None}
+        if not said:
+            return {}
+        model = self.keys.get(key)
+        if model is None:
+            model = self.keys[key] = _KeyModel()
+        self._note_classes(model, said.values())
+        posterior = self.posterior(model, said)
+        self._update(model, said, posterior)
+        return posterior
+
+    def posterior(self, model: _KeyModel, said: Mapping[str, str]) -> dict[str, float]:
+        cands = sorted(set(said.values()))
+        if len(cands) == 1:
+            return {cands[0]: 1.0}
+        discount = self._discounts(model, said)
+        k_eff = self._k_eff(model)
+        total = sum(model.class_counts.values())
+        logp = {}
+        for c in cands:
+            lp = (math.log((model.class_counts.get(c, 0.0) + 1.0) / (total + k_eff))
+                  if model.closed else 0.0)
+            for teacher, s in said.items():
+                lp += discount[teacher] * math.log(self._likelihood(model, teacher, c, s, k_eff))
+            logp[c] = lp
+        top = max(logp.values())
+        z = sum(math.exp(v - top) for v in logp.values())
+        return {c: math.exp(v - top) / z for c, v in logp.items()}
+
+    def accuracy(self, key: str, teacher: str) -> float:
+        """The teacher's current one-coin accuracy estimate for ``key`` (prior if unseen)."""
+        model = self.keys.get(key)
+        return self._accuracy(model, teacher) if model else self.config.prior_accuracy
+
+    def forget(self, teacher: str) -> None:
+        """Drop everything known about ``teacher`` (a new version starts from the prior)."""
+        for model in self.keys.values():
+            model.hits.pop(teacher, None)
+            model.conf.pop(teacher, None)
+            for pair in [p for p in model.pair if teacher in p.split("\x1f")]:
+                del model.pair[pair]
+
+    # -- the parts -----------------------------------------------------------------------
+
+    def _note_classes(self, model: _KeyModel, values: Iterable[str]) -> None:
+        if not model.closed:
+            return
+        for v in values:
+            if v not in model.classes:
+                model.classes.append(v)
+        if len(model.classes) > self.config.max_classes:
+            model.closed, model.classes, model.conf, model.class_counts = False, [], {}, {}
+
+    def _k_eff(self, model: _KeyModel) -> float:
+        """Effective number of answers: the classes seen, or, for an open key, large (a
+        wrong number rarely equals another teacher's wrong number by chance)."""
+        return float(max(len(model.classes), 2)) if model.closed else 1.0 + 100.0
+
+    def _accuracy(self, model: _KeyModel, teacher: str) -> float:
+        n, hit = model.hits.get(teacher, (0.0, 0.0))
+        a = self.config.prior_strength
+        return (hit + a * self.config.prior_accuracy) / (n + a)
+
+    def _likelihood(self, model: _KeyModel, teacher: str, truth: str, said: str,
+                    k_eff: float) -> float:
+        acc = self._accuracy(model, teacher)
+        base = acc if said == truth else (1.0 - acc) / (k_eff - 1.0)
+        if not model.closed:
+            return max(base, 1e-12)
+        row = model.conf.get(teacher, {}).get(truth, {})
+        b = self.config.class_strength
+        return max((row.get(said, 0.0) + b * base) / (sum(row.values()) + b), 1e-12)
+
+    def _excess(self, model: _KeyModel, u: str, v: str, k_eff: float) -> float:
+        """How much more often ``v`` repeats ``u``'s errors than an independent teacher."""
+        wrong, same = model.pair.get(f"{u}\x1f{v}", (0.0, 0.0))
+        rate = same / (wrong + self.config.correlation_strength)
+        chance = (1.0 - self._accuracy(model, v)) / (k_eff - 1.0)
+        return min(1.0, max(0.0, (rate - chance) / (1.0 - chance)))
+
+    def _discounts(self, model: _KeyModel, said: Mapping[str, str]) -> dict[str, float]:
+        if not self.config.correlation:
+            return dict.fromkeys(said, 1.0)
+        k_eff = self._k_eff(model)
+        out = {}
+        for u, s in said.items():
+            excess = sum(0.5 * (self._excess(model, u, v, k_eff)
+                                + self._excess(model, v, u, k_eff))
+                         for v, t in said.items() if v != u and t == s)
+            out[u] = 1.0 / (1.0 + excess)
+        return out
+
+    def _update(self, model: _KeyModel, said: Mapping[str, str],
+                posterior: Mapping[str, float]) -> None:
+        keep = self._keep
+        model.seen = model.seen * keep + 1.0
+        for teacher, s in said.items():
+            counts = model.hits.setdefault(teacher, [0.0, 0.0])
+            counts[0] = counts[0] * keep + 1.0
+            counts[1] = counts[1] * keep + posterior.get(s, 0.0)
+            if model.closed:
+                rows = model.conf.setdefault(teacher, {})
+                for row in rows.values():
+                    for k in row:
+                        row[k] *= keep
+                for c, p in posterior.items():
+                    row = rows.setdefault(c, {})
+                    row[s] = row.get(s, 0.0) + p
+        if model.closed:
+            for c in model.class_counts:
+                model.class_counts[c] *= keep
+            for c, p in posterior.items():
+                model.class_counts[c] = model.class_counts.get(c, 0.0) + p
+        if self.config.correlation and len(said) > 1:
+            for u, s in said.items():
+                wrong_u = 1.0 - posterior.get(s, 0.0)
+                for v, t in said.items():
+                    if v != u:
+                        pair = model.pair.setdefault(f"{u}\x1f{v}", [0.0, 0.0])
+                        pair[0] = pair[0] * keep + wrong_u
+                        pair[1] = pair[1] * keep + (wrong_u if t == s else 0.0)
+
+    # -- checkpointing -------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {"version": RELIABILITY_STATE_VERSION,
+                "keys": {k: m.to_state() for k, m in self.keys.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != RELIABILITY_STATE_VERSION:
+            raise ValueError(f"consensus state version {state.get('version')!r}, expected "
+                             f"{RELIABILITY_STATE_VERSION}")
+        self.keys = {k: _KeyModel.from_state(m) for k, m in state["keys"].items()}
+
+
+def _best(posterior: Mapping[str, float]) -> tuple[str, bool] | None:
+    """The most probable value (ties: the smallest string) and whether it was tied."""
+    if not posterior:
+        return None
+    top = max(posterior.values())
+    winners = sorted(c for c, p in posterior.items() if top - p < 1e-9)
+    return winners[0], len(winners) > 1

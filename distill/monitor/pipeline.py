@@ -7,9 +7,10 @@ pipeline continues exactly where the checkpoint left it.
 
 Per event: dedupe by ``event_id``, compute the teacher's signals, update its detectors,
 and join by ``sample_id``. When a sample's group closes (all expected teachers answered, or
-the event-time timeout passed) the consensus answer is taken, each teacher's agreement with
-the others updates its ``agreement`` detector, and the group is emitted with every
-teacher's drift state at that moment.
+the event-time timeout passed) the reliability-weighted consensus answer is taken
+(:class:`~distill.consensus.ReliabilityConsensus`; a teacher's own-history alert makes it
+relearn that teacher), each teacher's agreement with the others updates its ``agreement``
+detector, and the group is emitted with every teacher's drift state at that moment.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
 from distill.config import ServeConfig
-from distill.consensus import LabelVotes, majority
+from distill.consensus import LabelVotes, ReliabilityConfig, ReliabilityConsensus
 from distill.groups import TeacherAnswer, TeacherGroup
 from stream.dedup import DedupWindow
 from stream.events import TeacherEvent, format_timestamp
@@ -55,6 +56,7 @@ class PipelineConfig:
     group_timeout_s: float = _SERVE_DEFAULTS["group_timeout_s"].default
     join_buffer_max: int = _SERVE_DEFAULTS["join_buffer_max"].default
     dedup_window: int = _SERVE_DEFAULTS["dedup_window"].default
+    consensus: ReliabilityConfig = field(default_factory=ReliabilityConfig)
 
 
 class MonitorPipeline:
@@ -64,6 +66,7 @@ class MonitorPipeline:
         self.joiner = SampleJoiner(self.config.expected_teachers or None,
                                    self.config.group_timeout_s, self.config.join_buffer_max)
         self.dedup = DedupWindow(self.config.dedup_window)
+        self.consensus = ReliabilityConsensus(self.config.consensus)
         self.events: Counter[str] = Counter()
         self.duplicates = 0
         self.groups_completed = 0
@@ -78,6 +81,8 @@ class MonitorPipeline:
         self.events[event.teacher] += 1
         signals = event_signals(event, self.config.bank.hist_bins)
         out = StepOutput(alerts=self._note(self.bank.update(event.teacher, signals, at)))
+        if out.alerts:  # the teacher changed on its own history: relearn its reliability
+            self.consensus.forget(event.teacher)
         payload = _answer_payload(event, signals.get("answer"))
         for sample in self.joiner.add(event.sample_id, event.teacher, payload, at):
             out.extend(self._close(sample, at))
@@ -103,11 +108,11 @@ class MonitorPipeline:
         for teacher, agrees in agreement.items():
             if agrees is not None:
                 alerts.extend(self.bank.update(teacher, {"agreement": agrees}, at))
-        group = self._group(sample, answers, votes)
+        group = self._group(sample, answers, labels)
         return StepOutput(alerts=self._note(alerts), groups=[group])
 
     def _group(self, sample: JoinedSample, answers: dict[str, str | None],
-               votes: LabelVotes) -> TeacherGroup:
+               labels: dict[str, Any]) -> TeacherGroup:
         first = next(iter(sample.answers.values()))
         drift = {teacher: self.bank.drift_state(teacher) for teacher in sample.answers}
         return TeacherGroup(
@@ -119,7 +124,7 @@ class MonitorPipeline:
                                    teacher_version=a.get("teacher_version"),
                                    produced_at=a.get("produced_at"))
                      for t, a in sample.answers.items()],
-            consensus=majority(answers, labels=votes.majority()),
+            consensus=self.consensus.decide(answers, labels),
             drift=drift,
             ground_truth=first.get("ground_truth"),
             completed_at=format_timestamp_float(self.joiner.watermark),
@@ -147,6 +152,7 @@ class MonitorPipeline:
             "bank": self.bank.to_state(),
             "joiner": self.joiner.to_state(),
             "dedup": self.dedup.to_state(),
+            "consensus": self.consensus.to_state(),
             "counters": self.counters(),
             "last_alert": self.last_alert,
         }
@@ -158,6 +164,8 @@ class MonitorPipeline:
         self.bank = DetectorBank.from_state(state["bank"])
         self.joiner.load_state(state["joiner"])
         self.dedup.load_state(state["dedup"])
+        if "consensus" in state:  # checkpoints written before it start from the prior
+            self.consensus.load_state(state["consensus"])
         c = state["counters"]
         self.events = Counter(c["events"])
         self.duplicates = c["duplicates"]
