@@ -132,10 +132,19 @@ def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
               help="Drift-aware vote weight 1 / (1 + scale * evidence).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write every chain's row and the aggregate here.")
+@click.option("--sim-seeds", default="0,1,2", show_default=True,
+              help="Seeds of the simulated scenarios (comma-separated).")
+@click.option("--sim-samples", default=1000, show_default=True,
+              help="Cases per simulated scenario and seed (0: skip the simulator).")
 def consensus_bench(data: Path, chains: Path, seed: int, drift_scale: float,
-                    json_out: Path | None) -> None:
-    """Answer-level consensus on real drift streams: plain majority vs drift-aware vote
-    (live detectors down-weight teachers in drift) vs the best single teacher."""
+                    json_out: Path | None, sim_seeds: str, sim_samples: int) -> None:
+    """Consensus against gold: majority, drift-aware vote, the reliability-weighted online
+    consensus (and its ablations), crowd-kit's batch Dawid-Skene and the best single
+    teacher in hindsight, on real drift streams and on the simulated scenarios."""
     from distill.experiments.cli import run_consensus
 
-    run_consensus(data, chains, seed, drift_scale, json_out)
+    try:
+        seeds = tuple(int(s) for s in sim_seeds.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter("comma-separated integers", param_hint="--sim-seeds") from None
+    run_consensus(data, chains, seed, drift_scale, json_out, seeds, sim_samples)

@@ -86,34 +86,65 @@ def _print_targets(console: Console, result: dict[str, Any]) -> None:
         f"{result['seconds']['total']} s")
 
 
+_CONSENSUS_COLS = (("majority", "majority"), ("drift_aware", "drift-aware"),
+                   ("reliability", "reliability"), ("reliability_no_forget", "no forget"),
+                   ("reliability_no_correlation", "no correlation"),
+                   ("dawid_skene", "DS batch"))
+
+
 def run_consensus(data: Path, chains: Path, seed: int, scale: float,
-                  json_out: Path | None) -> dict[str, Any]:
-    from distill.experiments.consensus import run
+                  json_out: Path | None, sim_seeds: tuple[int, ...] = (0, 1, 2),
+                  sim_samples: int = 1000) -> dict[str, Any]:
+    from distill.experiments.consensus import run, run_simulated
 
     console = _console()
     with console.status("chains") as status:
         result = run(data, chains, seed, scale, progress=lambda s: status.update(s))
-    table = Table(title="Consensus accuracy per chain (drift stream: watched teacher + peers)")
-    for col in ("task", "chain", "groups", "majority", "drift-aware", "best teacher",
+    table = Table(title="Consensus accuracy per chain (drift stream: watched teacher + peers; "
+                        "DS batch sees the whole stream, best teacher is chosen in hindsight)")
+    for col in ("task", "chain", "groups", *(c for _, c in _CONSENSUS_COLS), "best teacher",
                 "alerts"):
         table.add_column(col, justify="right" if col not in ("task", "chain") else "left")
     for r in result["rows"]:
-        table.add_row(r["task"], r["chain"], str(r["groups"]), _fmt(r["majority"]),
-                      _fmt(r["drift_aware"]),
+        table.add_row(r["task"], r["chain"], str(r["groups"]),
+                      *(_fmt(r.get(k)) for k, _ in _CONSENSUS_COLS),
                       f"{_fmt(r['best_teacher'])} {r['best_teacher_name']}", str(r["alerts"]))
     console.print(table)
     a = result["aggregate"]
-    console.print(f"{a['chains']} chains, {a['groups']} groups. Mean over chains: majority "
-                  f"{_fmt(a['majority_mean'])}, drift-aware {_fmt(a['drift_aware_mean'])}, "
-                  f"best single teacher (hindsight) {_fmt(a['best_teacher_mean'])}; "
-                  f"drift-aware better on {a['drift_aware_wins']}, worse on "
-                  f"{a['drift_aware_losses']}")
+    console.print(f"{a['chains']} chains, {a['groups']} groups. Mean over chains: " + ", ".join(
+        f"{c} {_fmt(a[f'{k}_mean'])}" for k, c in _CONSENSUS_COLS)
+        + f", best single teacher (hindsight) {_fmt(a['best_teacher_mean'])}; reliability at "
+        f"or above the best teacher on {a['reliability_at_or_above_best']}, above majority on "
+        f"{a['reliability_above_majority']}, below majority on "
+        f"{a['reliability_below_majority']}")
     for s in result["skipped"]:
         console.print(f"skipped {s['chain']}: {s['reason']}")
+    if sim_samples > 0:
+        with console.status("simulated") as status:
+            result["simulated"] = run_simulated(seeds=sim_seeds, samples=sim_samples,
+                                                progress=lambda s: status.update(s))
+        console.print(consensus_sim_table(result["simulated"]))
     if json_out is not None:
         _write(json_out, result)
         console.print(f"wrote {json_out}")
     return result
+
+
+def consensus_sim_table(sim: dict[str, Any]) -> Table:
+    """Mean and sd over seeds, per-finding accuracy averaged over the five findings."""
+    table = Table(title=f"Consensus on simulated teachers: mean per-finding accuracy, mean ± sd "
+                        f"over seeds {sim['seeds']} ({sim['samples']} cases each)")
+    table.add_column("scenario")
+    for _, c in _CONSENSUS_COLS:
+        table.add_column(c, justify="right")
+    table.add_column("best teacher", justify="right")
+    for name, doc in sim["scenarios"].items():
+        summary = doc["summary"]
+        cells = [f"{m:.3f} ± {sd:.3f}" if (m, sd) != (None, None) else "-"
+                 for m, sd in (summary.get(k, (None, None)) for k, _ in
+                               (*_CONSENSUS_COLS, ("best_teacher", "")))]
+        table.add_row(name, *cells)
+    return table
 
 
 def _write(path: Path, doc: Any) -> None:
