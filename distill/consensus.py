@@ -136,6 +136,9 @@ def _strict_top(counts: dict[str, int]) -> str | None:
 # --- reliability-weighted online consensus -------------------------------------------------
 
 RELIABILITY_STATE_VERSION = 1
+OPEN_KEY_CLASSES = 101.0  # a wrong free-form answer (a number) rarely matches another's
+RENORMALISE_BELOW = 1e-150
+_EMPTY: dict[str, Any] = {}
 ANSWER_KEY = "answer"  # the question of a group's whole answer; structured labels add one per key
 
 
@@ -169,31 +172,60 @@ class ReliabilityConfig:
 class _KeyModel:
     """What is known about one question key: per teacher its soft hit count and per-class
     confusion rows, the class prior, and per ordered teacher pair how often the second says
-    the same thing when the first is (by the posterior) wrong."""
+    the same thing when the first is (by the posterior) wrong (the first's wrong mass counts
+    questions the second skipped too: a slight underestimate of the overlap, never more).
 
-    __slots__ = ("class_counts", "classes", "closed", "conf", "hits", "pair", "seen")
+    Counts fade by a factor per question; rather than touching every count each time, they
+    are stored divided by ``scale`` (the product of the factors so far) and renormalised
+    when ``scale`` gets small, so an update costs only what it adds."""
+
+    __slots__ = ("class_counts", "classes", "closed", "conf", "hits", "same", "scale", "wrong")
 
     def __init__(self) -> None:
         self.classes: list[str] = []  # distinct values seen while the key is closed
         self.closed = True
         self.class_counts: dict[str, float] = {}
         self.hits: dict[str, list[float]] = {}  # teacher -> [cases, soft hits]
-        self.conf: dict[str, dict[str, dict[str, float]]] = {}  # teacher -> true -> said -> w
-        self.pair: dict[str, list[float]] = {}  # "u\x1fv" -> [u wrong mass, v same mass]
-        self.seen = 0.0
+        # teacher -> true -> said -> weight; the row total under the key "" (not a label)
+        self.conf: dict[str, dict[str, dict[str, float]]] = {}
+        self.wrong: dict[str, float] = {}  # teacher -> mass of its answers called wrong
+        self.same: dict[str, dict[str, float]] = {}  # u -> v -> of that, v said the same
+        self.scale = 1.0
+
+    def renormalise(self) -> None:
+        """Fold ``scale`` into every stored count (keeps floats far from underflow)."""
+        k = self.scale
+        for c in self.class_counts:
+            self.class_counts[c] *= k
+        for counts in self.hits.values():
+            counts[0] *= k
+            counts[1] *= k
+        for u in self.wrong:
+            self.wrong[u] *= k
+        for row in self.same.values():
+            for v in row:
+                row[v] *= k
+        for rows in self.conf.values():
+            for row in rows.values():
+                for said in row:
+                    row[said] *= k
+        self.scale = 1.0
 
     def to_state(self) -> dict[str, Any]:
+        self.renormalise()
         return {"classes": self.classes, "closed": self.closed,
                 "class_counts": self.class_counts, "hits": self.hits, "conf": self.conf,
-                "pair": self.pair, "seen": self.seen}
+                "wrong": self.wrong, "same": self.same}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> _KeyModel:
         m = cls()
         m.classes, m.closed = list(d["classes"]), bool(d["closed"])
-        m.class_counts, m.hits = dict(d["class_counts"]), {k: list(v) for k, v in
-                                                           d["hits"].items()}
-        m.conf, m.pair, m.seen = d["conf"], {k: list(v) for k, v in d["pair"].items()}, d["seen"]
+        m.class_counts = dict(d["class_counts"])
+        m.hits = {k: list(v) for k, v in d["hits"].items()}
+        m.conf = {t: {c: dict(row) for c, row in rows.items()} for t, rows in d["conf"].items()}
+        m.wrong = dict(d["wrong"])
+        m.same = {u: dict(row) for u, row in d["same"].items()}
         return m
 
 
@@ -260,7 +292,7 @@ class ReliabilityConsensus:
 
     def observe(self, key: str, answers: Mapping[str, str | None]) -> dict[str, float]:
         """Posterior over the values given for ``key``, then the EM update with it."""
-        said = {t: a for t, a in answers.items() if a is not None}
+        said = {t: a for t, a in answers.items() if a}  # "" is no answer (and a row key)
         if not said:
             return {}
         model = self.keys.get(key)
@@ -275,15 +307,23 @@ class ReliabilityConsensus:
         cands = sorted(set(said.values()))
         if len(cands) == 1:
             return {cands[0]: 1.0}
-        discount = self._discounts(model, said)
         k_eff = self._k_eff(model)
-        total = sum(model.class_counts.values())
+        acc = {t: self._accuracy(model, t) for t in said}
+        discount = self._discounts(model, said, acc, k_eff)
+        scale, b = model.scale, self.config.class_strength
+        total = sum(model.class_counts.values()) * scale
         logp = {}
         for c in cands:
-            lp = (math.log((model.class_counts.get(c, 0.0) + 1.0) / (total + k_eff))
+            lp = (math.log((model.class_counts.get(c, 0.0) * scale + 1.0) / (total + k_eff))
                   if model.closed else 0.0)
             for teacher, s in said.items():
-                lp += discount[teacher] * math.log(self._likelihood(model, teacher, c, s, k_eff))
+                a = acc[teacher]
+                base = a if s == c else (1.0 - a) / (k_eff - 1.0)
+                if model.closed:
+                    row = model.conf.get(teacher, _EMPTY).get(c, _EMPTY)
+                    base = ((row.get(s, 0.0) * scale + b * base)
+                            / (row.get("", 0.0) * scale + b))
+                lp += discount[teacher] * math.log(max(base, 1e-12))
             logp[c] = lp
         top = max(logp.values())
         z = sum(math.exp(v - top) for v in logp.values())
@@ -299,8 +339,10 @@ class ReliabilityConsensus:
         for model in self.keys.values():
             model.hits.pop(teacher, None)
             model.conf.pop(teacher, None)
-            for pair in [p for p in model.pair if teacher in p.split("\x1f")]:
-                del model.pair[pair]
+            model.wrong.pop(teacher, None)
+            model.same.pop(teacher, None)
+            for row in model.same.values():
+                row.pop(teacher, None)
 
     # -- the parts -----------------------------------------------------------------------
 
@@ -316,71 +358,78 @@ class ReliabilityConsensus:
     def _k_eff(self, model: _KeyModel) -> float:
         """Effective number of answers: the classes seen, or, for an open key, large (a
         wrong number rarely equals another teacher's wrong number by chance)."""
-        return float(max(len(model.classes), 2)) if model.closed else 1.0 + 100.0
+        return float(max(len(model.classes), 2)) if model.closed else OPEN_KEY_CLASSES
 
     def _accuracy(self, model: _KeyModel, teacher: str) -> float:
-        n, hit = model.hits.get(teacher, (0.0, 0.0))
+        counts = model.hits.get(teacher)
         a = self.config.prior_strength
-        return (hit + a * self.config.prior_accuracy) / (n + a)
+        if counts is None:
+            return self.config.prior_accuracy
+        return (counts[1] * model.scale + a * self.config.prior_accuracy) / (
+            counts[0] * model.scale + a)
 
-    def _likelihood(self, model: _KeyModel, teacher: str, truth: str, said: str,
-                    k_eff: float) -> float:
-        acc = self._accuracy(model, teacher)
-        base = acc if said == truth else (1.0 - acc) / (k_eff - 1.0)
-        if not model.closed:
-            return max(base, 1e-12)
-        row = model.conf.get(teacher, {}).get(truth, {})
-        b = self.config.class_strength
-        return max((row.get(said, 0.0) + b * base) / (sum(row.values()) + b), 1e-12)
-
-    def _excess(self, model: _KeyModel, u: str, v: str, k_eff: float) -> float:
+    def _excess(self, model: _KeyModel, u: str, v: str, acc_v: float, k_eff: float) -> float:
         """How much more often ``v`` repeats ``u``'s errors than an independent teacher."""
-        wrong, same = model.pair.get(f"{u}\x1f{v}", (0.0, 0.0))
-        rate = same / (wrong + self.config.correlation_strength)
-        chance = (1.0 - self._accuracy(model, v)) / (k_eff - 1.0)
+        same = model.same.get(u, _EMPTY).get(v)
+        if same is None:
+            return 0.0
+        rate = same / (model.wrong.get(u, 0.0) + self.config.correlation_strength / model.scale)
+        chance = (1.0 - acc_v) / (k_eff - 1.0)
         return min(1.0, max(0.0, (rate - chance) / (1.0 - chance)))
 
-    def _discounts(self, model: _KeyModel, said: Mapping[str, str]) -> dict[str, float]:
-        if not self.config.correlation:
-            return dict.fromkeys(said, 1.0)
-        k_eff = self._k_eff(model)
-        out = {}
-        for u, s in said.items():
-            excess = sum(0.5 * (self._excess(model, u, v, k_eff)
-                                + self._excess(model, v, u, k_eff))
-                         for v, t in said.items() if v != u and t == s)
-            out[u] = 1.0 / (1.0 + excess)
-        return out
+    def _discounts(self, model: _KeyModel, said: Mapping[str, str], acc: Mapping[str, float],
+                   k_eff: float) -> dict[str, float]:
+        out = dict.fromkeys(said, 1.0)
+        if not self.config.correlation or not model.same:
+            return out
+        voters: dict[str, list[str]] = {}
+        for t, s in said.items():
+            voters.setdefault(s, []).append(t)
+        for group in voters.values():
+            for i, u in enumerate(group):
+                for v in group[i + 1:]:
+                    excess = 0.5 * (self._excess(model, u, v, acc[v], k_eff)
+                                    + self._excess(model, v, u, acc[u], k_eff))
+                    out[u] += excess
+                    out[v] += excess
+        return {t: 1.0 / x for t, x in out.items()}
 
     def _update(self, model: _KeyModel, said: Mapping[str, str],
                 posterior: Mapping[str, float]) -> None:
-        keep = self._keep
-        model.seen = model.seen * keep + 1.0
+        model.scale *= self._keep
+        if model.scale < RENORMALISE_BELOW:
+            model.renormalise()
+        inc = 1.0 / model.scale  # one unit of today's evidence in stored units
         for teacher, s in said.items():
-            counts = model.hits.setdefault(teacher, [0.0, 0.0])
-            counts[0] = counts[0] * keep + 1.0
-            counts[1] = counts[1] * keep + posterior.get(s, 0.0)
+            counts = model.hits.get(teacher)
+            if counts is None:
+                counts = model.hits[teacher] = [0.0, 0.0]
+            counts[0] += inc
+            counts[1] += inc * posterior.get(s, 0.0)
             if model.closed:
                 rows = model.conf.setdefault(teacher, {})
-                for row in rows.values():
-                    for k in row:
-                        row[k] *= keep
                 for c, p in posterior.items():
-                    row = rows.setdefault(c, {})
-                    row[s] = row.get(s, 0.0) + p
+                    row = rows.get(c)
+                    if row is None:
+                        row = rows[c] = {}
+                    row[s] = row.get(s, 0.0) + inc * p
+                    row[""] = row.get("", 0.0) + inc * p
         if model.closed:
-            for c in model.class_counts:
-                model.class_counts[c] *= keep
             for c, p in posterior.items():
-                model.class_counts[c] = model.class_counts.get(c, 0.0) + p
+                model.class_counts[c] = model.class_counts.get(c, 0.0) + inc * p
         if self.config.correlation and len(said) > 1:
-            for u, s in said.items():
-                wrong_u = 1.0 - posterior.get(s, 0.0)
-                for v, t in said.items():
-                    if v != u:
-                        pair = model.pair.setdefault(f"{u}\x1f{v}", [0.0, 0.0])
-                        pair[0] = pair[0] * keep + wrong_u
-                        pair[1] = pair[1] * keep + (wrong_u if t == s else 0.0)
+            voters: dict[str, list[str]] = {}
+            for t, s in said.items():
+                voters.setdefault(s, []).append(t)
+            for s, group in voters.items():
+                wrong = inc * (1.0 - posterior.get(s, 0.0))
+                for u in group:
+                    model.wrong[u] = model.wrong.get(u, 0.0) + wrong
+                    if len(group) > 1:
+                        row = model.same.setdefault(u, {})
+                        for v in group:
+                            if v != u:
+                                row[v] = row.get(v, 0.0) + wrong
 
     # -- checkpointing -------------------------------------------------------------------
 

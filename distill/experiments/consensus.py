@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -88,7 +89,9 @@ def dawid_skene(questions: Sequence[Mapping[str, str | None]],
     df = pd.DataFrame(rows, columns=["worker", "task", "label"])
     model = (DawidSkene(n_iter=100) if df["label"].nunique() <= max_classes
              else OneCoinDawidSkene(n_iter=100))
-    picked = model.fit_predict(df)
+    with warnings.catch_warnings():  # crowd-kit's pandas calls warn about pandas' future
+        warnings.simplefilter("ignore", FutureWarning)
+        picked = model.fit_predict(df)
     return [picked.get(i) for i in range(len(questions))]
 
 
