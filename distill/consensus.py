@@ -138,6 +138,7 @@ def _strict_top(counts: dict[str, int]) -> str | None:
 RELIABILITY_STATE_VERSION = 1
 OPEN_KEY_CLASSES = 101.0  # a wrong free-form answer (a number) rarely matches another's
 RENORMALISE_BELOW = 1e-150
+REFRESH_EVERY = 20  # questions between recomputations of the agreement accuracies
 _EMPTY: dict[str, Any] = {}
 ANSWER_KEY = "answer"  # the question of a group's whole answer; structured labels add one per key
 
@@ -152,7 +153,7 @@ class ReliabilityConfig:
 
     prior_accuracy: float = 0.7
     prior_strength: float = 4.0  # pseudo-cases behind prior_accuracy
-    class_strength: float = 8.0  # pseudo-cases tying a per-class row to the one-coin accuracy
+    class_strength: float = 50.0  # pseudo-cases tying a per-class row to the one-coin accuracy
     correlation_strength: float = 10.0  # pseudo-errors behind "no excess agreement"
     memory: int = 2000
     max_classes: int = 12
@@ -179,7 +180,8 @@ class _KeyModel:
     are stored divided by ``scale`` (the product of the factors so far) and renormalised
     when ``scale`` gets small, so an update costs only what it adds."""
 
-    __slots__ = ("class_counts", "classes", "closed", "conf", "hits", "same", "scale", "wrong")
+    __slots__ = ("acc_cache", "agree", "class_counts", "classes", "closed", "conf", "hits",
+                 "same", "scale", "since", "wrong")
 
     def __init__(self) -> None:
         self.classes: list[str] = []  # distinct values seen while the key is closed
@@ -190,7 +192,10 @@ class _KeyModel:
         self.conf: dict[str, dict[str, dict[str, float]]] = {}
         self.wrong: dict[str, float] = {}  # teacher -> mass of its answers called wrong
         self.same: dict[str, dict[str, float]] = {}  # u -> v -> of that, v said the same
+        self.agree: dict[str, dict[str, list[float]]] = {}  # u < v -> [both answered, agreed]
         self.scale = 1.0
+        self.acc_cache: dict[str, float] = {}  # accuracies from agreement, refreshed
+        self.since = 0  # questions since acc_cache was computed
 
     def renormalise(self) -> None:
         """Fold ``scale`` into every stored count (keeps floats far from underflow)."""
@@ -205,6 +210,10 @@ class _KeyModel:
         for row in self.same.values():
             for v in row:
                 row[v] *= k
+        for pairs in self.agree.values():
+            for counts in pairs.values():
+                counts[0] *= k
+                counts[1] *= k
         for rows in self.conf.values():
             for row in rows.values():
                 for said in row:
@@ -215,7 +224,8 @@ class _KeyModel:
         self.renormalise()
         return {"classes": self.classes, "closed": self.closed,
                 "class_counts": self.class_counts, "hits": self.hits, "conf": self.conf,
-                "wrong": self.wrong, "same": self.same}
+                "wrong": self.wrong, "same": self.same, "agree": self.agree,
+                "acc_cache": self.acc_cache, "since": self.since}
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> _KeyModel:
@@ -226,6 +236,8 @@ class _KeyModel:
         m.conf = {t: {c: dict(row) for c, row in rows.items()} for t, rows in d["conf"].items()}
         m.wrong = dict(d["wrong"])
         m.same = {u: dict(row) for u, row in d["same"].items()}
+        m.agree = {u: {v: list(c) for v, c in row.items()} for u, row in d["agree"].items()}
+        m.acc_cache, m.since = dict(d["acc_cache"]), int(d["since"])
         return m
 
 
@@ -245,16 +257,19 @@ class ReliabilityConsensus:
     agreement with the others voting the same way), so a colluding bloc does not outvote
     reliable dissenters by numbers alone.
 
-    >>> rc = ReliabilityConsensus()
-    >>> for i in range(90):  # "g" is always right, "x" and "y" right 5 times in 9
-    ...     _ = rc.decide({"g": "yes", "x": "no" if i % 9 < 4 else "yes",
-    ...                    "y": "no" if 2 <= i % 9 < 6 else "yes"})
-    >>> majority({"g": "yes", "x": "no", "y": "no"}).answer
+    >>> import random
+    >>> rng, rc = random.Random(0), ReliabilityConsensus()
+    >>> def say(truth, accuracy):
+    ...     return truth if rng.random() < accuracy else {"yes": "no", "no": "yes"}[truth]
+    >>> for i in range(600):  # "g" is right 95% of the time, "x", "y", "z" 60%
+    ...     truth = rng.choice(["yes", "no"])
+    ...     _ = rc.decide({"g": say(truth, 0.95), **{t: say(truth, 0.6) for t in "xyz"}})
+    >>> round(rc.accuracy("answer", "g"), 1), round(rc.accuracy("answer", "x"), 1)
+    (0.9, 0.6)
+    >>> majority({"g": "yes", "x": "no", "y": "no", "z": "yes"}).answer  # a tie: smallest
     'no'
-    >>> rc.decide({"g": "yes", "x": "no", "y": "no"}).answer
+    >>> rc.decide({"g": "yes", "x": "no", "y": "no", "z": "yes"}).answer
     'yes'
-    >>> round(rc.accuracy("answer", "g"), 2), round(rc.accuracy("answer", "x"), 2)
-    (0.89, 0.59)
     >>> rc.forget("g"); rc.accuracy("answer", "g")  # back to the prior
     0.7
     """
@@ -341,8 +356,10 @@ class ReliabilityConsensus:
             model.conf.pop(teacher, None)
             model.wrong.pop(teacher, None)
             model.same.pop(teacher, None)
-            for row in model.same.values():
+            model.agree.pop(teacher, None)
+            for row in (*model.same.values(), *model.agree.values()):
                 row.pop(teacher, None)
+            model.acc_cache = {}
 
     # -- the parts -----------------------------------------------------------------------
 
@@ -361,12 +378,55 @@ class ReliabilityConsensus:
         return float(max(len(model.classes), 2)) if model.closed else OPEN_KEY_CLASSES
 
     def _accuracy(self, model: _KeyModel, teacher: str) -> float:
+        """From pairwise agreement (:meth:`_agreement_accuracies`) where three or more
+        teachers overlap, else from the EM soft hits; both shrunk to the prior."""
+        if model.since >= REFRESH_EVERY or not model.acc_cache:
+            model.acc_cache = self._agreement_accuracies(model)
+            model.since = 0
+        cached = model.acc_cache.get(teacher)
+        if cached is not None:
+            return cached
         counts = model.hits.get(teacher)
         a = self.config.prior_strength
         if counts is None:
             return self.config.prior_accuracy
         return (counts[1] * model.scale + a * self.config.prior_accuracy) / (
             counts[0] * model.scale + a)
+
+    def _agreement_accuracies(self, model: _KeyModel) -> dict[str, float]:
+        """One-coin accuracies from pairwise agreement alone (the triplet method of moments
+        for the one-coin Dawid-Skene model): for independent teachers with centred accuracies
+        c = (K a - 1) / (K - 1), the centred agreement of i and j is c_i c_j, so
+        c_i^2 = m_ij m_ik / m_jk for any two others j, k; summing numerators and
+        denominators over all (j, k) first keeps weak pairs (m near 0) from blowing it up.
+        No posterior feeds back into it: an online EM step judges each case with the
+        parameters of its time, lags, and settles where the early majority put it."""
+        k_eff = self._k_eff(model)
+        p0, a0 = self.config.prior_accuracy, self.config.prior_strength
+        chance = p0 * p0 + (1 - p0) ** 2 / (k_eff - 1)
+        teachers = sorted(model.hits)
+        m: dict[tuple[str, str], float] = {}
+        for i, u in enumerate(teachers):
+            row = model.agree.get(u, _EMPTY)
+            for v in teachers[i + 1:]:
+                n, same = row.get(v, (0.0, 0.0))
+                rate = (same * model.scale + a0 * chance) / (n * model.scale + a0)
+                m[u, v] = m[v, u] = (k_eff * rate - 1.0) / (k_eff - 1.0)
+        out = {}
+        for u in teachers:
+            others = [t for t in teachers if t != u]
+            num = den = 0.0
+            for x, j in enumerate(others):
+                for k in others[x + 1:]:
+                    num += m[u, j] * m[u, k]
+                    den += m[j, k]
+            if den <= 0.0:
+                continue
+            c = math.sqrt(min(1.0, max(0.0, num / den)))
+            a = (c * (k_eff - 1.0) + 1.0) / k_eff
+            n = model.hits[u][0] * model.scale
+            out[u] = (n * a + a0 * p0) / (n + a0)
+        return out
 
     def _excess(self, model: _KeyModel, u: str, v: str, acc_v: float, k_eff: float) -> float:
         """How much more often ``v`` repeats ``u``'s errors than an independent teacher."""
@@ -396,6 +456,7 @@ class ReliabilityConsensus:
 
     def _update(self, model: _KeyModel, said: Mapping[str, str],
                 posterior: Mapping[str, float]) -> None:
+        model.since += 1
         model.scale *= self._keep
         if model.scale < RENORMALISE_BELOW:
             model.renormalise()
@@ -417,6 +478,16 @@ class ReliabilityConsensus:
         if model.closed:
             for c, p in posterior.items():
                 model.class_counts[c] = model.class_counts.get(c, 0.0) + inc * p
+        ordered = sorted(said)
+        for i, u in enumerate(ordered):
+            row = model.agree.setdefault(u, {})
+            for v in ordered[i + 1:]:
+                counts = row.get(v)
+                if counts is None:
+                    counts = row[v] = [0.0, 0.0]
+                counts[0] += inc
+                if said[u] == said[v]:
+                    counts[1] += inc
         if self.config.correlation and len(said) > 1:
             voters: dict[str, list[str]] = {}
             for t, s in said.items():
