@@ -90,7 +90,7 @@ def dawid_skene(questions: Sequence[Mapping[str, str | None]],
     model = (DawidSkene(n_iter=100) if df["label"].nunique() <= max_classes
              else OneCoinDawidSkene(n_iter=100))
     with warnings.catch_warnings():  # crowd-kit's pandas calls warn about pandas' future
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore")
         picked = model.fit_predict(df)
     return [picked.get(i) for i in range(len(questions))]
 
@@ -246,8 +246,8 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 # --- simulated teachers --------------------------------------------------------------------
 
-def score_simulated(groups: Sequence[Any], beside: Mapping[str, Sequence[Any]]
-                    ) -> dict[str, Any]:
+def score_simulated(groups: Sequence[Any], beside: Mapping[str, Sequence[Any]],
+                    with_dawid_skene: bool = True) -> dict[str, Any]:
     """Per-finding accuracy (mean over findings) of every rule and every teacher."""
     keep = [i for i, g in enumerate(groups) if isinstance(g.ground_truth, dict)]
     findings = sorted({f for i in keep for f in groups[i].ground_truth})
@@ -257,12 +257,13 @@ def score_simulated(groups: Sequence[Any], beside: Mapping[str, Sequence[Any]]
         "reliability": [groups[i].consensus.labels for i in keep],
         **{name: [d[i].labels for i in keep] for name, d in beside.items()}}
     ds: list[dict[str, str]] = [{} for _ in keep]
-    for f in findings:
+    for f in findings if with_dawid_skene else ():
         qs = [{a.teacher: (a.labels or {}).get(f) for a in groups[i].answers} for i in keep]
         for k, label in enumerate(dawid_skene(qs)):
             if label is not None:
                 ds[k][f] = label
-    picks["dawid_skene"] = list(ds)
+    if with_dawid_skene:
+        picks["dawid_skene"] = list(ds)
     teachers = sorted({a.teacher for i in keep for a in groups[i].answers})
     for t in teachers:
         picks[f"teacher:{t}"] = [next((a.labels for a in groups[i].answers if a.teacher == t),
@@ -282,7 +283,8 @@ def score_simulated(groups: Sequence[Any], beside: Mapping[str, Sequence[Any]]
 
 def run_simulated(scenarios: Sequence[str] = SIM_SCENARIOS, seeds: Sequence[int] = (0, 1, 2),
                   samples: int = 1000, progress: Callable[[str], None] | None = None,
-                  config: ReliabilityConfig | None = None) -> dict[str, Any]:
+                  config: ReliabilityConfig | None = None,
+                  with_dawid_skene: bool = True) -> dict[str, Any]:
     """Every scenario over ``seeds`` (first ``samples`` cases): per-seed rows, mean and sd."""
     from stream.simulator import generate, load_scenario
 
@@ -295,7 +297,7 @@ def run_simulated(scenarios: Sequence[str] = SIM_SCENARIOS, seeds: Sequence[int]
                 progress(f"simulated {name}, seed {seed}")
             groups, beside, _ = run_pipeline(generate(scenario, seed),
                                              [t.name for t in scenario.teachers], config)
-            runs.append(score_simulated(groups, beside))
+            runs.append(score_simulated(groups, beside, with_dawid_skene))
         out["scenarios"][name] = {"runs": runs, "summary": spread(runs)}
     return out
 
