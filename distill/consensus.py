@@ -157,6 +157,7 @@ class ReliabilityConfig:
     correlation_strength: float = 10.0  # pseudo-errors behind "no excess agreement"
     memory: int = 2000
     max_classes: int = 12
+    min_teachers: int = 4  # fewer answers: the plurality decides, reliability breaks its ties
     correlation: bool = True
 
     def __post_init__(self) -> None:
@@ -164,7 +165,8 @@ class ReliabilityConfig:
                   "prior_strength": self.prior_strength > 0,
                   "class_strength": self.class_strength > 0,
                   "correlation_strength": self.correlation_strength > 0,
-                  "memory": self.memory >= 1, "max_classes": self.max_classes >= 2}
+                  "memory": self.memory >= 1, "max_classes": self.max_classes >= 2,
+                  "min_teachers": self.min_teachers >= 1}
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"reliability.{name}: invalid value {getattr(self, name)!r}")
@@ -294,16 +296,28 @@ class ReliabilityConsensus:
                         per_key.setdefault(str(key), {})[teacher] = str(value)
             out_labels = {}
             for key in sorted(per_key):
-                best = _best(self.observe(f"label:{key}", per_key[key]))
+                best = self._pick(self.observe(f"label:{key}", per_key[key]), per_key[key])
                 if best is not None:
                     out_labels[key] = best[0]
             out_labels = out_labels or None
-        best = _best(posterior)
+        best = self._pick(posterior, answers)
         if best is None:
             return Consensus(None, support=0, tie=False, labels=out_labels)
         answer, tie = best
         support = sum(1 for a in answers.values() if a == answer)
         return Consensus(answer, support=support, tie=tie, labels=out_labels)
+
+    def _pick(self, posterior: Mapping[str, float],
+              answers: Mapping[str, str | None]) -> tuple[str, bool] | None:
+        """The decision: the most probable answer; with fewer than ``min_teachers`` answers
+        only among the plurality's (three teachers identify a one-coin model exactly, with
+        no redundancy to notice two of them erring together, which real teachers do)."""
+        given = [a for a in answers.values() if a]
+        if len(given) >= self.config.min_teachers or not posterior:
+            return _best(posterior)
+        counts = Counter(given)
+        top = max(counts.values())
+        return _best({a: p for a, p in posterior.items() if counts[a] == top})
 
     def observe(self, key: str, answers: Mapping[str, str | None]) -> dict[str, float]:
         """Posterior over the values given for ``key``, then the EM update with it."""
