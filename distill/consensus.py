@@ -196,7 +196,7 @@ class _KeyModel:
         self.same: dict[str, dict[str, float]] = {}  # u -> v -> of that, v said the same
         self.agree: dict[str, dict[str, list[float]]] = {}  # u < v -> [both answered, agreed]
         self.scale = 1.0
-        self.acc_cache: dict[str, float] = {}  # accuracies from agreement, refreshed
+        self.acc_cache: dict[str, float] | None = None  # from agreement; None: to compute
         self.since = 0  # questions since acc_cache was computed
 
     def renormalise(self) -> None:
@@ -239,7 +239,8 @@ class _KeyModel:
         m.wrong = dict(d["wrong"])
         m.same = {u: dict(row) for u, row in d["same"].items()}
         m.agree = {u: {v: list(c) for v, c in row.items()} for u, row in d["agree"].items()}
-        m.acc_cache, m.since = dict(d["acc_cache"]), int(d["since"])
+        cache = d["acc_cache"]
+        m.acc_cache, m.since = (None if cache is None else dict(cache)), int(d["since"])
         return m
 
 
@@ -373,7 +374,7 @@ class ReliabilityConsensus:
             model.agree.pop(teacher, None)
             for row in (*model.same.values(), *model.agree.values()):
                 row.pop(teacher, None)
-            model.acc_cache = {}
+            model.acc_cache = None
 
     # -- the parts -----------------------------------------------------------------------
 
@@ -394,10 +395,11 @@ class ReliabilityConsensus:
     def _accuracy(self, model: _KeyModel, teacher: str) -> float:
         """From pairwise agreement (:meth:`_agreement_accuracies`) where three or more
         teachers overlap, else from the EM soft hits; both shrunk to the prior."""
-        if model.since >= REFRESH_EVERY or not model.acc_cache:
-            model.acc_cache = self._agreement_accuracies(model)
+        cache = model.acc_cache
+        if cache is None or model.since >= REFRESH_EVERY:
+            cache = model.acc_cache = self._agreement_accuracies(model)
             model.since = 0
-        cached = model.acc_cache.get(teacher)
+        cached = cache.get(teacher)
         if cached is not None:
             return cached
         counts = model.hits.get(teacher)
