@@ -115,6 +115,10 @@ class ServeConfig(_Section):
     timeline_every: int = Field(
         500, gt=0, description="records between bank snapshots in timeline.jsonl (for reports)")
     log_format: Literal["text", "json"] = "text"
+    image_roots: list[str] = Field(
+        default_factory=list,
+        description="directories (or object-store prefixes, s3://bucket/x) that event image "
+                    "references must lie under; relative references resolve under the first")
 
     @field_validator("expected_teachers", mode="before")
     @classmethod

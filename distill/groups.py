@@ -19,6 +19,7 @@ from typing import Any, Literal
 import orjson
 
 from detectors.bank import TeacherDriftState
+from stream.images import ImageRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class TeacherGroup:
     drift: dict[str, DriftState]
     ground_truth: Any = None  # experiments only; never shown to a training stage
     completed_at: str | None = None
+    images: tuple[ImageRef, ...] | None = None  # the case's images, by reference
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,8 +77,17 @@ class TeacherGroup:
             drift={t: DriftState(**s) for t, s in d.get("drift", {}).items()},
             ground_truth=d.get("ground_truth"),
             completed_at=d.get("completed_at"),
+            images=image_refs(d.get("images")),
         )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> TeacherGroup:
         return cls.from_dict(orjson.loads(raw))
+
+
+def image_refs(value: Any) -> tuple[ImageRef, ...] | None:
+    """References from their JSON form (a list of ``{"uri", "sha256"}``) or as they are."""
+    if not value:
+        return None
+    return tuple(r if isinstance(r, ImageRef) else ImageRef(r["uri"], r["sha256"])
+                 for r in value)

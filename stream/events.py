@@ -18,11 +18,14 @@ the set of reasons must stay small and bounded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from stream.images import ImageRef
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB; the embedded broker enforces no limit, so we do.
 
@@ -59,11 +62,14 @@ class TeacherEvent:
     labels: dict[str, Any] | None = None
     ground_truth: Any = None
     meta: dict[str, Any] | None = field(default=None)
+    images: tuple[ImageRef, ...] | None = None  # by reference only (stream.images)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; optional fields that are None are left out."""
         d = {name: getattr(self, name) for name in _FIELD_NAMES}
         d["produced_at"] = format_timestamp(self.produced_at)
+        if self.images is not None:
+            d["images"] = [ref.to_dict() for ref in self.images]
         return {k: v for k, v in d.items() if v is not None}
 
     def to_json_bytes(self) -> bytes:
@@ -110,7 +116,17 @@ def decode_event(
 def validate_event(obj: dict[str, Any]) -> TeacherEvent | Invalid:
     """Check fields and types of a decoded JSON object."""
     event = _valid_event(obj)
-    return event if event is not None else _reject(obj)
+    if event is None:
+        return _reject(obj)
+    return event if obj.get("images") is None else _with_images(event, obj["images"])
+
+
+def _with_images(event: TeacherEvent, value: Any) -> TeacherEvent | Invalid:
+    """The event with its image references, or ``bad_image`` (see :mod:`stream.images`)."""
+    from stream.images import parse_image_refs  # imports this module: import here
+
+    refs = parse_image_refs(value)
+    return refs if isinstance(refs, Invalid) else replace(event, images=refs)
 
 
 def _valid_event(obj: dict[str, Any]) -> TeacherEvent | None:
@@ -172,4 +188,6 @@ REJECTION_REASONS = (
     *(f"bad_type:{n}" for n in (*OPTIONAL_STR_FIELDS, *OPTIONAL_DICT_FIELDS)),
     *(f"bad_value:{n}" for n in ("event_id", "sample_id", "teacher")),
     "bad_timestamp",
+    "bad_image",  # the images field (stream.images)
+    "image_outside_roots",  # serve confines image references to its roots (stream.images)
 )

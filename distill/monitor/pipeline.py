@@ -24,7 +24,7 @@ from typing import Any
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
 from distill.config import ServeConfig
 from distill.consensus import LabelVotes, ReliabilityConfig, ReliabilityConsensus
-from distill.groups import TeacherAnswer, TeacherGroup
+from distill.groups import TeacherAnswer, TeacherGroup, image_refs
 from stream.dedup import DedupWindow
 from stream.events import TeacherEvent, format_timestamp
 from stream.join import JoinedSample, SampleJoiner
@@ -141,6 +141,7 @@ class MonitorPipeline:
             drift=drift,
             ground_truth=first.get("ground_truth"),
             completed_at=format_timestamp_float(self.joiner.watermark),
+            images=image_refs(first.get("images")),
         )
 
     def _note(self, alerts: list[DriftRecord]) -> list[DriftRecord]:
@@ -207,6 +208,8 @@ def _answer_payload(event: TeacherEvent, answer: Any) -> dict[str, Any]:
         value = getattr(event, name)
         if value is not None:
             payload[name] = value
+    if event.images:  # JSON-ready: the payload is part of the checkpointed join state
+        payload["images"] = [ref.to_dict() for ref in event.images]
     return payload
 
 

@@ -37,6 +37,7 @@ from stream.checkpoint import commit_checkpoint
 from stream.deadletter import DeadLetterSink
 from stream.events import TeacherEvent, decode_event
 from stream.exceptions import FatalClientError, StreamError
+from stream.images import confine_all
 from stream.kafka import KafkaSettings, Record, Sink, Source, ensure_topics, open_sink, open_source
 from stream.probe import BrokerProbe
 
@@ -212,6 +213,9 @@ class MonitorService:
             self.summary.first_record_at = started
         self.metrics.messages_consumed.inc()
         decoded = decode_event(record.value, self.cfg.serve.max_message_bytes)
+        if isinstance(decoded, TeacherEvent) and decoded.images:
+            outside = confine_all(decoded.images, self.cfg.serve.image_roots)
+            decoded = decoded if outside is None else outside
         if isinstance(decoded, TeacherEvent):
             pipeline = part.pipeline
             joined, deduped = pipeline.joiner.overflow, pipeline.dedup.overflow
