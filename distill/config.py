@@ -40,6 +40,15 @@ class KafkaConfig(_Section):
     groups_topic: str = Field("teacher-groups", description="completed teacher groups")
     partitions: int = Field(4, gt=0, description="partitions for topics the service creates")
     group_id: str = Field("distill-monitor", description="consumer group of `distill serve`")
+    observations_topic: str | None = Field(
+        None, description="internal: per-teacher observations from the ingest to the detect "
+                          "stage; default <group_id>-observations")
+    drift_state_topic: str | None = Field(
+        None, description="compacted: each teacher's latest drift state, keyed by teacher; "
+                          "default <group_id>-drift-state")
+    observation_partitions: int = Field(
+        1, gt=0, description="partitions of the observations topic: how many detect-stage "
+                             "owners the teachers are spread over")
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(2000, ge=100)
     security: dict[str, Any] = Field(
@@ -60,6 +69,13 @@ class ServeConfig(_Section):
     expected_teachers: list[str] = Field(
         default_factory=list, description="teachers a group waits for; empty = learned")
     group_timeout_s: float = Field(300.0, gt=0, description="produced_at span before timeout")
+    allowed_lateness_s: float | None = Field(
+        None, ge=0, description="how far behind a partition's watermark an event may arrive "
+                                "and still be detected in canonical order; default: "
+                                "group_timeout_s")
+    role: Literal["all", "ingest", "detect"] = Field(
+        "all", description="stages this instance runs: ingest (decode, join, consensus, "
+                           "groups), detect (per-teacher detectors, alerts) or both")
     join_buffer_max: int = Field(10_000, gt=0, description="open samples held at most")
     dedup_window: int = Field(100_000, gt=0, description="event ids remembered at most")
     metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
@@ -96,6 +112,14 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     train: TrainConfig = TrainConfig()
+
+
+def observations_topic(k: KafkaConfig) -> str:
+    return k.observations_topic or f"{k.group_id}-observations"
+
+
+def drift_state_topic(k: KafkaConfig) -> str:
+    return k.drift_state_topic or f"{k.group_id}-drift-state"
 
 
 @dataclass(frozen=True)

@@ -1,36 +1,34 @@
-"""The monitor pipeline without I/O: one validated event in, drift alerts and groups out.
+"""The monitor pipeline in one process, without I/O: validated events in, alerts and groups out.
 
-``distill serve`` wraps it with Kafka and checkpoints, ``distill replay`` and the
-benchmarks feed it from files. Everything it holds (dedup window, join buffer, detector
-bank, counters) is deterministic and round-trips through :meth:`to_state`, so a restored
-pipeline continues exactly where the checkpoint left it.
-
-Per event: dedupe by ``event_id``, compute the teacher's signals, update its detectors,
-and join by ``sample_id``. When a sample's group closes (all expected teachers answered, or
-the event-time timeout passed) the consensus answer is taken, each teacher's agreement with
-the others updates its ``agreement`` detector, and the group is emitted with every
-teacher's drift state at that moment.
+It is the two stages ``distill serve`` runs over Kafka, wired directly: the
+:class:`~distill.monitor.ingest.IngestStage` (dedup, signals, join, consensus, groups) hands
+its observations and its low watermark to the :class:`~distill.monitor.detect.DetectStage`
+(the detector bank, fed in canonical order). ``distill replay``, the benchmarks and the
+experiments use it, and because the detect stage orders by event time, they raise the same
+alerts as ``serve`` on any number of partitions. Everything it holds round-trips through
+:meth:`to_state`, so a restored pipeline continues exactly where the checkpoint left it.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
 from distill.config import ServeConfig
-from distill.consensus import LabelVotes, majority
-from distill.groups import TeacherAnswer, TeacherGroup
+from distill.groups import TeacherGroup
+from distill.monitor.detect import DetectStage
+from distill.monitor.ingest import IngestOutput, IngestStage, format_timestamp_float
+from distill.monitor.observations import FLUSH_SEQ, Watermark
 from stream.dedup import DedupWindow
-from stream.events import TeacherEvent, format_timestamp
-from stream.join import JoinedSample, SampleJoiner
-from stream.signals import event_signals, leave_one_out_agreement
+from stream.events import TeacherEvent
+from stream.join import SampleJoiner
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the state of an ingest and/or a detect stage
 _SERVE_DEFAULTS = ServeConfig.model_fields  # one source for the bounds' defaults
+
+__all__ = ["MonitorPipeline", "PipelineConfig", "StepOutput", "format_timestamp_float"]
 
 
 @dataclass
@@ -48,122 +46,94 @@ class StepOutput:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The knobs of the monitor pipeline (mirrors the ``serve`` and ``detectors`` config)."""
+    """The knobs of the monitor pipeline (mirrors the ``serve`` and ``detectors`` config).
+
+    ``allowed_lateness_s`` (None: the group timeout) is how far behind the partition's
+    watermark an event may still arrive and be detected in canonical order; the detect
+    stage runs that much event time behind the stream."""
 
     bank: BankConfig = field(default_factory=BankConfig)
     expected_teachers: tuple[str, ...] = ()
     group_timeout_s: float = _SERVE_DEFAULTS["group_timeout_s"].default
     join_buffer_max: int = _SERVE_DEFAULTS["join_buffer_max"].default
     dedup_window: int = _SERVE_DEFAULTS["dedup_window"].default
+    allowed_lateness_s: float | None = None
+
+    @property
+    def lateness_s(self) -> float:
+        return (self.group_timeout_s if self.allowed_lateness_s is None
+                else self.allowed_lateness_s)
+
+    def ingest(self, source: int = 0, drift_view: Any = None) -> IngestStage:
+        return IngestStage(self.expected_teachers, self.group_timeout_s, self.join_buffer_max,
+                           self.dedup_window, self.lateness_s, self.bank.hist_bins, source,
+                           drift_view)
+
+    def detect(self, sources: int = 1) -> DetectStage:
+        return DetectStage(self.bank, sources)
 
 
 class MonitorPipeline:
+    """Both stages in one process (module docstring); one input partition, source 0."""
+
     def __init__(self, config: PipelineConfig | None = None) -> None:
         self.config = config or PipelineConfig()
-        self.bank = DetectorBank(self.config.bank)
-        self.joiner = SampleJoiner(self.config.expected_teachers or None,
-                                   self.config.group_timeout_s, self.config.join_buffer_max)
-        self.dedup = DedupWindow(self.config.dedup_window)
-        self.events: Counter[str] = Counter()
-        self.duplicates = 0
-        self.groups_completed = 0
-        self.groups_timed_out = 0
-        self.last_alert: dict[str, dict[str, Any]] = {}
+        self.detect = self.config.detect()
+        self.ingest = self.config.ingest(drift_view=lambda t: self.detect.bank.drift_state(t))
+        self.offset = 0  # events processed: the position of the next one
+
+    # the parts callers and tests look at
+    @property
+    def bank(self) -> DetectorBank:
+        return self.detect.bank
+
+    @property
+    def joiner(self) -> SampleJoiner:
+        return self.ingest.joiner
+
+    @property
+    def dedup(self) -> DedupWindow:
+        return self.ingest.dedup
+
+    @property
+    def events(self) -> Any:
+        return self.ingest.events
+
+    @property
+    def last_alert(self) -> dict[str, dict[str, Any]]:
+        return self.detect.last_alert
 
     def process(self, event: TeacherEvent) -> StepOutput:
-        if self.dedup.seen_before(event.event_id):
-            self.duplicates += 1
+        out = self.ingest.process(event, self.offset)
+        self.offset += 1
+        if out.duplicate:
             return StepOutput(duplicate=True)
-        at = event.produced_at.timestamp()
-        self.events[event.teacher] += 1
-        signals = event_signals(event, self.config.bank.hist_bins)
-        out = StepOutput(alerts=self._note(self.bank.update(event.teacher, signals, at)))
-        payload = _answer_payload(event, signals.get("answer"))
-        for sample in self.joiner.add(event.sample_id, event.teacher, payload, at):
-            out.extend(self._close(sample, at))
-        return out
+        return self._detect(out, self.ingest.low_watermark())
 
     def flush(self) -> StepOutput:
-        """Close every open group (the end of a finite stream)."""
-        out = StepOutput()
-        for sample in self.joiner.flush():
-            out.extend(self._close(sample, self.joiner.watermark))
-        return out
+        """Close every open group and release every observation (a finite stream's end)."""
+        return self._detect(self.ingest.flush(self.offset - 1, FLUSH_SEQ), float("inf"))
 
-    def _close(self, sample: JoinedSample, at: float) -> StepOutput:
-        if sample.status == "complete":
-            self.groups_completed += 1
-        else:
-            self.groups_timed_out += 1
-        answers = {t: a["answer"] for t, a in sample.answers.items()}
-        labels = {t: a.get("labels") for t, a in sample.answers.items()}
-        votes = LabelVotes(labels)
-        agreement = votes.agreement() if votes.counts else leave_one_out_agreement(answers)
+    def _detect(self, out: IngestOutput, watermark: float) -> StepOutput:
         alerts: list[DriftRecord] = []
-        for teacher, agrees in agreement.items():
-            if agrees is not None:
-                alerts.extend(self.bank.update(teacher, {"agreement": agrees}, at))
-        group = self._group(sample, answers, votes)
-        return StepOutput(alerts=self._note(alerts), groups=[group])
-
-    def _group(self, sample: JoinedSample, answers: dict[str, str | None],
-               votes: LabelVotes) -> TeacherGroup:
-        first = next(iter(sample.answers.values()))
-        drift = {teacher: self.bank.drift_state(teacher) for teacher in sample.answers}
-        return TeacherGroup(
-            sample_id=sample.sample_id,
-            prompt=first.get("prompt"),
-            status="complete" if sample.status == "complete" else "timeout",
-            answers=[TeacherAnswer(teacher=t, event_id=a["event_id"], output=a["output"],
-                                   answer=a["answer"], labels=a.get("labels"),
-                                   teacher_version=a.get("teacher_version"),
-                                   produced_at=a.get("produced_at"))
-                     for t, a in sample.answers.items()],
-            consensus=majority(answers, labels=votes.majority()),
-            drift=drift,
-            ground_truth=first.get("ground_truth"),
-            completed_at=format_timestamp_float(self.joiner.watermark),
-        )
-
-    def _note(self, alerts: list[DriftRecord]) -> list[DriftRecord]:
-        for alert in alerts:
-            self.last_alert[alert.teacher] = alert.to_dict()
-        return alerts
+        for obs in out.observations:
+            alerts.extend(self.detect.add(obs))
+        self.detect.watermark(Watermark(0, 1, watermark))
+        alerts.extend(self.detect.release())
+        return StepOutput(alerts=alerts, groups=out.groups)
 
     def counters(self) -> dict[str, Any]:
-        return {
-            "events": dict(sorted(self.events.items())),
-            "duplicates": self.duplicates,
-            "groups_completed": self.groups_completed,
-            "groups_timed_out": self.groups_timed_out,
-            "groups_open": self.joiner.open_count,
-            "join_overflow": self.joiner.overflow,
-            "dedup_overflow": self.dedup.overflow,
-        }
+        return self.ingest.counters()
 
     def to_state(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "bank": self.bank.to_state(),
-            "joiner": self.joiner.to_state(),
-            "dedup": self.dedup.to_state(),
-            "counters": self.counters(),
-            "last_alert": self.last_alert,
-        }
+        return {"version": STATE_VERSION, "offset": self.offset,
+                "ingest": self.ingest.to_state(), "detect": self.detect.to_state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"pipeline state version {state.get('version')!r}, "
-                             f"expected {STATE_VERSION}")
-        self.bank = DetectorBank.from_state(state["bank"])
-        self.joiner.load_state(state["joiner"])
-        self.dedup.load_state(state["dedup"])
-        c = state["counters"]
-        self.events = Counter(c["events"])
-        self.duplicates = c["duplicates"]
-        self.groups_completed = c["groups_completed"]
-        self.groups_timed_out = c["groups_timed_out"]
-        self.last_alert = state["last_alert"]
+        check_version(state)
+        self.offset = state["offset"]
+        self.ingest.load_state(state["ingest"])
+        self.detect.load_state(state["detect"])
 
     def run(self, events: Iterable[TeacherEvent], flush: bool = True) -> StepOutput:
         """Process a finite stream; the offline path of replay and benchmarks."""
@@ -175,21 +145,7 @@ class MonitorPipeline:
         return out
 
 
-def _answer_payload(event: TeacherEvent, answer: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "event_id": event.event_id,
-        "output": event.output,
-        "answer": answer if isinstance(answer, str) else None,
-        "produced_at": format_timestamp(event.produced_at),
-    }
-    for name in ("labels", "teacher_version", "prompt", "ground_truth"):
-        value = getattr(event, name)
-        if value is not None:
-            payload[name] = value
-    return payload
-
-
-def format_timestamp_float(ts: float) -> str | None:
-    if ts == float("-inf"):
-        return None
-    return format_timestamp(datetime.fromtimestamp(ts, UTC))
+def check_version(state: dict[str, Any]) -> None:
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"pipeline state version {state.get('version')!r}, "
+                         f"expected {STATE_VERSION}")
