@@ -28,8 +28,11 @@ def command() -> None:
 @click.option("--delta-max", default=300, show_default=True,
               help="Events after a change within which the first alarm counts as detection.")
 @click.option("--no-baselines", is_flag=True, help="Skip the River ADWIN/KSWIN baselines.")
+@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Input partitions the stream is spread over (by sample), each with its "
+                   "own ingest stage, as `distill serve` runs them.")
 def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
-           json_out: Path | None, delta_max: int, no_baselines: bool) -> None:
+           json_out: Path | None, delta_max: int, no_baselines: bool, partitions: int) -> None:
     """Run the detector bank over real drift chains, as the monitor does (peers and
     agreement included), and score it against River baselines (Cerqueira et al.)."""
     from rich.console import Console
@@ -49,7 +52,8 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
             progress.update(task, advance=1, description=name[:60])
 
         result = run_benchmark(data, chains, bank, seed=seed, delta_max=delta_max,
-                               baselines=not no_baselines, progress=step)
+                               baselines=not no_baselines, progress=step,
+                               partitions=partitions)
     _print(console, result)
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=1))

@@ -11,6 +11,8 @@ alerts as ``serve`` on any number of partitions. Everything it holds round-trips
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +30,8 @@ from stream.join import SampleJoiner
 STATE_VERSION = 2  # 2: the state of an ingest and/or a detect stage
 _SERVE_DEFAULTS = ServeConfig.model_fields  # one source for the bounds' defaults
 
-__all__ = ["MonitorPipeline", "PipelineConfig", "StepOutput", "format_timestamp_float"]
+__all__ = ["MonitorPipeline", "PartitionedPipeline", "PipelineConfig", "StepOutput",
+           "format_timestamp_float"]
 
 
 @dataclass
@@ -73,7 +76,33 @@ class PipelineConfig:
         return DetectStage(self.bank, sources)
 
 
-class MonitorPipeline:
+class _Stages:
+    def process(self, event: TeacherEvent) -> StepOutput:
+        raise NotImplementedError
+
+    def flush(self) -> StepOutput:
+        raise NotImplementedError
+
+    def run(self, events: Iterable[TeacherEvent], flush: bool = True) -> StepOutput:
+        """Process a finite stream; the offline path of replay and benchmarks."""
+        out = StepOutput()
+        for event in events:
+            out.extend(self.process(event))
+        if flush:
+            out.extend(self.flush())
+        return out
+
+
+def _detect(detect: DetectStage, out: IngestOutput, mark: Watermark) -> StepOutput:
+    alerts: list[DriftRecord] = []
+    for obs in out.observations:
+        alerts.extend(detect.add(obs))
+    detect.watermark(mark)
+    alerts.extend(detect.release())
+    return StepOutput(alerts=alerts, groups=out.groups)
+
+
+class MonitorPipeline(_Stages):
     """Both stages in one process (module docstring); one input partition, source 0."""
 
     def __init__(self, config: PipelineConfig | None = None) -> None:
@@ -108,19 +137,12 @@ class MonitorPipeline:
         self.offset += 1
         if out.duplicate:
             return StepOutput(duplicate=True)
-        return self._detect(out, self.ingest.low_watermark())
+        return _detect(self.detect, out, Watermark(0, 1, self.ingest.low_watermark()))
 
     def flush(self) -> StepOutput:
         """Close every open group and release every observation (a finite stream's end)."""
-        return self._detect(self.ingest.flush(self.offset - 1, FLUSH_SEQ), float("inf"))
-
-    def _detect(self, out: IngestOutput, watermark: float) -> StepOutput:
-        alerts: list[DriftRecord] = []
-        for obs in out.observations:
-            alerts.extend(self.detect.add(obs))
-        self.detect.watermark(Watermark(0, 1, watermark))
-        alerts.extend(self.detect.release())
-        return StepOutput(alerts=alerts, groups=out.groups)
+        out = self.ingest.flush(self.offset - 1, FLUSH_SEQ)
+        return _detect(self.detect, out, Watermark(0, 1, float("inf")))
 
     def counters(self) -> dict[str, Any]:
         return self.ingest.counters()
@@ -135,13 +157,36 @@ class MonitorPipeline:
         self.ingest.load_state(state["ingest"])
         self.detect.load_state(state["detect"])
 
-    def run(self, events: Iterable[TeacherEvent], flush: bool = True) -> StepOutput:
-        """Process a finite stream; the offline path of replay and benchmarks."""
+class PartitionedPipeline(_Stages):
+    """The stages as ``serve`` runs them on ``partitions`` input partitions, in one process:
+    events are routed by a hash of ``sample_id`` (as producers key them), each partition has
+    its own ingest stage, and one detect stage waits for all their watermarks. What
+    ``distill bench detect --partitions`` runs; its alerts are those of
+    :class:`MonitorPipeline`."""
+
+    def __init__(self, config: PipelineConfig | None = None, partitions: int = 1) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.config = config or PipelineConfig()
+        self.detect = self.config.detect(partitions)
+        self.ingests = [self.config.ingest(p, self.detect.bank.drift_state)
+                        for p in range(partitions)]
+        self.offsets = [0] * partitions
+
+    def process(self, event: TeacherEvent) -> StepOutput:
+        p = zlib.crc32(event.sample_id.encode()) % len(self.ingests)
+        ingest = self.ingests[p]
+        out = ingest.process(event, self.offsets[p])
+        self.offsets[p] += 1
+        if out.duplicate:
+            return StepOutput(duplicate=True)
+        return _detect(self.detect, out, Watermark(p, len(self.ingests), ingest.low_watermark()))
+
+    def flush(self) -> StepOutput:
         out = StepOutput()
-        for event in events:
-            out.extend(self.process(event))
-        if flush:
-            out.extend(self.flush())
+        for p, ingest in enumerate(self.ingests):
+            closed = ingest.flush(self.offsets[p] - 1, FLUSH_SEQ)
+            out.extend(_detect(self.detect, closed, Watermark(p, len(self.ingests), math.inf)))
         return out
 
 

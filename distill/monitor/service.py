@@ -143,6 +143,10 @@ class MonitorService:
         self.state_topic = drift_state_topic(cfg.kafka)
         self.topics = [cfg.kafka.input_topic if name == "input" else self.obs_topic
                        for name in ROLES[cfg.serve.role]]
+        # a detect-only instance joins its own group: members of one group subscribe to the
+        # same topics (all-role instances to both)
+        self.group_id = (f"{cfg.kafka.group_id}-detect" if cfg.serve.role == "detect"
+                         else cfg.kafka.group_id)
         self.input_partitions = 0  # known once the input topic exists
         self.parts: dict[tuple[str, int], PartitionState] = {}
         self.drift_seen: dict[str, TeacherDriftState] = {}  # from the drift-state topic
@@ -194,14 +198,14 @@ class MonitorService:
                                        self.health)
             self.http_port = server.port
             stack.callback(server.shutdown)
-            self.source = open_source(settings, self.topics, k.group_id,
+            self.source = open_source(settings, self.topics, self.group_id,
                                       on_assign=self._on_assign, on_revoke=self._on_revoke)
             stack.callback(self.source.close)
             self._alerts_log = stack.enter_context(open(self.state_dir / "alerts.jsonl", "ab"))
             self._timeline = stack.enter_context(open(self.state_dir / "timeline.jsonl", "ab"))
             self._install_signal_handlers(stack)
             log.info("serving %s (role %s) as group %s; metrics on http://%s:%d/metrics",
-                     ", ".join(self.topics), self.cfg.serve.role, k.group_id, server.host,
+                     ", ".join(self.topics), self.cfg.serve.role, self.group_id, server.host,
                      server.port)
             self._loop()
             if self._fatal is not None:
