@@ -4,11 +4,13 @@ partitions, in replay, and when the stages run as separate instances."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from serving import Topics, produce_events
 
+from distill.monitor.driftstate import DriftStateReader
 from distill.monitor.pipeline import MonitorPipeline
 from distill.monitor.replay import Replay, open_source
 from distill.monitor.service import MonitorService, RunLimits, RunSummary
@@ -96,3 +98,13 @@ def test_separate_ingest_and_detect_instances_on_4_partitions_give_the_same_aler
     detect.join(timeout=300)
     assert results["ingest"].records == len(events) and results["ingest"].alerts_total == 0
     assert alerts_of(list(results["detect"].alerts)) == want
+
+    # the compacted drift-state topic: what an ingest-only instance reads for its groups
+    reader = DriftStateReader(kafka_settings, f"{topics.group_id}-drift-state")
+    deadline = time.monotonic() + 30
+    while len(reader.states) < 7 and time.monotonic() < deadline:
+        reader.poll()
+        time.sleep(0.2)
+    reader.close()
+    assert len(reader.states) == 7
+    assert all(reader.states[t].evidence > 0 for t, _, _ in want)

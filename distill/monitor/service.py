@@ -37,6 +37,7 @@ from distill.exceptions import CheckpointUnreadable
 from distill.http import start_http_server
 from distill.metrics import MonitorMetrics
 from distill.monitor import observations as obs_codec
+from distill.monitor.driftstate import DriftStateReader
 from distill.monitor.ingest import NO_DRIFT, IngestOutput
 from distill.monitor.observations import FLUSH_SEQ, Watermark
 from distill.monitor.partition import PartitionState
@@ -149,7 +150,7 @@ class MonitorService:
                          else cfg.kafka.group_id)
         self.input_partitions = 0  # known once the input topic exists
         self.parts: dict[tuple[str, int], PartitionState] = {}
-        self.drift_seen: dict[str, TeacherDriftState] = {}  # from the drift-state topic
+        self.drift_reader: DriftStateReader | None = None  # an ingest-only instance's
         self.summary = RunSummary()
         self.running = True
         self.finished = False  # the stream was declared finite and drained (idle_exit_s)
@@ -192,6 +193,9 @@ class MonitorService:
                                   max_in_flight_requests_per_connection=1)
             stack.callback(self.sink.close)
             self.dlq = DeadLetterSink(self.sink, k.dead_letter_topic)
+            if self.cfg.serve.role == "ingest":  # the detectors' states, for the groups
+                self.drift_reader = DriftStateReader(settings, self.state_topic)
+                stack.callback(self.drift_reader.close)
             self.probe = BrokerProbe(settings, self.topics[0]).start()
             stack.callback(self.probe.stop)
             server = start_http_server(self.cfg.serve.metrics_address, self.registry,
@@ -370,6 +374,8 @@ class MonitorService:
     def _after_batch(self, touched: set[tuple[str, int]]) -> None:
         """Ingest partitions publish their watermarks; detect partitions release what all
         input partitions have passed, then publish their teachers' drift states."""
+        if self.drift_reader is not None:
+            self.drift_reader.poll()
         for key in touched:
             part = self.parts.get(key)
             if part is not None and part.archive is not None:
@@ -421,7 +427,9 @@ class MonitorService:
         for part in self.parts.values():
             if part.archive is None and teacher in part.detect.bank.teachers():
                 return part.detect.bank.drift_state(teacher)
-        return self.drift_seen.get(teacher, NO_DRIFT)
+        if self.drift_reader is None:
+            return NO_DRIFT
+        return self.drift_reader.states.get(teacher, NO_DRIFT)
 
     # -- partitions and checkpoints ------------------------------------------------------
 
