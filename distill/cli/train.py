@@ -202,7 +202,7 @@ def _follow(cfg: Config, state: Path, settings: Any, follow: bool, max_rounds: i
             max_seconds: float | None, retrain_webhook: bool = False) -> int:
     from prometheus_client import CollectorRegistry
 
-    from distill.http import start_http_server
+    from distill.http import TokenRequired, http_options, start_http_server
     from distill.logs import setup_logging
     from distill.metrics import TrainerMetrics
     from distill.trainer.follow import Follower, FollowSettings
@@ -239,7 +239,12 @@ def _follow(cfg: Config, state: Path, settings: Any, follow: bool, max_rounds: i
                             err=True))
     with ExitStack() as stack:
         routes = {"/-/retrain": follower.webhook} if retrain_webhook else None
-        server = start_http_server(t.metrics_address, registry, follower.health, routes)
+        try:
+            server = start_http_server(t.metrics_address, registry, follower.health, routes,
+                                       **http_options(cfg.http))
+        except (TokenRequired, ValueError) as exc:
+            click.echo(f"distill train: {exc}", err=True)
+            return 2
         stack.callback(server.shutdown)
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous = signal.signal(sig, lambda *_: follower.stop())
