@@ -293,8 +293,8 @@ class MonitorService:
         started = time.perf_counter()
         if self.summary.first_record_at is None:
             self.summary.first_record_at = started
-        self.metrics.messages_consumed.inc()
         if part.archive is not None:
+            self.metrics.messages_consumed.inc()  # the input topic's (as the metric says)
             self._ingest(part, record)
             self.summary.records += 1
         else:
