@@ -151,6 +151,7 @@ class MonitorService:
         self.input_partitions = 0  # known once the input topic exists
         self.parts: dict[tuple[str, int], PartitionState] = {}
         self.drift_reader: DriftStateReader | None = None  # an ingest-only instance's
+        self._outbox: dict[int, list[Any]] = {}  # observations partition -> this batch's
         self.summary = RunSummary()
         self.running = True
         self.finished = False  # the stream was declared finite and drained (idle_exit_s)
@@ -279,6 +280,7 @@ class MonitorService:
             for part in ingest:
                 last = -1 if part.next_offset is None else part.next_offset - 1
                 self._emit_ingest(part, part.ingest.flush(last, FLUSH_SEQ))
+                self._send_observations()
                 self._send_watermark(part, math.inf)
                 part.dirty = part.next_offset is not None
             self._checkpoint(force=True)
@@ -328,8 +330,9 @@ class MonitorService:
             return
         if isinstance(message, Watermark):
             part.detect.watermark(message)
-        else:
-            self._emit_alerts(part.detect.add(message))
+            return
+        for obs in message:
+            self._emit_alerts(part.detect.add(obs))
 
     def _dead_letter(self, record: Record, rejected: Invalid) -> None:
         self.dlq.send(record, rejected)
@@ -354,7 +357,8 @@ class MonitorService:
         assert self.sink is not None and part.archive is not None
         k = self.cfg.kafka
         for o in out.observations:
-            self.sink.send(self.obs_topic, obs_codec.encode(o), key=o.teacher.encode())
+            p = obs_codec.partition_of(o.teacher, self.obs_partitions)
+            self._outbox.setdefault(p, []).append(o)
         for group in out.groups:
             payload = group.to_json()
             self.sink.send(k.groups_topic, payload, key=group.sample_id.encode())
@@ -362,6 +366,17 @@ class MonitorService:
             counter = (self.metrics.groups_completed if group.status == "complete"
                        else self.metrics.groups_timed_out)
             counter.inc()
+
+    def _send_observations(self) -> None:
+        """The batch's observations, a few messages per observations partition (in order:
+        the detect stage drops what is not past the last position it accepted)."""
+        assert self.sink is not None
+        step = obs_codec.BATCH
+        for p, batch in self._outbox.items():
+            for i in range(0, len(batch), step):
+                self.sink.send(self.obs_topic, obs_codec.encode_batch(batch[i:i + step]),
+                               partition=p)
+        self._outbox.clear()
 
     def _send_watermark(self, part: PartitionState, at: float) -> None:
         assert self.sink is not None
@@ -376,6 +391,7 @@ class MonitorService:
         input partitions have passed, then publish their teachers' drift states."""
         if self.drift_reader is not None:
             self.drift_reader.poll()
+        self._send_observations()
         for key in touched:
             part = self.parts.get(key)
             if part is not None and part.archive is not None:
