@@ -41,7 +41,7 @@ class Detector(Protocol):
     def to_state(self) -> dict[str, Any]: ...
 
 
-KINDS: dict[str, type] = {"adwin": ADWIN, "hddm_a": HDDMA, "kl_window": KLWindow}
+KINDS: dict[str, Any] = {"adwin": ADWIN, "hddm_a": HDDMA, "kl_window": KLWindow}
 
 
 def detector_from_state(kind: str, state: dict[str, Any]) -> Any:

@@ -29,10 +29,12 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 
 from stream.answers import extract_answer
+from stream.cext import optional_extension
 from stream.events import TeacherEvent
 
 SIGNALS = ("length", "answer", "refusal", "format", "vocab", "agreement")
@@ -143,13 +145,10 @@ def _contains_any(text: str, needles: tuple[str, ...]) -> bool:
     return False
 
 
-try:  # the same scan in C, built by `pip install` where a compiler is present
-    from stream._textscan import scan as _scan
-
-    SCANNER = "c"
-except ImportError:  # pragma: no cover - a build without a C compiler
-    _scan = _scan_py
-    SCANNER = "python"
+# the same scan in C, built by `pip install` where a compiler is present (stream/cext.py)
+_textscan = optional_extension("stream._textscan")
+_scan = _scan_py if _textscan is None else _textscan.scan
+SCANNER: Literal["c", "python"] = "python" if _textscan is None else "c"
 
 
 def leave_one_out_agreement(answers: Mapping[str, str | None]) -> dict[str, int | None]:

@@ -14,6 +14,15 @@ from distill.config import Config, ConfigInvalid, load_config
 F = Callable[..., Any]
 
 
+def default(section: str, name: str, shown: str | None = None) -> str:
+    """``[default: X]`` for a flag's help, X read from the config model (never a copy).
+    ``shown`` replaces X where the raw value would mislead (e.g. an empty list)."""
+    value = getattr(Config.model_fields[section].default, name)
+    if shown is None:
+        shown = "on" if value is True else "off" if value is False else str(value)
+    return f"[default: {shown}]"
+
+
 def config_option(f: F) -> F:
     return click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
                         default=None, help="TOML config file.")(f)

@@ -10,13 +10,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from distill.cli.common import config_option, load_or_exit
+from distill.cli.common import config_option, default, load_or_exit
 
 
 @click.command(name="status")
 @config_option
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The monitor's state dir. [default: from config, ./state]")
+              help=f"The monitor's state dir. {default('serve', 'state_dir')}")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def command(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
     """Per teacher: events processed, each signal's estimate and detections, the last

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from distill.cli.common import bootstrap_option, config_option, load_or_exit
+from distill.cli.common import bootstrap_option, config_option, default, load_or_exit
 from distill.config import Config
 
 F = Callable[..., Any]
@@ -28,19 +28,22 @@ def round_options(f: F) -> F:
     opts = [
         click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
                      default=None, help="Service state dir (trainer/ and archive/ inside). "
-                     "[default: from config, ./state]"),
+                     f"{default('serve', 'state_dir')}"),
         click.option("--student", type=click.Path(file_okay=False, exists=True,
                                                   path_type=Path), default=None,
                      help="Local Hugging Face model dir; bootstraps the reference when the "
                      "registry has none."),
         click.option("--steps", type=click.IntRange(min=1), default=None,
-                     help="APO optimizer steps per round. [default: 20]"),
+                     help=f"APO optimizer steps per round. {default('train', 'steps')}"),
         click.option("--max-new-groups", type=click.IntRange(min=1), default=None,
-                     help="New groups trained on per round. [default: 256]"),
+                     help="New groups trained on per round. "
+                     f"{default('train', 'max_new_groups')}"),
         click.option("--replay-fraction", type=click.FloatRange(0, 4), default=None,
-                     help="Replayed older groups per new group. [default: 0.5]"),
+                     help="Replayed older groups per new group. "
+                     f"{default('train', 'replay_fraction')}"),
         click.option("--tolerance", type=click.FloatRange(min=0), default=None,
-                     help="Promote when probe score >= current - tolerance. [default: 0]"),
+                     help="Promote when probe score >= current - tolerance. "
+                     f"{default('train', 'gate_tolerance')}"),
         click.option("--keep-rejected", is_flag=True, default=False,
                      help="Keep the weights of candidates the gate rejected."),
         click.option("--keep-versions", type=click.IntRange(min=1), default=5,
@@ -108,7 +111,7 @@ def do_rollback(state_dir: Path, version: str) -> None:
     from distill.trainer.round import TrainerPaths
 
     paths = TrainerPaths(state_dir)
-    if not (paths.registry / "registry.json").exists():
+    if not paths.registry_file.exists():
         click.echo(f"distill: no registry under {paths.registry}", err=True)
         sys.exit(2)
     try:
@@ -143,15 +146,17 @@ def build_tiny(out_dir: Path, scenario: str, seed: int) -> None:
               help="Accept Alertmanager webhooks on POST /-/retrain of the metrics address: a "
                    "firing DriftDetected, DriftSustained, SeveralTeachersDrifting, "
                    "StudentRegressed or RetrainStale queues a round (trigger 'webhook').")
-@click.option("--group-id", default=None, help="Consumer group. [default: distill-trainer]")
+@click.option("--group-id", default=None,
+              help=f"Consumer group. {default('train', 'group_id')}")
 @click.option("--metrics-address", default=None, metavar="HOST:PORT",
-              help="/metrics and /healthz. [default: 127.0.0.1:9109]")
+              help=f"/metrics and /healthz. {default('train', 'metrics_address')}")
 @click.option("--trigger-every-groups", type=click.IntRange(min=1), default=None,
-              help="A round every K new groups. [default: 256]")
+              help=f"A round every K new groups. {default('train', 'trigger_every_groups')}")
 @click.option("--trigger-every-s", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="A round every T seconds (if anything is new). [default: 3600]")
+              help="A round every T seconds (if anything is new). "
+                   f"{default('train', 'trigger_every_s')}")
 @click.option("--trigger-on-alert/--no-trigger-on-alert", default=None,
-              help="A drift alert starts a round. [default: on]")
+              help=f"A drift alert starts a round. {default('train', 'trigger_on_alert')}")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=None,
               help="Exit after this many rounds.")
 @click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,

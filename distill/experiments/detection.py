@@ -50,10 +50,11 @@ def score_alarms(alarms: Iterable[int], change_points: list[int], n_events: int,
     for k, cp in enumerate(change_points):
         end = min(cp + delta_max, bounds[k + 1])
         first = next((i for i, a in enumerate(alarms) if a >= cp), None)
-        hit = first is not None and alarms[first] < end
-        if hit:
+        if first is not None and alarms[first] < end:
             used.add(first)
-        per_change.append(alarms[first] - cp if hit else None)
+            per_change.append(alarms[first] - cp)
+        else:
+            per_change.append(None)
     delays = [d for d in per_change if d is not None]
     return Score(changes=len(change_points), detected=len(delays), delays=delays,
                  false_alarms=len(alarms) - len(used), events=n_events, per_change=per_change)

@@ -17,6 +17,7 @@ from typing import Any
 from distill.monitor.detect import DetectStage
 from distill.monitor.ingest import DriftView, IngestStage
 from distill.monitor.pipeline import STATE_VERSION, PipelineConfig, check_version
+from distill.statedir import StateDir
 from stream.archive import SegmentArchive
 from stream.checkpoint import PartitionCheckpoint, PartitionSnapshot
 
@@ -46,7 +47,7 @@ class PartitionState:
                        drift_view: DriftView) -> PartitionState:
         """Load the checkpoint if there is one; undo archive writes it does not cover."""
         stage = config.ingest(partition, drift_view)
-        archive = SegmentArchive(Path(state_dir) / "archive", f"{topic}-{partition}",
+        archive = SegmentArchive(StateDir(Path(state_dir)).archive, f"{topic}-{partition}",
                                  segment_records)
         cp = PartitionCheckpoint.load(state_dir, topic, partition)
         if cp is None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.config import DEFAULTS
 from distill.groups import TeacherGroup
 from distill.trainer.buffer import GroupBuffer
 from distill.trainer.exceptions import RoundBusyError
@@ -51,13 +52,13 @@ BUSY_RETRY_S = 5.0
 
 @dataclass(frozen=True)
 class FollowSettings:
-    groups_topic: str = "teacher-groups"
-    alerts_topic: str | None = "drift-alerts"
-    group_id: str = "distill-trainer"
+    groups_topic: str = DEFAULTS.kafka.groups_topic
+    alerts_topic: str | None = DEFAULTS.kafka.alerts_topic
+    group_id: str = DEFAULTS.train.group_id
     policy: TriggerPolicy = field(default_factory=TriggerPolicy)
     round: RoundSettings = field(default_factory=RoundSettings)
-    buffer_max_groups: int = 50_000
-    probe_fraction: float = 0.1
+    buffer_max_groups: int = DEFAULTS.train.buffer_max_groups
+    probe_fraction: float = DEFAULTS.train.probe_fraction
     poll_timeout_ms: int = 500
     retry_after_failure_s: float = 60.0
 

@@ -32,10 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from distill.config import DEFAULTS
 from distill.groups import TeacherGroup
+from distill.statedir import StateDir
 from distill.trainer.buffer import GroupBuffer
 from distill.trainer.exceptions import NoStudentError, NothingToTrainError, RoundBusyError
 from distill.trainer.registry import Registry, Version
+from distill.trainer.triggers import TRIGGERS
 
 log = logging.getLogger(__name__)
 
@@ -44,38 +47,19 @@ Stage = Callable[[str, str], None]
 """Progress callback: ``stage(name, detail)``; the retrain CLI draws it with rich."""
 
 
-@dataclass(frozen=True)
-class TrainerPaths:
-    """Where the trainer keeps its state inside a service state directory."""
-
-    state_dir: Path
-
-    @property
-    def root(self) -> Path:
-        return Path(self.state_dir) / "trainer"
-
-    @property
-    def buffer(self) -> Path:
-        return self.root / "buffer.sqlite"
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "registry"
-
-    @property
-    def archive(self) -> Path:
-        return Path(self.state_dir) / "archive"
+TrainerPaths = StateDir
+"""The trainer's view of the state directory is the one layout (:mod:`distill.statedir`)."""
 
 
 @dataclass(frozen=True)
 class RoundSettings:
     """What one round does. ``apo`` passes extra :class:`distill.apo.APOConfig` fields."""
 
-    steps: int = 20
-    max_new_groups: int = 256
-    replay_fraction: float = 0.5
+    steps: int = DEFAULTS.train.steps
+    max_new_groups: int = DEFAULTS.train.max_new_groups
+    replay_fraction: float = DEFAULTS.train.replay_fraction
     probe_max: int = 64
-    tolerance: float = 0.0
+    tolerance: float = DEFAULTS.train.gate_tolerance
     gate_metrics: tuple[str, ...] = ("agreement", "accuracy")
     keep_rejected: bool = False
     keep_versions: int = 5  # newest versions whose weights are kept (+ current, reference)
@@ -184,12 +168,12 @@ class RoundOutcome:
 
 @contextlib.contextmanager
 def round_lock(paths: TrainerPaths) -> Iterator[None]:
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with open(paths.root / "round.lock", "a+b") as f:
+    paths.trainer.mkdir(parents=True, exist_ok=True)
+    with open(paths.round_lock, "a+b") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RoundBusyError(f"another round holds {paths.root / 'round.lock'}") from None
+            raise RoundBusyError(f"another round holds {paths.round_lock}") from None
         yield
 
 
@@ -349,8 +333,7 @@ def observe(metrics: Any, outcome: RoundOutcome, paths: TrainerPaths | None = No
     """Update :class:`distill.metrics.TrainerMetrics` (``None`` = no metrics) for a round."""
     if metrics is None or outcome.reused or outcome.status == "skipped":
         return
-    trigger = outcome.trigger if outcome.trigger in ("count", "interval", "alert",
-                                                     "manual", "webhook") else "manual"
+    trigger = outcome.trigger if outcome.trigger in TRIGGERS else "manual"
     metrics.retrain_runs.labels(trigger=trigger, status=outcome.status).inc()
     metrics.retrain_duration.observe(outcome.seconds)
     if outcome.status == "failed":
