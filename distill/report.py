@@ -23,12 +23,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from detectors.bank import JOINT_KEYS
 from distill.statedir import StateDir
 from stream.signals import SIGNALS
 
-SIGNALS_DRAWN = SIGNALS
+SIGNALS_DRAWN = (*SIGNALS, *JOINT_KEYS)  # per-signal detectors, then the joint bank's tests
 SIGNAL_MARKERS = {"length": "o", "refusal": "s", "format": "D", "agreement": "^",
-                  "answer": "v", "vocab": "P"}
+                  "answer": "v", "vocab": "P", "own": "X", "peer": "*"}
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

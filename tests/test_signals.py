@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from stream.cext import NO_C_EXT_ENV, c_extensions_enabled
 from stream.events import TeacherEvent
 from stream.signals import (
+    OWN_SIGNALS,
     SCANNER,
     SIGNALS,
     _scan_py,
@@ -29,8 +30,9 @@ def _event(output: str, answer: str | None = None) -> TeacherEvent:
 
 
 def test_signal_names_are_the_fixed_label_set() -> None:
-    assert SIGNALS == ("length", "answer", "refusal", "format", "vocab", "agreement")
-    assert set(event_signals(_event("x"))) == set(SIGNALS) - {"agreement"}
+    assert SIGNALS == ("length", "answer", "refusal", "format", "vocab", "agreement",
+                       "rel_length", "peer_distance", "embedding")
+    assert set(event_signals(_event("x"))) == set(OWN_SIGNALS) - {"embedding"}
 
 
 def test_answer_comes_from_the_event_or_the_output() -> None:
@@ -39,9 +41,14 @@ def test_answer_comes_from_the_event_or_the_output() -> None:
     assert event_signals(_event('{"reasoning": "x", "answer": "1,200"}'))["answer"] == "1200"
 
 
-def test_no_answer_is_a_refusal_and_answer_none() -> None:
+def test_refusal_phrasing_is_a_refusal_and_answer_none() -> None:
     s = event_signals(_event("I'm sorry, but I can't help with that."))
     assert (s["answer"], s["refusal"], s["format"]) == (None, 1, 0)
+
+
+def test_an_answer_without_an_extractable_answer_is_not_a_refusal() -> None:
+    s = event_signals(_event("Here is a short poem about the sea, in four lines."))
+    assert (s["answer"], s["refusal"]) == (None, 0)
 
 
 def test_refusal_phrasing_counts_even_with_an_answer() -> None:

@@ -35,17 +35,32 @@ def command() -> None:
 @click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True,
               help="Input partitions the stream is spread over (by sample), each with its "
                    "own ingest stage, as `distill serve` runs them.")
+@click.option("--oracle/--no-oracle", default=True, show_default=True,
+              help="Offline permutation test on fixed windows around each change.")
+@click.option("--allow-skip", is_flag=True,
+              help="Skip chains that cannot be built (their switches count as misses).")
+@click.option("--signals", default=None, metavar="A,B,...",
+              help="Only these signals (to measure what each adds). [default: all]")
+@click.option("--test", "test", type=click.Choice(["mmd", "univariate"]), default="mmd",
+              show_default=True, help="Joint MMD tests, or one detector per signal.")
 def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
-           json_out: Path | None, delta_max: int, no_baselines: bool, partitions: int) -> None:
+           json_out: Path | None, delta_max: int, no_baselines: bool, oracle: bool,
+           allow_skip: bool, signals: str | None, test: str, partitions: int) -> None:
     """Run the detector bank over real drift chains, as the monitor does (peers and
     agreement included), and score it against River baselines (Cerqueira et al.)."""
+    from dataclasses import replace
+
     from rich.console import Console
     from rich.progress import Progress
 
-    from distill.experiments.detection import load_chains, run_benchmark
+    from distill.experiments.detection import ChainUnbuildable, load_chains, run_benchmark
 
     cfg = load_or_exit(config_path).detectors
-    bank = cfg.bank()
+    chosen = {"signals": tuple(signals.split(","))} if signals else {}
+    try:
+        bank = replace(cfg.bank(), test=test, **chosen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--signals") from exc
     console = Console()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("chains", total=len(load_chains(chains)))
@@ -53,9 +68,13 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
         def step(name: str) -> None:
             progress.update(task, advance=1, description=name[:60])
 
-        result = run_benchmark(data, chains, bank, seed=seed, delta_max=delta_max,
-                               baselines=not no_baselines, progress=step,
-                               partitions=partitions)
+        try:
+            result = run_benchmark(data, chains, bank, seed=seed, delta_max=delta_max,
+                                   baselines=not no_baselines, oracle=oracle,
+                                   allow_skip=allow_skip, progress=step,
+                                   partitions=partitions)
+        except ChainUnbuildable as exc:
+            raise click.ClickException(f"{exc} (--allow-skip counts it as missed)") from exc
     _print(console, result)
     if json_out is not None:
         _write(json_out, result)
@@ -84,6 +103,13 @@ def _print(console: Any, result: dict[str, Any]) -> None:
                     _num(a["fa_per_10k_watched"], 2), _num(a["fa_per_10k_peers"], 2),
                     _num(a["updates_per_s"]))
     console.print(agg)
+    o = result.get("oracle")
+    if o:
+        bank_hits = result["aggregate"]["bank"]["detected"]
+        share = f"{bank_hits / o['detected']:.0%}" if o["detected"] else "-"
+        console.print(f"oracle (permutation MMD, fixed windows): {o['detected']}/"
+                      f"{o['changes']} ({_pct(o['detection_rate'])}); controls flagged "
+                      f"{o['controls_flagged']}/{o['controls']}; bank / oracle = {share}")
     for method, p in result.get("paired", {}).items():
         console.print(f"changes detected by both bank and {method}: {p['both_detected']}; "
                       f"median delay bank {_num(p['bank_median_delay'])} vs "

@@ -31,7 +31,7 @@ from distill.monitor.observations import AGREEMENT, EVENT, Observation
 from stream.dedup import DedupWindow
 from stream.events import TeacherEvent, format_timestamp
 from stream.join import JoinedSample, SampleJoiner
-from stream.signals import event_signals, leave_one_out_agreement
+from stream.signals import PEER_SIGNALS, event_signals, leave_one_out_agreement, peer_signals
 
 NO_DRIFT = TeacherDriftState(0.0, False, [])
 DriftView = Callable[[str], TeacherDriftState]  # teacher -> its latest drift state
@@ -55,11 +55,13 @@ class IngestStage:
 
     def __init__(self, expected_teachers: tuple[str, ...], group_timeout_s: float,
                  join_buffer_max: int, dedup_window: int, lateness_s: float, hist_bins: int,
-                 source: int = 0, drift_view: DriftView | None = None) -> None:
+                 source: int = 0, drift_view: DriftView | None = None,
+                 watched: tuple[str, ...] = PEER_SIGNALS) -> None:
         self.joiner = SampleJoiner(expected_teachers or None, group_timeout_s, join_buffer_max)
         self.dedup = DedupWindow(dedup_window)
         self.lateness_s = lateness_s
         self.hist_bins = hist_bins
+        self.watched_peer = frozenset(watched) & frozenset(PEER_SIGNALS)  # the bank's
         self.source = source
         self.drift_view: DriftView = drift_view or (lambda _: NO_DRIFT)
         self.events: Counter[str] = Counter()
@@ -82,6 +84,7 @@ class IngestStage:
             event.teacher, at, event.sample_id, EVENT, event.event_id, signals, self.source,
             offset, 0)])
         payload = _answer_payload(event, at, signals.get("answer"))
+        payload["length"] = signals["length"]
         for sample in self.joiner.add(event.sample_id, event.teacher, payload, at):
             self._close(sample, out, offset)
         return out
@@ -105,13 +108,24 @@ class IngestStage:
         agreement = votes.agreement() if votes.counts else leave_one_out_agreement(answers)
         at = max(self._closed_at(sample), self.low_watermark())
         seq = first_seq + len(out.observations)
-        for teacher, agrees in agreement.items():
-            if agrees is not None:
+        for teacher, peer in self._peer_signals(sample, agreement).items():
+            if any(v is not None for v in peer.values()):
                 seq += 1
                 out.observations.append(Observation(teacher, at, sample.sample_id, AGREEMENT,
-                                                    "", {"agreement": agrees}, self.source,
-                                                    offset, seq))
+                                                    "", peer, self.source, offset, seq))
         out.groups.append(self._group(sample, answers, votes))
+
+    def _peer_signals(self, sample: JoinedSample, agreement: dict[str, Any],
+                      ) -> dict[str, dict[str, Any]]:
+        """Each teacher's peer-relative signals, only those the bank watches."""
+        watched = self.watched_peer
+        lengths = {t: a["length"] for t, a in sample.answers.items() if "length" in a}
+        relative = peer_signals(lengths) if watched - {"agreement"} else {}
+        out: dict[str, dict[str, Any]] = {}
+        for teacher in sample.answers:
+            row = {"agreement": agreement.get(teacher), **relative.get(teacher, {})}
+            out[teacher] = {k: v for k, v in row.items() if k in watched}
+        return out
 
     def _closed_at(self, sample: JoinedSample) -> float:
         """When the group's answers were all in (a complete group), else its deadline:

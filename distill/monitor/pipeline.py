@@ -70,7 +70,7 @@ class PipelineConfig:
     def ingest(self, source: int = 0, drift_view: Any = None) -> IngestStage:
         return IngestStage(self.expected_teachers, self.group_timeout_s, self.join_buffer_max,
                            self.dedup_window, self.lateness_s, self.bank.hist_bins, source,
-                           drift_view)
+                           drift_view, tuple(self.bank.signals))
 
     def detect(self, sources: int = 1) -> DetectStage:
         return DetectStage(self.bank, sources)
