@@ -11,9 +11,11 @@ Throughput: a fixed simulator stream is produced first; then, in this process, a
 kafka-python consume of the topic (baseline), the same consume with serve's decode and
 validation of each value (the ceiling of a monitor in the consuming process), a raw
 confluent-kafka (librdkafka) consume (second baseline) and `distill serve` (MonitorService:
-decode, validate, dedupe, signals, join, detectors, outputs, checkpoints; on the Kafka client
-``--client`` names) are each timed from their first record to their last (serve: to its last
-checkpoint commit). Ratios = serve / raw, against each baseline.
+decode, validate, dedupe, signals, join, the observations topic, detectors, outputs,
+checkpoints; on the Kafka client ``--client`` names) are each timed from their first record
+to their last (serve: to the last observation its detect stage handled, the stream run to
+its end as with ``--finish``). Ratios = serve / raw, against each baseline. CPU seconds per
+event of serve's whole path are printed next to those of consume + decode, in the same run.
 
 ``--compare-python`` times serve once more on the pure-Python versions of its C parts (the
 text scan, the KL window's histogram sums), in this process: what the compiler buys.
@@ -73,6 +75,11 @@ def timed_drain(poll: Callable[[], int], n: int) -> float:
     return time.perf_counter() - first
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process, all threads (the Kafka clients' included)."""
+    return time.process_time()
+
+
 def raw_consume(bootstrap: str, topic: str, n: int, decode: bool = False) -> float:
     """Seconds from the first record to the n-th with a plain KafkaConsumer; with ``decode``
     each value also goes through serve's decode and validation (`decode_event`): the floor
@@ -122,11 +129,16 @@ def bench_config(bootstrap: str, topic: str, partitions: int, group: str, state_
 
 
 def serve_run(bootstrap: str, topic: str, n: int, state_dir: Path,
-              client: str = "kafka-python") -> tuple[float, int]:
+              client: str = "kafka-python") -> tuple[float, int, float]:
+    """Serve over the topic as a finite stream (both stages, to the detectors' end): wall
+    seconds from the first record to the last checkpoint, alerts, CPU seconds of the run
+    (the 0.3 s idle wait that ends the stream is in the wall time, next to no CPU)."""
     cfg = bench_config(bootstrap, topic, 1, f"bench-{uuid.uuid4().hex[:6]}", state_dir, client)
-    summary = MonitorService(cfg, limits=RunLimits(max_records=n)).run()
-    assert summary.first_record_at and summary.last_commit_at
-    return summary.last_commit_at - summary.first_record_at, summary.alerts_total
+    began = cpu_s()
+    summary = MonitorService(cfg, limits=RunLimits(idle_exit_s=0.3, finish=True)).run()
+    cpu = cpu_s() - began
+    assert summary.first_record_at and summary.last_record_at and summary.records == n
+    return summary.last_record_at - summary.first_record_at, summary.alerts_total, cpu
 
 
 @contextmanager
@@ -146,8 +158,10 @@ def instance_run(bootstrap: str, topic: str, partitions: int, group: str, state_
     """One `distill serve` instance of a scale-out run (a child process); it stops once the
     topic has been idle for 3 s and reports its first and last handled record."""
     cfg = bench_config(bootstrap, topic, partitions, group, state_dir, client)
+    began = cpu_s()
     summary = MonitorService(cfg, limits=RunLimits(idle_exit_s=3.0)).run()
-    results.put((summary.first_record_at, summary.last_record_at, summary.records))
+    results.put((summary.first_record_at, summary.last_record_at, summary.records,
+                 cpu_s() - began))
 
 
 def scale_out(events: list[Any], bootstrap: str, instances: int, client: str) -> None:
@@ -174,13 +188,15 @@ def scale_out(events: list[Any], bootstrap: str, instances: int, client: str) ->
             got = [results.get(timeout=600) for _ in procs]
             for proc in procs:
                 proc.join()
-        spans = [(a, b) for a, b, _ in got if a is not None and b is not None]
+        spans = [(a, b) for a, b, _, _ in got if a is not None and b is not None]
         span = max(b for _, b in spans) - min(a for a, _ in spans)
-        handled = sum(r for _, _, r in got)
+        handled = sum(r for _, _, r, _ in got)
+        cpu = sum(c for _, _, _, c in got)
         rates[count] = len(events) / span
         print(f"serve, {count} instance(s) on {instances} partitions: {rates[count]:10.0f} "
               f"events/s ({span:.2f} s; records handled {handled}, replays after a "
-              f"rebalance included)")
+              f"rebalance included; {1e6 * cpu / len(events):.0f} CPU us/event over all "
+              f"instances, 3 s idle exit included)")
     print(f"scale-out: {rates[instances] / rates[1]:.2f}x with {instances} instances "
           f"on {os.cpu_count()} cpus")
 
@@ -216,10 +232,13 @@ def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-pytho
         produce(events, sink, topic)
         sink.close()
         raw_s = raw_consume(bootstrap, topic, len(events))
+        began = cpu_s()
         floor_s = raw_consume(bootstrap, topic, len(events), decode=True)
+        floor_cpu = cpu_s() - began
         rd_s = raw_consume_librdkafka(bootstrap, topic, len(events))
         with tempfile.TemporaryDirectory() as tmp:
-            serve_s, alerts = serve_run(bootstrap, topic, len(events), Path(tmp), client)
+            serve_s, alerts, serve_cpu = serve_run(bootstrap, topic, len(events), Path(tmp),
+                                                   client)
         raw_rate, serve_rate = len(events) / raw_s, len(events) / serve_s
         rd_rate = len(events) / rd_s
         mean_bytes = sum(len(e.to_json_bytes()) for e in events) / len(events)
@@ -232,10 +251,14 @@ def throughput(n: int, bootstrap_servers: str | None, client: str = "kafka-pytho
         print(f"distill serve end to end: {serve_rate:10.0f} events/s ({serve_s:.2f} s, "
               f"{alerts} alerts, client {client})")
         print(f"ratio serve/raw: {serve_rate / raw_rate:.2f}  (target >= 0.8)")
+        per = 1e6 / len(events)
+        print(f"CPU per event: serve whole path (ingest + observations topic + detect + "
+              f"outputs) {serve_cpu * per:.0f} us, consume + decode {floor_cpu * per:.0f} us "
+              f"(ratio {serve_cpu / floor_cpu:.2f})")
         print(f"ratio serve/raw librdkafka: {serve_rate / rd_rate:.2f}")
         if compare_python:
             with tempfile.TemporaryDirectory() as tmp, python_fallbacks():
-                py_s, py_alerts = serve_run(bootstrap, topic, len(events), Path(tmp), client)
+                py_s, py_alerts, _ = serve_run(bootstrap, topic, len(events), Path(tmp), client)
             assert py_alerts == alerts, (py_alerts, alerts)
             print(f"distill serve, pure Python: {len(events) / py_s:10.0f} events/s "
                   f"({py_s:.2f} s); C parts speed-up {py_s / serve_s:.2f}x")

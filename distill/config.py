@@ -96,6 +96,15 @@ class KafkaConfig(_Section):
     groups_topic: str = Field("teacher-groups", description="completed teacher groups")
     partitions: int = Field(4, gt=0, description="partitions for topics the service creates")
     group_id: str = Field("distill-monitor", description="consumer group of `distill serve`")
+    observations_topic: str | None = Field(
+        None, description="internal: per-teacher observations from the ingest to the detect "
+                          "stage; default <group_id>-observations")
+    drift_state_topic: str | None = Field(
+        None, description="compacted: each teacher's latest drift state, keyed by teacher; "
+                          "default <group_id>-drift-state")
+    observation_partitions: int = Field(
+        1, gt=0, description="partitions of the observations topic: how many detect-stage "
+                             "owners the teachers are spread over")
     session_timeout_ms: int = Field(6000, ge=1000)
     heartbeat_interval_ms: int = Field(2000, ge=100)
     security: dict[str, Any] = Field(
@@ -128,13 +137,18 @@ class ServeConfig(_Section):
         default_factory=list, description="teachers a group waits for; empty = learned")
     group_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0,
                                    description="produced_at span before timeout")
+    role: Literal["all", "ingest", "detect"] = Field(
+        "all", description="stages this instance runs: ingest (decode, join, consensus, "
+                           "groups), detect (per-teacher detectors, alerts) or both")
     join_buffer_max: int = Field(DEFAULT_MAX_OPEN, gt=0, description="open samples held at most")
     max_teachers: int = Field(
         DEFAULT_MAX_TEACHERS, gt=0, description="teachers tracked per partition (configured "
         "ones always); a new name past this is dead-lettered as teacher_overflow")
     allowed_lateness_s: float | None = Field(
         None, ge=0, description="an event older than the join watermark minus this is "
-                                "dead-lettered as late; empty = group_timeout_s")
+                                "dead-lettered as late, and the detectors run this much event "
+                                "time behind the stream (canonical order); empty = "
+                                "group_timeout_s")
     max_clock_skew_s: float = Field(
         300.0, ge=0, description="an event stamped further than this ahead of the wall clock "
                                  "is dead-lettered as future_timestamp")
@@ -273,6 +287,14 @@ class _EnvSource(EnvSettingsSource):
 DEFAULTS = Config()  # no file, no environment: every default, for the layers below
 """The defaults of every section; lower layers (trainer rounds, triggers, CLI help) read
 their defaults here, so each value is written once."""
+
+
+def observations_topic(k: KafkaConfig) -> str:
+    return k.observations_topic or f"{k.group_id}-observations"
+
+
+def drift_state_topic(k: KafkaConfig) -> str:
+    return k.drift_state_topic or f"{k.group_id}-drift-state"
 
 
 @dataclass(frozen=True)

@@ -254,7 +254,7 @@ def test_k8s_documents_have_kind_api_version_and_name():
 def test_k8s_workloads_are_consistent():
     docs = k8s_docs()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == JOBS
+    assert set(deployments) == JOBS | {"distill-monitor-detect"}  # the monitor's two roles
     for name, dep in deployments.items():
         labels = dep["spec"]["template"]["metadata"]["labels"]
         assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items(), name

@@ -32,7 +32,9 @@ def comparable(status: dict) -> dict:
     """Everything in `distill status --json` that must not depend on crashes."""
     status = {k: v for k, v in status.items() if k not in ("state_dir", "registry")}
     status["checkpoints"] = [{k: v for k, v in cp.items() if k != "written_at"}
-                             for cp in status["checkpoints"]]
+                             for cp in status["checkpoints"]
+                             if not cp["topic"].endswith("-observations")]  # re-sent copies
+    status["detect"] = {k: v for k, v in status["detect"].items() if k != "duplicates"}
     return status
 
 

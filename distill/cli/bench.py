@@ -32,6 +32,9 @@ def command() -> None:
 @click.option("--delta-max", default=300, show_default=True,
               help="Events after a change within which the first alarm counts as detection.")
 @click.option("--no-baselines", is_flag=True, help="Skip the River ADWIN/KSWIN baselines.")
+@click.option("--partitions", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Input partitions the stream is spread over (by sample), each with its "
+                   "own ingest stage, as `distill serve` runs them.")
 @click.option("--oracle/--no-oracle", default=True, show_default=True,
               help="Offline permutation test on fixed windows around each change.")
 @click.option("--allow-skip", is_flag=True,
@@ -42,7 +45,7 @@ def command() -> None:
               show_default=True, help="Joint MMD tests, or one detector per signal.")
 def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
            json_out: Path | None, delta_max: int, no_baselines: bool, oracle: bool,
-           allow_skip: bool, signals: str | None, test: str) -> None:
+           allow_skip: bool, signals: str | None, test: str, partitions: int) -> None:
     """Run the detector bank over real drift chains, as the monitor does (peers and
     agreement included), and score it against River baselines (Cerqueira et al.)."""
     from dataclasses import replace
@@ -68,7 +71,8 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
         try:
             result = run_benchmark(data, chains, bank, seed=seed, delta_max=delta_max,
                                    baselines=not no_baselines, oracle=oracle,
-                                   allow_skip=allow_skip, progress=step)
+                                   allow_skip=allow_skip, progress=step,
+                                   partitions=partitions)
         except ChainUnbuildable as exc:
             raise click.ClickException(f"{exc} (--allow-skip counts it as missed)") from exc
     _print(console, result)

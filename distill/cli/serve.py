@@ -37,6 +37,12 @@ from stream.kafka import CLIENTS
               help="Stop after this many records (tests, batch runs).")
 @click.option("--idle-exit", type=float, default=None, metavar="SECONDS",
               help="Stop once nothing arrived for this long (tests, batch runs).")
+@click.option("--finish", is_flag=True,
+              help="With --idle-exit: the stream is finite; close open groups and run the "
+                   "detectors to its end before exiting (the alerts of `distill replay`).")
+@click.option("--role", type=click.Choice(["all", "ingest", "detect"]), default=None,
+              help="Stages this instance runs: ingest (decode, join, consensus, groups), "
+                   "detect (per-teacher detectors, alerts), or all. [default: all]")
 @click.option("--demo", is_flag=True,
               help="Embedded broker + simulator (default drift scenario) + this monitor; "
                    "prints alerts live and a per-teacher summary, then exits.")
@@ -46,10 +52,16 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
             metrics_address: str | None, group_id: str | None, input_topic: str | None,
             partitions: int | None, kafka_client: str | None, expected_teachers: str | None,
             checkpoint_every: int | None, log_format: str | None, max_records: int | None,
-            idle_exit: float | None, demo: bool, scenario: str, seed: int) -> None:
+            idle_exit: float | None, finish: bool, role: str | None, demo: bool,
+            scenario: str, seed: int) -> None:
     """Run the monitor: consume teacher outputs as a consumer group, detect drift per
     teacher, emit alerts and completed teacher groups, checkpoint state with the offsets it
     covers, and expose Prometheus metrics and /healthz.
+
+    Two stages, one consumer group: ingest (input partitions) publishes per-teacher
+    observations to an internal topic; detect (its partitions: one owner per teacher) runs
+    each teacher's detectors in event-time order, whatever the input partitioning. By
+    default one process runs both; --role splits them for scale-out.
 
     Bad messages go to the dead-letter topic with a reason. SIGTERM/SIGINT finish the
     records in hand, checkpoint, commit and exit. With no --bootstrap-servers an embedded
@@ -59,7 +71,7 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         "kafka": {"bootstrap_servers": bootstrap_servers, "group_id": group_id,
                   "input_topic": input_topic, "partitions": partitions,
                   "client": kafka_client},
-        "serve": {"state_dir": state_dir, "metrics_address": metrics_address,
+        "serve": {"state_dir": state_dir, "metrics_address": metrics_address, "role": role,
                   "checkpoint_every": checkpoint_every, "log_format": log_format,
                   "expected_teachers": expected_teachers.split(",") if expected_teachers
                   else None},
@@ -81,7 +93,7 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
     from stream.exceptions import FatalClientError, StreamError
     from stream.kafka import LibrdkafkaMissing
 
-    service = MonitorService(cfg, limits=RunLimits(max_records, idle_exit))
+    service = MonitorService(cfg, limits=RunLimits(max_records, idle_exit, finish))
     try:
         summary = service.run()
     except CheckpointUnreadable as exc:

@@ -50,21 +50,27 @@ def _registry(state_dir: Path) -> Any:
 def _print(doc: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"drift-distill monitor: {doc['state_dir']}")
-    for col in ("teacher", "events", "signal", "estimate", "detections", "live signals",
-                "last alert"):
+    for col in ("teacher", "events (detected)", "signal", "estimate", "detections",
+                "live signals", "last alert (teacher's event)"):
         table.add_column(col)
     for teacher, t in doc["teachers"].items():
         alert = t.get("last_alert")
         last = f"{alert['signal']} @ {alert['index']}" if alert else "-"
         for i, (signal, s) in enumerate(sorted(t.get("signals", {}).items())):
             est = s.get("estimate")
-            table.add_row(teacher if i == 0 else "", str(t["events"]) if i == 0 else "",
+            events = f"{t['events']} ({t.get('detected_events', 0)})"
+            table.add_row(teacher if i == 0 else "", events if i == 0 else "",
                           signal, "-" if est is None else f"{est:.3g}",
                           str(s.get("detections", 0)), ",".join(s.get("live", [])) or "-",
                           last if i == 0 else "")
     console.print(table)
     console.print(f"groups: {doc['groups_completed']} completed, {doc['groups_timed_out']} "
                   f"timed out, {doc['groups_open']} open; duplicates {doc['duplicates']}")
+    d = doc.get("detect") or {}
+    if d:
+        console.print(f"detect stage: {d['observations']} observations applied, "
+                      f"{d['buffered']} buffered (within the allowed lateness), {d['late']} "
+                      f"late, {d['duplicates']} re-sent copies dropped")
     for cp in doc["checkpoints"]:
         console.print(f"checkpoint {cp['topic']}[{cp['partition']}] offset {cp['offset']}")
     for r in doc.get("offset_resets", []):

@@ -106,13 +106,14 @@ def chain_id(entry: Mapping[str, Any]) -> str:
     return " -> ".join(entry["chain"]) + f" [{entry.get('task', '*')}]"
 
 
-def run_bank(stream: DriftStream, config: BankConfig) -> tuple[dict[str, list[int]],
-                                                                dict[str, list[str]], float]:
-    """Alarm indices per teacher from the monitor pipeline (signals, join, agreement)."""
-    from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
+def run_bank(stream: DriftStream, config: BankConfig, partitions: int = 1
+             ) -> tuple[dict[str, list[int]], dict[str, list[str]], float]:
+    """Alarm indices per teacher from the monitor's ingest and detect stages (signals, join,
+    agreement), the stream spread over ``partitions`` input partitions as ``serve`` does."""
+    from distill.monitor.pipeline import PartitionedPipeline, PipelineConfig
 
-    pipe = MonitorPipeline(PipelineConfig(bank=config,
-                                          expected_teachers=(stream.watched, *stream.peers)))
+    pipe = PartitionedPipeline(PipelineConfig(
+        bank=config, expected_teachers=(stream.watched, *stream.peers)), partitions)
     alarms: dict[str, list[int]] = {t: [] for t in (stream.watched, *stream.peers)}
     signals: dict[str, list[str]] = {t: [] for t in alarms}
     t0 = time.perf_counter()
@@ -162,7 +163,8 @@ def _result(stream: DriftStream, name: str, method: str, alarms: dict[str, list[
 def run_benchmark(data: Path, chains_file: Path, config: BankConfig, seed: int = 0,
                   delta_max: int = 300, baselines: bool = True, oracle: bool = True,
                   allow_skip: bool = False,
-                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[str], None] | None = None,
+                  partitions: int = 1) -> dict[str, Any]:
     """Every chain through the bank, the baselines and the oracle; rows plus skipped
     chains, whose switches count as misses in the aggregate."""
     rows: list[ChainResult] = []
@@ -186,7 +188,7 @@ def run_benchmark(data: Path, chains_file: Path, config: BankConfig, seed: int =
             skipped.append({"chain": name, "reason": str(exc),
                             "changes": max(0, len(entry.get("chain", [])) - 1)})
             continue
-        alarms, signals, seconds = run_bank(stream, config)
+        alarms, signals, seconds = run_bank(stream, config, partitions)
         rows.append(_result(stream, name, "bank", alarms, signals, seconds, delta_max))
         for method in BASELINES if baselines else ():
             b_alarms, b_seconds = run_baseline(stream, method, seed)
@@ -196,8 +198,8 @@ def run_benchmark(data: Path, chains_file: Path, config: BankConfig, seed: int =
     methods = ["bank", *(BASELINES if baselines else ())]
     missed = sum(s["changes"] for s in skipped)
     return {
-        "seed": seed, "delta_max": delta_max, "config": asdict(config),
-        "rows": [r.row() for r in rows],
+        "seed": seed, "delta_max": delta_max, "partitions": partitions,
+        "config": asdict(config), "rows": [r.row() for r in rows],
         "aggregate": {m: aggregate([r for r in rows if r.method == m], missed)
                       for m in methods},
         "paired": {m: paired(rows, m) for m in methods[1:]},

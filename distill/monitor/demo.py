@@ -62,7 +62,8 @@ def run_demo(cfg: Config, scenario_name: str, seed: int) -> int:
                           f"{alert['detector']:<9} at event {alert['index']}")
 
         logging.getLogger("distill.serve").setLevel(logging.ERROR)  # alerts print below
-        service = MonitorService(cfg, limits=RunLimits(idle_exit_s=4.0), on_alert=on_alert)
+        service = MonitorService(cfg, limits=RunLimits(idle_exit_s=4.0, finish=True),
+                                 on_alert=on_alert)
         total = scenario.samples * len(scenario.teachers)
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("monitoring", total=total)

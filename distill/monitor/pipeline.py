@@ -1,43 +1,42 @@
-"""The monitor pipeline without I/O: one validated event in, drift alerts and groups out.
+"""The monitor pipeline in one process, without I/O: validated events in, alerts and groups out.
 
-``distill serve`` wraps it with Kafka and checkpoints, ``distill replay`` and the
-benchmarks feed it from files. Everything it holds (dedup window, join buffer, detector
-bank, counters) is deterministic and round-trips through :meth:`to_state`, so a restored
-pipeline continues exactly where the checkpoint left it.
-
-Per event: admit it (not later than the join allows, not further ahead of ``now`` than the
-clock skew allows, a teacher the bounded roster tracks; else ``StepOutput.rejected`` says
-why and nothing changes), dedupe by ``event_id``, compute the teacher's signals, update its
-detectors, and join by ``sample_id``. When a sample's group closes (all expected teachers
-answered, or the event-time timeout passed) the reliability-weighted consensus answer is taken
-(:class:`~distill.consensus.ReliabilityConsensus`; a teacher's own-history alert makes it
-relearn that teacher), each teacher's agreement with the others updates its ``agreement``
-detector, and the group is emitted with every teacher's drift state at that moment.
+It is the two stages ``distill serve`` runs over Kafka, wired directly: the
+:class:`~distill.monitor.ingest.IngestStage` (dedup, signals, join, consensus, groups) hands
+its observations and its low watermark to the :class:`~distill.monitor.detect.DetectStage`
+(the detector bank, fed in canonical order). ``distill replay``, the benchmarks and the
+experiments use it, and because the detect stage orders by event time, they raise the same
+alerts as ``serve`` on any number of partitions. Everything it holds round-trips through
+:meth:`to_state`, so a restored pipeline continues exactly where the checkpoint left it.
 """
 
 from __future__ import annotations
 
-import logging
-from collections import Counter
+import math
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
 from distill.config import ServeConfig
-from distill.consensus import LabelVotes, ReliabilityConfig, ReliabilityConsensus
-from distill.groups import TeacherAnswer, TeacherGroup, image_refs
+from distill.consensus import ReliabilityConfig, ReliabilityConsensus
+from distill.groups import TeacherGroup
+from distill.monitor.detect import DetectStage
+from distill.monitor.ingest import IngestOutput, IngestStage, format_timestamp_float
+from distill.monitor.observations import FLUSH_SEQ, Watermark
 from stream.dedup import DedupWindow
-from stream.events import Invalid, TeacherEvent, format_timestamp
-from stream.join import JoinedSample, SampleJoiner
-from stream.ratelog import RateLimitedLog
+from stream.events import Invalid, TeacherEvent
+from stream.join import SampleJoiner
 from stream.roster import TeacherRoster
-from stream.signals import PEER_SIGNALS, event_signals, leave_one_out_agreement, peer_signals
+from stream.signals import PEER_SIGNALS
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the state of an ingest and/or a detect stage
 _SERVE_DEFAULTS = ServeConfig.model_fields  # one source for the bounds' defaults
-log = logging.getLogger(__name__)
+
+PEER_ALERT_SIGNALS = frozenset({"peer", *PEER_SIGNALS})  # alarms on a teacher's peers' view
+
+__all__ = ["MonitorPipeline", "PartitionedPipeline", "PipelineConfig", "StepOutput",
+           "format_timestamp_float"]
 
 
 @dataclass
@@ -56,181 +55,40 @@ class StepOutput:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The knobs of the monitor pipeline (mirrors the ``serve`` and ``detectors`` config)."""
+    """The knobs of the monitor pipeline (mirrors the ``serve`` and ``detectors`` config).
+
+    ``allowed_lateness_s`` (None: the group timeout) is how far behind the partition's
+    watermark an event may still arrive and be detected in canonical order; the detect
+    stage runs that much event time behind the stream."""
 
     bank: BankConfig = field(default_factory=BankConfig)
     expected_teachers: tuple[str, ...] = ()
     group_timeout_s: float = _SERVE_DEFAULTS["group_timeout_s"].default
     join_buffer_max: int = _SERVE_DEFAULTS["join_buffer_max"].default
     dedup_window: int = _SERVE_DEFAULTS["dedup_window"].default
-    max_teachers: int = _SERVE_DEFAULTS["max_teachers"].default
     allowed_lateness_s: float | None = _SERVE_DEFAULTS["allowed_lateness_s"].default
+    max_teachers: int = _SERVE_DEFAULTS["max_teachers"].default
     max_clock_skew_s: float = _SERVE_DEFAULTS["max_clock_skew_s"].default
     consensus: ReliabilityConfig = field(default_factory=ReliabilityConfig)
 
+    @property
+    def lateness_s(self) -> float:
+        return (self.group_timeout_s if self.allowed_lateness_s is None
+                else self.allowed_lateness_s)
 
-class MonitorPipeline:
-    def __init__(self, config: PipelineConfig | None = None) -> None:
-        self.config = config or PipelineConfig()
-        self.bank = DetectorBank(self.config.bank)
-        self.joiner = SampleJoiner(self.config.expected_teachers or None,
-                                   self.config.group_timeout_s, self.config.join_buffer_max,
-                                   self.config.allowed_lateness_s)
-        self.roster = TeacherRoster(self.config.expected_teachers, self.config.max_teachers)
-        self.dedup = DedupWindow(self.config.dedup_window)
-        self.consensus = ReliabilityConsensus(self.config.consensus)
-        self.events: Counter[str] = Counter()
-        self.rejected: Counter[str] = Counter()
-        self._strays = RateLimitedLog(log)
-        self.duplicates = 0
-        self.groups_completed = 0
-        self.groups_timed_out = 0
-        self.last_alert: dict[str, dict[str, Any]] = {}
+    def ingest(self, source: int = 0, drift_view: Any = None) -> IngestStage:
+        return IngestStage(self, source, drift_view)
 
+    def detect(self, sources: int = 1) -> DetectStage:
+        return DetectStage(self.bank, sources)
+
+
+class _Stages:
     def process(self, event: TeacherEvent, now: float | None = None) -> StepOutput:
-        """One event; ``now`` (wall-clock epoch seconds) enables the future-timestamp check
-        (serve passes it; replay of a recorded stream does not)."""
-        at = event.produced_at.timestamp()
-        rejected = self._admit(event, at, now)
-        if rejected is not None:
-            self.rejected[rejected.reason] += 1
-            return StepOutput(rejected=rejected)
-        if self.dedup.seen_before(event.event_id):
-            self.duplicates += 1
-            return StepOutput(duplicate=True)
-        self.events[event.teacher] += 1
-        signals = event_signals(event, self.config.bank.hist_bins)
-        out = StepOutput(alerts=self._note(self.bank.update(event.teacher, signals, at)))
-        if out.alerts:  # the teacher changed on its own history: relearn its reliability
-            self.consensus.forget(event.teacher)
-        payload = _answer_payload(event, signals.get("answer"))
-        payload["length"] = signals["length"]
-        strays = self.joiner.strays
-        for sample in self.joiner.add(event.sample_id, event.teacher, payload, at):
-            out.extend(self._close(sample, at))
-        if self.joiner.strays > strays:
-            self._strays.note("stray teacher", "%r answered but is not in the expected set %s; "
-                              "its answers join no group", event.teacher[:100],
-                              sorted(self.joiner.expected_teachers())[:20])
-        return out
-
-    def _admit(self, event: TeacherEvent, at: float, now: float | None) -> Invalid | None:
-        if now is not None and at > now + self.config.max_clock_skew_s:
-            return Invalid("future_timestamp", f"{format_timestamp(event.produced_at)} is "
-                           f"more than {self.config.max_clock_skew_s:g} s ahead of the clock")
-        if self.joiner.is_late(at):
-            return Invalid("late", f"{format_timestamp(event.produced_at)} is before the "
-                           f"watermark {format_timestamp_float(self.joiner.watermark)} minus "
-                           f"{self.joiner.allowed_lateness_s:g} s")
-        if not self.roster.admit(event.teacher):
-            return Invalid("teacher_overflow", f"{len(self.roster.names)} teachers tracked "
-                           f"already (serve.max_teachers)")
-        return None
+        raise NotImplementedError
 
     def flush(self) -> StepOutput:
-        """Close every open group (the end of a finite stream)."""
-        out = StepOutput()
-        for sample in self.joiner.flush():
-            out.extend(self._close(sample, self.joiner.watermark))
-        return out
-
-    def _close(self, sample: JoinedSample, at: float) -> StepOutput:
-        if sample.status == "complete":
-            self.groups_completed += 1
-        else:
-            self.groups_timed_out += 1
-        answers = {t: a["answer"] for t, a in sample.answers.items()}
-        labels = {t: a.get("labels") for t, a in sample.answers.items()}
-        votes = LabelVotes(labels)
-        agreement = votes.agreement() if votes.counts else leave_one_out_agreement(answers)
-        alerts: list[DriftRecord] = []
-        for teacher, peer in self._peer_signals(sample, agreement).items():
-            if any(v is not None for v in peer.values()):
-                alerts.extend(self.bank.update(teacher, peer, at))
-        group = self._group(sample, answers, labels)
-        return StepOutput(alerts=self._note(alerts), groups=[group])
-
-    def _peer_signals(self, sample: JoinedSample, agreement: dict[str, Any],
-                      ) -> dict[str, dict[str, Any]]:
-        """Each teacher's peer-relative signals, only those the bank watches."""
-        watched = set(self.config.bank.signals) & set(PEER_SIGNALS)
-        lengths = {t: a["length"] for t, a in sample.answers.items() if "length" in a}
-        relative = peer_signals(lengths) if watched - {"agreement"} else {}
-        out: dict[str, dict[str, Any]] = {}
-        for teacher in sample.answers:
-            row = {"agreement": agreement.get(teacher), **relative.get(teacher, {})}
-            out[teacher] = {k: v for k, v in row.items() if k in watched}
-        return out
-
-    def _group(self, sample: JoinedSample, answers: dict[str, str | None],
-               labels: dict[str, Any]) -> TeacherGroup:
-        first = next(iter(sample.answers.values()))
-        drift = {teacher: self.bank.drift_state(teacher) for teacher in sample.answers}
-        return TeacherGroup(
-            sample_id=sample.sample_id,
-            prompt=first.get("prompt"),
-            status="complete" if sample.status == "complete" else "timeout",
-            answers=[TeacherAnswer(teacher=t, event_id=a["event_id"], output=a["output"],
-                                   answer=a["answer"], labels=a.get("labels"),
-                                   teacher_version=a.get("teacher_version"),
-                                   produced_at=a.get("produced_at"))
-                     for t, a in sample.answers.items()],
-            consensus=self.consensus.decide(answers, labels),
-            drift=drift,
-            ground_truth=first.get("ground_truth"),
-            completed_at=format_timestamp_float(self.joiner.watermark),
-            images=image_refs(first.get("images")),
-        )
-
-    def _note(self, alerts: list[DriftRecord]) -> list[DriftRecord]:
-        for alert in alerts:
-            self.last_alert[alert.teacher] = alert.to_dict()
-        return alerts
-
-    def counters(self) -> dict[str, Any]:
-        return {
-            "events": dict(sorted(self.events.items())),
-            "duplicates": self.duplicates,
-            "groups_completed": self.groups_completed,
-            "groups_timed_out": self.groups_timed_out,
-            "groups_open": self.joiner.open_count,
-            "join_overflow": self.joiner.overflow,
-            "dedup_overflow": self.dedup.overflow,
-            "rejected": dict(sorted(self.rejected.items())),
-            "teacher_overflow": self.roster.overflow,
-            "stray_answers": self.joiner.strays,
-        }
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "bank": self.bank.to_state(),
-            "joiner": self.joiner.to_state(),
-            "dedup": self.dedup.to_state(),
-            "roster": self.roster.to_state(),
-            "consensus": self.consensus.to_state(),
-            "counters": self.counters(),
-            "last_alert": self.last_alert,
-        }
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"pipeline state version {state.get('version')!r}, "
-                             f"expected {STATE_VERSION}")
-        self.bank = DetectorBank.from_state(state["bank"])
-        self.joiner.load_state(state["joiner"])
-        self.dedup.load_state(state["dedup"])
-        if "consensus" in state:  # checkpoints written before it start from the prior
-            self.consensus.load_state(state["consensus"])
-        c = state["counters"]
-        self.events = Counter(c["events"])
-        self.rejected = Counter(c.get("rejected", {}))
-        self.roster.load_state(state.get("roster", {"names": list(c["events"]),
-                                                    "overflow": 0}))
-        self.duplicates = c["duplicates"]
-        self.groups_completed = c["groups_completed"]
-        self.groups_timed_out = c["groups_timed_out"]
-        self.last_alert = state["last_alert"]
+        raise NotImplementedError
 
     def run(self, events: Iterable[TeacherEvent], flush: bool = True) -> StepOutput:
         """Process a finite stream; the offline path of replay and benchmarks."""
@@ -242,23 +100,136 @@ class MonitorPipeline:
         return out
 
 
-def _answer_payload(event: TeacherEvent, answer: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "event_id": event.event_id,
-        "output": event.output,
-        "answer": answer if isinstance(answer, str) else None,
-        "produced_at": format_timestamp(event.produced_at),
-    }
-    for name in ("labels", "teacher_version", "prompt", "ground_truth"):
-        value = getattr(event, name)
-        if value is not None:
-            payload[name] = value
-    if event.images:  # JSON-ready: the payload is part of the checkpointed join state
-        payload["images"] = [ref.to_dict() for ref in event.images]
-    return payload
+def _detect(detect: DetectStage, out: IngestOutput, mark: Watermark) -> StepOutput:
+    alerts: list[DriftRecord] = []
+    for obs in out.observations:
+        alerts.extend(detect.add(obs))
+    detect.watermark(mark)
+    alerts.extend(detect.release())
+    return StepOutput(alerts=alerts, groups=out.groups)
 
 
-def format_timestamp_float(ts: float) -> str | None:
-    if ts == float("-inf"):
-        return None
-    return format_timestamp(datetime.fromtimestamp(ts, UTC))
+def _forget(ingests: list[IngestStage], out: StepOutput) -> StepOutput:
+    """A teacher that alarmed on its own signals is relearnt by every ingest stage's
+    consensus (a peer-relative alarm is the others' view of it, not its own change)."""
+    for alert in out.alerts:
+        if alert.signal not in PEER_ALERT_SIGNALS:
+            for ingest in ingests:
+                ingest.consensus.forget(alert.teacher)
+    return out
+
+
+class MonitorPipeline(_Stages):
+    """Both stages in one process (module docstring); one input partition, source 0."""
+
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.detect = self.config.detect()
+        self.ingest = self.config.ingest(drift_view=lambda t: self.detect.bank.drift_state(t))
+        self.offset = 0  # events processed: the position of the next one
+
+    # the parts callers and tests look at
+    @property
+    def bank(self) -> DetectorBank:
+        return self.detect.bank
+
+    @property
+    def joiner(self) -> SampleJoiner:
+        return self.ingest.joiner
+
+    @property
+    def dedup(self) -> DedupWindow:
+        return self.ingest.dedup
+
+    @property
+    def events(self) -> Any:
+        return self.ingest.events
+
+    @property
+    def last_alert(self) -> dict[str, dict[str, Any]]:
+        return self.detect.last_alert
+
+    @property
+    def consensus(self) -> ReliabilityConsensus:
+        return self.ingest.consensus
+
+    @property
+    def roster(self) -> TeacherRoster:
+        return self.ingest.roster
+
+    @property
+    def rejected(self) -> Any:
+        return self.ingest.rejected
+
+    def process(self, event: TeacherEvent, now: float | None = None) -> StepOutput:
+        """One event; ``now`` (wall-clock epoch seconds) enables the future-timestamp check
+        (serve passes it; replay of a recorded stream does not)."""
+        out = self.ingest.process(event, self.offset, now)
+        if out.rejected is not None:
+            return StepOutput(rejected=out.rejected)
+        self.offset += 1
+        if out.duplicate:
+            return StepOutput(duplicate=True)
+        return _forget([self.ingest], _detect(self.detect, out,
+                                                  Watermark(0, 1, self.ingest.low_watermark())))
+
+    def flush(self) -> StepOutput:
+        """Close every open group and release every observation (a finite stream's end)."""
+        out = self.ingest.flush(self.offset - 1, FLUSH_SEQ)
+        return _forget([self.ingest], _detect(self.detect, out,
+                                                  Watermark(0, 1, float("inf"))))
+
+    def counters(self) -> dict[str, Any]:
+        return self.ingest.counters()
+
+    def to_state(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, "offset": self.offset,
+                "ingest": self.ingest.to_state(), "detect": self.detect.to_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        check_version(state)
+        self.offset = state["offset"]
+        self.ingest.load_state(state["ingest"])
+        self.detect.load_state(state["detect"])
+
+class PartitionedPipeline(_Stages):
+    """The stages as ``serve`` runs them on ``partitions`` input partitions, in one process:
+    events are routed by a hash of ``sample_id`` (as producers key them), each partition has
+    its own ingest stage, and one detect stage waits for all their watermarks. What
+    ``distill bench detect --partitions`` runs; its alerts are those of
+    :class:`MonitorPipeline`."""
+
+    def __init__(self, config: PipelineConfig | None = None, partitions: int = 1) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        self.config = config or PipelineConfig()
+        self.detect = self.config.detect(partitions)
+        self.ingests = [self.config.ingest(p, self.detect.bank.drift_state)
+                        for p in range(partitions)]
+        self.offsets = [0] * partitions
+
+    def process(self, event: TeacherEvent, now: float | None = None) -> StepOutput:
+        p = zlib.crc32(event.sample_id.encode()) % len(self.ingests)
+        ingest = self.ingests[p]
+        out = ingest.process(event, self.offsets[p], now)
+        if out.rejected is not None:
+            return StepOutput(rejected=out.rejected)
+        self.offsets[p] += 1
+        if out.duplicate:
+            return StepOutput(duplicate=True)
+        mark = Watermark(p, len(self.ingests), ingest.low_watermark())
+        return _forget(self.ingests, _detect(self.detect, out, mark))
+
+    def flush(self) -> StepOutput:
+        out = StepOutput()
+        for p, ingest in enumerate(self.ingests):
+            closed = ingest.flush(self.offsets[p] - 1, FLUSH_SEQ)
+            mark = Watermark(p, len(self.ingests), math.inf)
+            out.extend(_forget(self.ingests, _detect(self.detect, closed, mark)))
+        return out
+
+
+def check_version(state: dict[str, Any]) -> None:
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"pipeline state version {state.get('version')!r}, "
+                         f"expected {STATE_VERSION}")

@@ -1,15 +1,22 @@
-"""`distill serve`: the long-lived monitor loop around :class:`MonitorPipeline`.
+"""`distill serve`: the long-lived monitor loop, the two stages of the pipeline over Kafka.
 
-Kafka in (a consumer group, commit after processing), alerts and groups out, state
-checkpointed per partition with the offsets it covers (see :mod:`stream.checkpoint` for
-the order). Signal handlers only set the stop flag; the loop finishes the records in hand,
-forces a final checkpoint and leaves through one ExitStack. A broker that stops answering
-is retried with backoff and reported on ``/healthz`` and ``distill_broker_up``.
+One consumer group reads the input topic (the **ingest** stage: decode, dead letters,
+dedup, signals, join, consensus, groups) and the internal observations topic (the
+**detect** stage: one owner per teacher, its detectors fed in canonical event-time order,
+alerts and each teacher's drift state). ``serve.role`` picks which topics an instance
+subscribes to: ``all`` (the default: both, one process), ``ingest`` or ``detect``. Each
+ingest partition sends its observations keyed by teacher and, after every batch, its low
+watermark to every observations partition. State is checkpointed per partition, of either
+topic, with the offsets it covers (see :mod:`stream.checkpoint` for the order). Signal
+handlers only set the stop flag; the loop finishes the records in hand, forces a final
+checkpoint and leaves through one ExitStack. A broker that stops answering is retried
+with backoff and reported on ``/healthz`` and ``distill_broker_up``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -23,8 +30,9 @@ import orjson
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from detectors.bank import DriftRecord, TeacherDriftState
 from detectors.exceptions import DetectorError
-from distill.config import Config
+from distill.config import Config, drift_state_topic, observations_topic
 from distill.exceptions import (
     CheckpointUnreadable,
     OffsetOutOfRange,
@@ -34,8 +42,12 @@ from distill.exceptions import (
 from distill.groups import fit_record
 from distill.http import start_http_server
 from distill.metrics import MonitorMetrics
+from distill.monitor import observations as obs_codec
+from distill.monitor.driftstate import DriftStateReader
+from distill.monitor.ingest import NO_DRIFT, IngestOutput
+from distill.monitor.observations import FLUSH_SEQ, Watermark
 from distill.monitor.partition import PartitionState
-from distill.monitor.pipeline import PipelineConfig, StepOutput, format_timestamp_float
+from distill.monitor.pipeline import PipelineConfig, format_timestamp_float
 from distill.monitor.status import merge_summaries
 from distill.statedir import StateDir, jsonl_line
 from stream.broker import EmbeddedBroker
@@ -59,6 +71,7 @@ from stream.probe import BrokerProbe
 log = logging.getLogger("distill.serve")
 RECENT_ALERTS = 10_000  # alerts a run keeps in memory (all of them go to Kafka and the log)
 FINAL_CHECKPOINT_S = 20.0  # retrying the last checkpoint; below Kubernetes' 30 s grace period
+ROLES = {"ingest": ("input",), "detect": ("observations",), "all": ("input", "observations")}
 
 
 def pipeline_config(cfg: Config) -> PipelineConfig:
@@ -83,17 +96,44 @@ def kafka_settings(cfg: Config, bootstrap_servers: str) -> KafkaSettings:
                          client=k.client)
 
 
+def partition_count(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> int:
+    """How many partitions ``topic`` has (the ingest stage's watermarks say so)."""
+    from kafka import KafkaConsumer
+
+    client = KafkaConsumer(**settings.common(), enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            parts = client.partitions_for_topic(topic)
+            if parts or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        client.close()
+    if not parts:
+        raise StreamError(f"topic {topic} has no partitions (or no broker answered)")
+    return len(parts)
+
+
 @dataclass
 class RunLimits:
-    """Stop conditions that let tests and the demo run the real loop to completion."""
+    """Stop conditions that let tests and the demo run the real loop to completion.
+
+    ``finish`` (with ``idle_exit_s``) declares the stream finite: once it has been idle,
+    the ingest partitions close their open groups and release the detect stage to the end,
+    and the service exits when that, too, has been idle as long, so the result equals
+    ``distill replay`` of the same stream. Without it the detect stage keeps the last
+    allowed-lateness span of observations buffered (in its checkpoint) for a later run."""
 
     max_records: int | None = None
     idle_exit_s: float | None = None  # stop after this long with nothing to read
+    finish: bool = False
 
 
 @dataclass
 class RunSummary:
-    records: int = 0
+    records: int = 0  # input records (the ingest stage's)
+    observations: int = 0  # records of the observations topic (the detect stage's)
     dead_lettered: int = 0
     alerts: deque[dict[str, Any]] = field(  # the latest ones: a daemon runs for weeks
         default_factory=lambda: deque(maxlen=RECENT_ALERTS))
@@ -120,9 +160,21 @@ class MonitorService:
         bank = self.pconfig.bank
         self._detector_pairs = [(s, bank.kind_of(s)) for s in bank.signals]
         self._teacher_events: dict[str, Any] = {}  # teacher -> its events counter child
+        self.obs_topic = observations_topic(cfg.kafka)
+        self.state_topic = drift_state_topic(cfg.kafka)
+        self.topics = [cfg.kafka.input_topic if name == "input" else self.obs_topic
+                       for name in ROLES[cfg.serve.role]]
+        # a detect-only instance joins its own group: members of one group subscribe to the
+        # same topics (all-role instances to both)
+        self.group_id = (f"{cfg.kafka.group_id}-detect" if cfg.serve.role == "detect"
+                         else cfg.kafka.group_id)
+        self.input_partitions = 0  # known once the input topic exists
         self.parts: dict[tuple[str, int], PartitionState] = {}
+        self.drift_reader: DriftStateReader | None = None  # an ingest-only instance's
+        self._outbox: dict[int, list[Any]] = {}  # observations partition -> this batch's
         self.summary = RunSummary()
         self.running = True
+        self.finished = False  # the stream was declared finite and drained (idle_exit_s)
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_failing_since: float | None = None
@@ -157,20 +209,33 @@ class MonitorService:
                 log.info("started embedded broker at %s", servers)
             settings = kafka_settings(self.cfg, servers)
             ensure_topics(settings, {k.input_topic: k.partitions, k.dead_letter_topic: 1,
-                                     k.alerts_topic: 1, k.groups_topic: k.partitions})
-            self.sink = open_sink(settings, linger_ms=20, batch_size=262_144)
+                                     k.alerts_topic: 1, k.groups_topic: k.partitions,
+                                     self.obs_topic: k.observation_partitions,
+                                     self.state_topic: k.observation_partitions},
+                          configs={self.state_topic: {"cleanup.policy": "compact"}})
+            if self.cfg.kafka.input_topic in self.topics:
+                self.input_partitions = partition_count(settings, k.input_topic)
+            self.obs_partitions = partition_count(settings, self.obs_topic)
+            # one in flight: observations of one input partition must arrive in the order
+            # sent (the detect stage drops what is not past the last position it accepted)
+            self.sink = open_sink(settings, linger_ms=20, batch_size=262_144,
+                                  max_in_flight_requests_per_connection=1)
             stack.callback(self.sink.close)
             self.dlq = DeadLetterSink(self.sink, k.dead_letter_topic)
-            self.probe = BrokerProbe(settings, k.input_topic).start()
+            if self.cfg.serve.role == "ingest":  # the detectors' states, for the groups
+                self.drift_reader = DriftStateReader(settings, self.state_topic)
+                stack.callback(self.drift_reader.close)
+            self.probe = BrokerProbe(settings, self.topics[0]).start()
             stack.callback(self.probe.stop)
-            self.source = open_source(settings, [k.input_topic], k.group_id,
+            self.source = open_source(settings, self.topics, self.group_id,
                                       on_assign=self._on_assign, on_revoke=self._on_revoke)
             stack.callback(self.source.close)
             self._alerts_log = stack.enter_context(open(self.layout.alerts, "ab"))
             self._timeline = stack.enter_context(open(self.layout.timeline, "ab"))
             self._install_signal_handlers(stack)
-            log.info("serving %s as group %s; metrics on http://%s:%d/metrics", k.input_topic,
-                     k.group_id, server.host, server.port)
+            log.info("serving %s (role %s) as group %s; metrics on http://%s:%d/metrics",
+                     ", ".join(self.topics), self.cfg.serve.role, self.group_id, server.host,
+                     server.port)
             self._loop()
             if self._fatal is not None:
                 raise self._fatal
@@ -231,8 +296,11 @@ class MonitorService:
                 if self._fatal is not None:
                     break
             with self._lock:  # the metrics thread reads the banks between batches
+                touched: set[tuple[str, int]] = set()
                 for record in records:
                     self._handle(record)
+                    touched.add((record.topic, record.partition))
+                self._after_batch(touched)
             if records:
                 self.summary.last_record_at = time.perf_counter()
                 self.metrics.last_message_timestamp.set(time.time())
@@ -244,7 +312,9 @@ class MonitorService:
             self._checkpoint()
             self._check_stalls()
             if self._limit_reached(idle_since):
-                break
+                if not self.limits.finish or self.finished or not self._finish():
+                    break
+                idle_since = time.monotonic()
 
     def _check_stalls(self) -> None:
         """Stop with :class:`ServeStalled` after ``stall_exit_s`` without partitions or
@@ -269,6 +339,21 @@ class MonitorService:
         return (lim.idle_exit_s is not None and idle_since is not None
                 and time.monotonic() - idle_since > lim.idle_exit_s)
 
+    def _finish(self) -> bool:
+        """The stream is finite (``idle_exit_s``): close the open groups and release the
+        detect stage to the end; True while there is something left to consume."""
+        self.finished = True
+        with self._lock:
+            ingest = [p for p in self.parts.values() if p.archive is not None]
+            for part in ingest:
+                last = -1 if part.next_offset is None else part.next_offset - 1
+                self._emit_ingest(part, part.ingest.flush(last, FLUSH_SEQ))
+                self._send_observations()
+                self._send_watermark(part, math.inf)
+                part.dirty = part.next_offset is not None
+            self._checkpoint(force=True)
+        return bool(ingest) and self.cfg.serve.role == "all"
+
     # -- per record ----------------------------------------------------------------------
 
     def _handle(self, record: Record) -> None:
@@ -278,9 +363,14 @@ class MonitorService:
         started = time.perf_counter()
         if self.summary.first_record_at is None:
             self.summary.first_record_at = started
-        self.metrics.messages_consumed.inc()
         try:
-            self._process(part, record)
+            if part.archive is not None:
+                self.metrics.messages_consumed.inc()  # the input topic's (as the metric says)
+                self._ingest(part, record)
+                self.summary.records += 1
+            else:
+                self._observe(part, record)
+                self.summary.observations += 1
         except (KafkaError, StreamError):
             raise  # the producer or broker, not this record: stop for the supervisor
         except Exception as exc:  # no single record may stop the daemon
@@ -289,27 +379,41 @@ class MonitorService:
             self._dead_letter(record, internal_error(exc))
         part.next_offset = record.offset + 1
         part.dirty = True
-        self.summary.records += 1
         self._since_checkpoint += 1
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
 
-    def _process(self, part: PartitionState, record: Record) -> None:
+    def _ingest(self, part: PartitionState, record: Record) -> None:
         decoded = decode_event(record.value, self.cfg.serve.max_message_bytes)
         if isinstance(decoded, TeacherEvent) and decoded.images:
             outside = confine_all(decoded.images, self.cfg.serve.image_roots)
             decoded = decoded if outside is None else outside
         if isinstance(decoded, TeacherEvent):
-            pipeline = part.pipeline
-            joined, deduped = pipeline.joiner.overflow, pipeline.dedup.overflow
-            out = pipeline.process(decoded, now=time.time())
+            stage = part.ingest
+            joined, deduped = stage.joiner.overflow, stage.dedup.overflow
+            out = stage.process(decoded, record.offset, now=time.time())
             if out.rejected is not None:
                 self._dead_letter(record, out.rejected)
                 return
-            self._emit(part, out, decoded)
-            self._count_overflow(pipeline.joiner.overflow - joined,
-                                 pipeline.dedup.overflow - deduped)
+            if out.duplicate:
+                self.metrics.duplicates.inc()
+            else:
+                self._count_event(decoded.teacher)
+                self._emit_ingest(part, out)
+            self._count_overflow(stage.joiner.overflow - joined, stage.dedup.overflow - deduped)
         else:
             self._dead_letter(record, decoded)
+
+    def _observe(self, part: PartitionState, record: Record) -> None:
+        try:
+            message = obs_codec.decode(record.value)
+        except ValueError as exc:
+            self._dead_letter(record, Invalid("bad_observation", str(exc)))
+            return
+        if isinstance(message, Watermark):
+            part.detect.watermark(message)
+            return
+        for obs in message:
+            self._emit_alerts(part.detect.add(obs))
 
     def _dead_letter(self, record: Record, invalid: Invalid) -> None:
         self.dlq.send(record, invalid)
@@ -323,34 +427,19 @@ class MonitorService:
         if dedup:
             self.metrics.dedup_overflow.inc(dedup)
 
-    def _emit(self, part: PartitionState, out: StepOutput, event: TeacherEvent) -> None:
-        assert self.sink is not None
-        k = self.cfg.kafka
-        if out.duplicate:
-            self.metrics.duplicates.inc()
-            return
-        # detection counters exist at 0 from a teacher's first event, long before its first
-        # detection, so Prometheus' increase() sees that detection
-        counter = self._teacher_events.get(event.teacher)
+    def _count_event(self, teacher: str) -> None:
+        counter = self._teacher_events.get(teacher)
         if counter is None:  # labels() takes a lock and builds a key: once per teacher
-            self.metrics.teacher_seen(event.teacher, self._detector_pairs)
-            counter = self._teacher_events[event.teacher] = \
-                self.metrics.events_by_teacher.labels(teacher=event.teacher)
+            counter = self._teacher_events[teacher] = \
+                self.metrics.events_by_teacher.labels(teacher=teacher)
         counter.inc()
-        for alert in out.alerts:
-            doc = {**alert.to_dict(), "partition": part.partition}
-            line = orjson.dumps(doc)
-            self.sink.send(k.alerts_topic, line, key=alert.teacher.encode())
-            self._alerts_log.write(jsonl_line(doc))
-            self.metrics.record_detection(alert.teacher, alert.signal, alert.detector)
-            log.warning("drift: teacher=%s signal=%s detector=%s at event %s "
-                        "(statistic %.4g > threshold %.4g)", alert.teacher, alert.signal,
-                        alert.detector, alert.index, alert.statistic or 0.0,
-                        alert.threshold or 0.0, extra={"alert": doc})
-            self.summary.alerts.append(doc)
-            self.summary.alerts_total += 1
-            if self.on_alert:
-                self.on_alert(doc)
+
+    def _emit_ingest(self, part: PartitionState, out: IngestOutput) -> None:
+        assert self.sink is not None and part.archive is not None
+        k = self.cfg.kafka
+        for o in out.observations:
+            p = obs_codec.partition_of(o.teacher, self.obs_partitions)
+            self._outbox.setdefault(p, []).append(o)
         for group in out.groups:
             payload = group.to_json()
             self.sink.send(k.groups_topic, fit_record(group, payload, MAX_RECORD_BYTES),
@@ -359,6 +448,86 @@ class MonitorService:
             counter = (self.metrics.groups_completed if group.status == "complete"
                        else self.metrics.groups_timed_out)
             counter.inc()
+
+    def _send_observations(self) -> None:
+        """The batch's observations, a few messages per observations partition (in order:
+        the detect stage drops what is not past the last position it accepted)."""
+        assert self.sink is not None
+        step = obs_codec.BATCH
+        for p, batch in self._outbox.items():
+            for i in range(0, len(batch), step):
+                self.sink.send(self.obs_topic, obs_codec.encode_batch(batch[i:i + step]),
+                               partition=p)
+        self._outbox.clear()
+
+    def _send_watermark(self, part: PartitionState, at: float) -> None:
+        assert self.sink is not None
+        if at == -math.inf:
+            return
+        raw = obs_codec.encode(Watermark(part.partition, self.input_partitions, at))
+        for p in range(self.obs_partitions):
+            self.sink.send(self.obs_topic, raw, partition=p)
+
+    def _after_batch(self, touched: set[tuple[str, int]]) -> None:
+        """Ingest partitions publish their watermarks; detect partitions release what all
+        input partitions have passed, then publish their teachers' drift states."""
+        if self.drift_reader is not None:
+            self.drift_reader.poll()
+        self._send_observations()
+        for key in touched:
+            part = self.parts.get(key)
+            if part is not None and part.archive is not None:
+                self._send_watermark(part, part.ingest.low_watermark())
+        for key in touched:
+            part = self.parts.get(key)
+            if part is not None and part.archive is None:
+                applied = part.detect.counters.observations
+                self._emit_alerts(part.detect.release())
+                if part.detect.counters.observations != applied:
+                    self._publish_drift_states(part)
+
+    def _emit_alerts(self, alerts: list[DriftRecord]) -> None:
+        assert self.sink is not None
+        k = self.cfg.kafka
+        for alert in alerts:
+            doc = alert.to_dict()
+            line = orjson.dumps(doc)
+            self.sink.send(k.alerts_topic, line, key=alert.teacher.encode())
+            self._alerts_log.write(jsonl_line(doc))
+            self.metrics.record_detection(alert.teacher, alert.signal, alert.detector)
+            log.warning("drift: teacher=%s signal=%s detector=%s at the teacher's event %s "
+                        "(statistic %.4g > threshold %.4g)", alert.teacher, alert.signal,
+                        alert.detector, alert.index, alert.statistic or 0.0,
+                        alert.threshold or 0.0, extra={"alert": doc})
+            self.summary.alerts.append(doc)
+            self.summary.alerts_total += 1
+            if self.on_alert:
+                self.on_alert(doc)
+
+    def _publish_drift_states(self, part: PartitionState) -> None:
+        """Each teacher of this detect partition, keyed by teacher on the compacted
+        drift-state topic: what the trainer, other ingest instances and dashboards read."""
+        assert self.sink is not None
+        bank = part.detect.bank
+        for teacher in bank.teachers():
+            # detection counters exist at 0 from a teacher's first observation, long before
+            # its first detection, so Prometheus' increase() sees that detection
+            self.metrics.teacher_seen(teacher, self._detector_pairs)
+            state = bank.drift_state(teacher)
+            doc = {"teacher": teacher, "evidence": state.evidence, "in_drift": state.in_drift,
+                   "signals": state.signals, "events": part.detect.events.get(teacher, 0),
+                   "last_alert": part.detect.last_alert.get(teacher)}
+            self.sink.send(self.state_topic, orjson.dumps(doc), key=teacher.encode())
+
+    def drift_view(self, teacher: str) -> TeacherDriftState:
+        """A teacher's drift state for the groups: from its detect stage when this process
+        owns it, else as last read from the drift-state topic."""
+        for part in self.parts.values():
+            if part.archive is None and teacher in part.detect.bank.teachers():
+                return part.detect.bank.drift_state(teacher)
+        if self.drift_reader is None:
+            return NO_DRIFT
+        return self.drift_reader.states.get(teacher, NO_DRIFT)
 
     # -- partitions and checkpoints ------------------------------------------------------
 
@@ -372,8 +541,12 @@ class MonitorService:
             if (topic, p) in self.parts:
                 continue
             try:
-                part = PartitionState.restore(self.state_dir, topic, p, self.pconfig,
-                                              self.cfg.serve.archive_segment_events)
+                if topic == self.obs_topic:
+                    part = PartitionState.restore_detect(self.state_dir, topic, p, self.pconfig)
+                else:
+                    part = PartitionState.restore_ingest(
+                        self.state_dir, topic, p, self.pconfig,
+                        self.cfg.serve.archive_segment_events, self.drift_view)
             except (DetectorError, ValueError, KeyError, TypeError, OSError) as exc:
                 path = self.layout.checkpoint(topic, p)
                 self._fatal = CheckpointUnreadable(
@@ -452,7 +625,7 @@ class MonitorService:
         for key in partitions:
             part = self.parts.pop(tuple(key), None)  # type: ignore[arg-type]
             if part:
-                part.archive.close()
+                part.close()
             log.info("revoked %s[%d]", *key)
 
     def _checkpoint(self, force: bool = False) -> None:
@@ -487,8 +660,8 @@ class MonitorService:
         (and at the end), in the format
         `distill replay` writes, so `distill report --state-dir` draws a serve state dir too.
         Diagnostic only: after a crash a stretch may appear twice."""
-        marks = [p.pipeline.joiner.watermark for p in self.parts.values()]
-        at = max(marks, default=float("-inf"))
+        marks = [p.detect.frontier for p in self.parts.values() if p.archive is None]
+        at = max((m for m in marks if math.isfinite(m)), default=float("-inf"))
         doc = {"events": self.summary.records, "time": format_timestamp_float(at),
                "alerts": self.summary.alerts_total, "summary": self._bank_summary()}
         self._timeline.write(jsonl_line(doc))
@@ -496,25 +669,24 @@ class MonitorService:
         self._alerts_log.flush()
         self._timeline_at = self.summary.records
 
+    def _detect_parts(self) -> list[PartitionState]:
+        return [p for p in self.parts.values() if p.archive is None]
+
     def _bank_summary(self) -> dict[str, dict[str, dict[str, Any]]]:
-        with self._lock:
-            return merge_summaries([p.pipeline.bank.summary() for p in self.parts.values()])
+        with self._lock:  # one detect partition per teacher: each series has one writer
+            return merge_summaries([p.detect.bank.summary() for p in self._detect_parts()])
 
     def _evidence(self) -> dict[str, float]:
         with self._lock:
-            evidence: dict[str, float] = {}
-            for part in self.parts.values():
-                for teacher in part.pipeline.events:
-                    e = part.pipeline.bank.drift_state(teacher).evidence
-                    evidence[teacher] = max(e, evidence.get(teacher, 0.0))
-            return evidence
+            return {teacher: p.detect.bank.drift_state(teacher).evidence
+                    for p in self._detect_parts() for teacher in p.detect.bank.teachers()}
 
     def _update_live_metrics(self) -> None:
         if self.probe is None:
             return
         self.metrics.broker_up.set(1 if self.probe.healthy else 0)
-        for (_, p), part in list(self.parts.items()):
-            end = self.probe.end_offsets.get(p)
+        for (topic, p), part in list(self.parts.items()):
+            end = self.probe.end_offsets.get(p) if topic == self.probe.topic else None
             if end is not None and part.next_offset is not None:
                 self.metrics.consumer_lag.labels(partition=str(p)).set(
                     max(0, end - part.next_offset))
@@ -526,6 +698,7 @@ class MonitorService:
         unassigned_for = None if unassigned is None else round(now - unassigned, 3)
         body = {
             **probe,
+            "role": self.cfg.serve.role,
             "partitions": sorted(f"{t}[{p}]" for t, p in self.parts),
             "records": self.summary.records,
             "checkpoint_failing_for_s": None if failing is None else round(now - failing, 3),

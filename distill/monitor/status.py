@@ -1,8 +1,10 @@
 """What the monitor holds, read from its durable checkpoints (never from a live process).
 
 ``distill status`` shows exactly what a restart would resume from: per teacher the events
-processed, each signal's estimate and detections and the last alert; the groups completed
-and timed out; and each partition's checkpointed offset.
+ingested and the events its detectors have seen (the detect stage runs the allowed lateness
+behind), each signal's estimate and detections and the last alert, indexed by the
+teacher's own events; the groups completed and timed out; each partition's checkpointed
+offset (input partitions hold the ingest stage, observations partitions the detect stage).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ SUMMED = ("n", "detections")
 def merge_summaries(
         summaries: Iterable[dict[str, dict[str, dict[str, Any]]]]
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Merge per-partition bank summaries: counts add up, other fields come from the
-    partition that saw the most updates of that (teacher, signal)."""
+    """Merge the bank summaries of several detect partitions. Each teacher has one owner, so
+    this is a union; were a teacher in two (a changed partition count), counts add up and
+    other fields come from the bank that saw the most updates of that (teacher, signal)."""
     merged: dict[str, dict[str, dict[str, Any]]] = {}
     for summary in summaries:
         for teacher, signals in summary.items():
@@ -66,23 +69,34 @@ def monitor_status(state_dir: Path) -> dict[str, Any]:
               "duplicates": 0, "join_overflow": 0, "dedup_overflow": 0,
               "teacher_overflow": 0, "stray_answers": 0}
     rejected: dict[str, int] = {}
+    detect = {"observations": 0, "buffered": 0, "late": 0, "duplicates": 0}
     summaries = []
+
+    def entry(teacher: str) -> dict[str, Any]:
+        return teachers.setdefault(teacher, {"events": 0, "detected_events": 0})
+
     for doc in docs:
-        state = doc["state"]
-        counters = state["counters"]
-        for key in totals:
-            totals[key] += counters.get(key, 0)
-        for reason, n in counters.get("rejected", {}).items():
-            rejected[reason] = rejected.get(reason, 0) + n
-        for teacher, n in counters["events"].items():
-            teachers.setdefault(teacher, {"events": 0})["events"] += n
-        for teacher, alert in state.get("last_alert", {}).items():
-            entry = teachers.setdefault(teacher, {"events": 0})
-            if entry.get("last_alert") is None or alert["time"] > entry["last_alert"]["time"]:
-                entry["last_alert"] = alert
-        summaries.append(DetectorBank.from_state(state["bank"]).summary())
+        ingest, det = doc["state"].get("ingest"), doc["state"].get("detect")
+        if ingest is not None:
+            counters = ingest["counters"]
+            for key in totals:
+                totals[key] += counters.get(key, 0)
+            for reason, n in counters.get("rejected", {}).items():
+                rejected[reason] = rejected.get(reason, 0) + n
+            for teacher, n in counters["events"].items():
+                entry(teacher)["events"] += n
+        if det is None:
+            continue
+        for key, n in det["counters"].items():
+            detect[key] += n
+        detect["buffered"] += len(det["buffer"])
+        for teacher, n in det["events"].items():
+            entry(teacher)["detected_events"] += n
+        for teacher, alert in det["last_alert"].items():
+            entry(teacher)["last_alert"] = alert  # one detect partition owns a teacher
+        summaries.append(DetectorBank.from_state(det["bank"]).summary())
     for teacher, signals in merge_summaries(summaries).items():
-        teachers.setdefault(teacher, {"events": 0})["signals"] = signals
+        entry(teacher)["signals"] = signals
     return {
         "state_dir": str(state_dir),
         "offset_resets": _offset_resets(Path(state_dir)),
@@ -91,6 +105,7 @@ def monitor_status(state_dir: Path) -> dict[str, Any]:
                          "offset": d["offset"], "written_at": d["written_at"]} for d in docs],
         "teachers": dict(sorted(teachers.items())),
         **totals,
+        "detect": detect,
     }
 
 

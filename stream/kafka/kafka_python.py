@@ -23,8 +23,10 @@ _Message = tuple[str, bytes, bytes | None, Headers | None, int | None]
 
 
 def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int],
-                  replication_factor: int = 1) -> None:
-    """Create each topic with its partition count; existing topics are left as they are.
+                  replication_factor: int = 1,
+                  configs: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    """Create each topic with its partition count (and ``configs[topic]``, e.g.
+    ``{"cleanup.policy": "compact"}``); existing topics are left as they are.
 
     Uses kafka-python's admin client whichever client ``settings`` names."""
     try:
@@ -34,7 +36,8 @@ def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int],
         raise BrokerUnavailableError(f"no broker at {settings.bootstrap_servers}") from exc
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(name, num_partitions=n, replication_factor=replication_factor)
+        new = [NewTopic(name, num_partitions=n, replication_factor=replication_factor,
+                        topic_configs=dict((configs or {}).get(name, {})))
                for name, n in topics.items() if name not in existing]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
