@@ -20,7 +20,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from distill.config import Config
-from distill.monitor.service import MonitorService, RunLimits, kafka_settings
+from distill.kafka import kafka_settings
+from distill.monitor.service import MonitorService, RunLimits
 from stream.broker import EmbeddedBroker
 from stream.durable import write_json_atomic
 from stream.kafka import KafkaSink, ensure_topics

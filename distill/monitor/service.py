@@ -28,16 +28,18 @@ from detectors.exceptions import DetectorError
 from distill.config import Config
 from distill.exceptions import CheckpointUnreadable
 from distill.http import start_http_server
+from distill.kafka import kafka_settings
 from distill.metrics import MonitorMetrics
 from distill.monitor.partition import PartitionState
 from distill.monitor.pipeline import PipelineConfig, StepOutput, format_timestamp_float
 from distill.monitor.status import merge_summaries
+from distill.retry import Backoff
 from stream.broker import EmbeddedBroker
 from stream.checkpoint import checkpoint_path, commit_checkpoint
 from stream.deadletter import DeadLetterSink
 from stream.events import TeacherEvent, decode_event
 from stream.exceptions import FatalClientError, StreamError
-from stream.kafka import KafkaSettings, Record, Sink, Source, ensure_topics, open_sink, open_source
+from stream.kafka import Record, Sink, Source, ensure_topics, open_sink, open_source
 from stream.probe import BrokerProbe
 
 log = logging.getLogger("distill.serve")
@@ -54,14 +56,6 @@ def pipeline_config(cfg: Config) -> PipelineConfig:
         join_buffer_max=cfg.serve.join_buffer_max,
         dedup_window=cfg.serve.dedup_window,
     )
-
-
-def kafka_settings(cfg: Config, bootstrap_servers: str) -> KafkaSettings:
-    k = cfg.kafka
-    return KafkaSettings(bootstrap_servers=bootstrap_servers,
-                         session_timeout_ms=k.session_timeout_ms,
-                         heartbeat_interval_ms=k.heartbeat_interval_ms, security=k.security,
-                         client=k.client)
 
 
 @dataclass
@@ -165,19 +159,19 @@ class MonitorService:
     def _loop(self) -> None:
         assert self.source is not None
         idle_since: float | None = None  # idle time counts once the first record arrived
-        backoff = 0.5
+        backoff = Backoff()
         while self.running:
             try:
                 records = self.source.poll(timeout_ms=200)
-                backoff = 0.5
+                backoff.succeeded()
             except FatalClientError as exc:
                 log.error("the Kafka client failed fatally (%s); stopping", exc)
                 self._fatal = exc
                 break
             except (KafkaError, StreamError) as exc:
-                log.warning("poll failed (%s); retrying in %.1fs", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                delay = backoff.failed()
+                log.warning("poll failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
                 continue
             with self._lock:  # the metrics thread reads the banks between batches
                 for record in records:
