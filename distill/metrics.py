@@ -48,7 +48,7 @@ SIGNALS = ("length", "answer", "refusal", "format", "vocab", "agreement")
 TRIGGERS = ("count", "interval", "alert", "manual", "webhook")
 """Why a retrain round ran; the ``trigger`` label of ``distill_retrain_runs_total``."""
 
-RETRAIN_STATUSES = ("promoted", "kept", "failed")
+RETRAIN_STATUSES = ("promoted", "kept", "failed", "interrupted")
 """How a round ended; the ``status`` label of ``distill_retrain_runs_total``."""
 
 PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,

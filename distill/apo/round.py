@@ -86,8 +86,13 @@ def _reference_logps(reference_dir: Path, encoded: list[Any], pad_id: int,
 
 
 def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
-                out_dir: Path, config: APOConfig, progress: bool = True) -> RoundResult:
-    """One APO round over ``groups``; the merged policy is saved to ``out_dir``."""
+                out_dir: Path, config: APOConfig, progress: bool = True,
+                callbacks: Sequence[Any] = ()) -> RoundResult:
+    """One APO round over ``groups``; the merged policy is saved to ``out_dir``.
+
+    ``callbacks`` are ``transformers.TrainerCallback`` objects (the trainer's progress and
+    stop flag); a callback that stops training early still gets the model saved.
+    """
     from transformers import PrinterCallback
 
     from distill.apo.data import encode_groups
@@ -108,7 +113,7 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
     args = copy.deepcopy(config)
     args.disable_tqdm = not progress
     trainer = APOTrainer(model=model, args=args, train_dataset=encoded,
-                         processing_class=tokenizer)
+                         processing_class=tokenizer, callbacks=list(callbacks) or None)
     if not progress:
         trainer.remove_callback(PrinterCallback)
     train_started = time.perf_counter()
