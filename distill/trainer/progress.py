@@ -46,13 +46,17 @@ class RoundControl:
         self.run_id = run_id
         self._stop = stop_event or threading.Event()
         self._stage = ""
-        self._started = time.monotonic()
+        self._first: tuple[int, float] | None = None  # (step, time) of the stage's first step
 
     # -- stopping ----------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the round to end at the next step boundary (safe from a signal handler)."""
         self._stop.set()
+
+    @property
+    def stage_name(self) -> str:
+        return self._stage
 
     @property
     def stopped(self) -> bool:
@@ -68,13 +72,29 @@ class RoundControl:
     def stage(self, name: str, detail: str = "") -> None:
         """A new stage (bootstrap, train, evaluate, gate, done); restarts the step clock."""
         self._stage = name
-        self._started = time.monotonic()
+        self._first = None
         self.view("stage", name=name, detail=detail, run_id=self.run_id)
 
+    def enter(self, name: str, detail: str = "") -> None:
+        """Start stage ``name`` unless it is the current one."""
+        if name != self._stage:
+            self.stage(name, detail)
+
+    def batch(self, name: str, done: int, total: int) -> None:
+        """Progress of a batched stage without optimizer steps (synthesis); stops there
+        too when asked."""
+        self.enter(name, f"{total} items")
+        self.step(done, total)
+        self.check()
+
     def step(self, done: int, total: int, loss: float | None = None) -> None:
-        """``done`` of ``total`` optimizer steps of the current stage."""
-        elapsed = time.monotonic() - self._started
-        eta = elapsed / done * (total - done) if done else None
+        """``done`` of ``total`` optimizer steps of the current stage. The ETA is timed from
+        the stage's first reported step, so loading and encoding do not skew it."""
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (done, now)
+        first, t0 = self._first
+        eta = (now - t0) / (done - first) * (total - done) if done > first else None
         self.view("step", step=done, total=total, loss=loss, eta_s=eta, stage=self._stage,
                   run_id=self.run_id)
 
@@ -154,17 +174,22 @@ def hf_callback(control: RoundControl) -> Any:
     from transformers import TrainerCallback
 
     class _Callback(TrainerCallback):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.loss: float | None = None
+        """A step is reported from ``on_log`` (with its loss, which the Trainer logs after
+        ``on_step_end``) or, on steps that do not log, from ``on_step_end``."""
+
+        def on_train_begin(self, args: Any, state: Any, ctl: Any, **kwargs: Any) -> None:
+            control.enter("train" if control.stage_name in ("synthesis", "train")
+                          else control.stage_name)
+
+        def on_step_end(self, args: Any, state: Any, ctl: Any, **kwargs: Any) -> None:
+            if control.stopped:
+                ctl.should_training_stop = True
+            if not ctl.should_log:
+                control.step(state.global_step, state.max_steps)
 
         def on_log(self, args: Any, state: Any, ctl: Any, logs: Any = None,
                    **kwargs: Any) -> None:
             if logs and "loss" in logs:
-                self.loss = float(logs["loss"])
-
-        def on_step_end(self, args: Any, state: Any, ctl: Any, **kwargs: Any) -> None:
-            control.step(state.global_step, state.max_steps, self.loss)
-            if control.stopped:
-                ctl.should_training_stop = True
+                control.step(state.global_step, state.max_steps, float(logs["loss"]))
 
     return _Callback()

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from distill.config import TrainConfig
 from distill.groups import TeacherGroup
 from distill.trainer.buffer import GroupBuffer
 from distill.trainer.exceptions import (
@@ -89,19 +90,22 @@ class TrainerPaths:
         return self.root / "retrain-request.json"
 
 
+_TRAIN = TrainConfig()  # the source of the training defaults
+
+
 @dataclass(frozen=True)
 class RoundSettings:
     """What one round does. ``apo`` passes extra :class:`distill.apo.APOConfig` fields."""
 
-    steps: int = 20
-    max_new_groups: int = 256
-    replay_fraction: float = 0.5
+    steps: int = _TRAIN.steps
+    max_new_groups: int = _TRAIN.max_new_groups
+    replay_fraction: float = _TRAIN.replay_fraction
     probe_max: int = 64
-    tolerance: float = 0.0
+    tolerance: float = _TRAIN.gate_tolerance
     gate_metrics: tuple[str, ...] = ("agreement", "accuracy")
     keep_rejected: bool = False
     keep_versions: int = 5  # newest versions whose weights are kept (+ current, reference)
-    bootstrap_max_groups: int = 1024
+    bootstrap_max_groups: int = _TRAIN.bootstrap_max_groups
     seed: int = 0
     apo: Mapping[str, Any] = field(default_factory=dict)
 
@@ -175,7 +179,8 @@ class ApoEngine:
 
         result = train_round(policy_dir, reference_dir, list(groups), out_dir,
                              self._config(out_dir, settings), progress=False,
-                             callbacks=[hf_callback(control)])
+                             callbacks=[hf_callback(control)],
+                             on_batch=control.batch)
         shutil.rmtree(out_dir / ".hf-trainer", ignore_errors=True)
         control.check()
         return TrainOutput(Path(result.model_dir), {k: float(v) for k, v in

@@ -47,7 +47,8 @@ def round_settings(t: TrainConfig, *, steps: int | None = None,
         replay_fraction=t.replay_fraction if replay_fraction is None else replay_fraction,
         tolerance=t.gate_tolerance if tolerance is None else tolerance,
         keep_rejected=keep_rejected, keep_versions=keep_versions,
-        apo=dict(apo or {}))
+        bootstrap_max_groups=t.bootstrap_max_groups,
+        apo={"synthesis_max_new_tokens": t.synthesis_max_new_tokens, **(apo or {})})
 
 
 def check_apo(settings: RoundSettings) -> str | None:
