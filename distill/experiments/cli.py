@@ -14,6 +14,10 @@ from rich.table import Table
 
 from distill.experiments.bench_distill import METHODS
 
+SMOLLM2_CPU_SAMPLES = 300
+"""Cases per scenario with the SmolLM2 student on a CPU (the evaluation scores every held-out
+case with every method's model), unless --samples says otherwise."""
+
 
 def _console() -> Console:
     """A console; when output is not a terminal (a log file), wide enough for the table."""
@@ -43,19 +47,24 @@ def distill_table(result: dict[str, Any], key: str = "methods", title: str = "")
 
 def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                 workdir: Path | None, samples: int | None, eval_every: int,
-                bootstrap_steps: int, stage2_steps: int) -> list[dict[str, Any]]:
+                bootstrap_steps: int | None, stage2_steps: int | None,
+                student: str = "tiny") -> list[dict[str, Any]]:
     """Run the benchmark for each seed, print the tables, write the JSON."""
 
     from distill.experiments.bench_distill import BenchSettings, run
-    from distill.experiments.students import TrainSettings
+    from distill.experiments.students import TrainSettings, smollm2_settings
 
     console = _console()
     results = []
+    steps = {k: v for k, v in (("bootstrap_steps", bootstrap_steps),
+                               ("stage2_steps", stage2_steps)) if v is not None}
+    if student == "smollm2":
+        samples = samples or SMOLLM2_CPU_SAMPLES
     for seed in seeds:
+        train = (smollm2_settings(seed=seed, **steps) if student == "smollm2"
+                 else TrainSettings(seed=seed, **steps))
         settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
-                                 eval_every=eval_every,
-                                 train=TrainSettings(bootstrap_steps=bootstrap_steps,
-                                                     stage2_steps=stage2_steps, seed=seed))
+                                 eval_every=eval_every, train=train)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp, \
                 console.status(f"seed {seed}") as status:

@@ -277,7 +277,9 @@ def run_round(paths: TrainerPaths, settings: RoundSettings, *, run_id: str | Non
         for dead in registry.abandon_running():
             log.warning("run %s was left running by a process that died: marked abandoned",
                         dead)
-        done = registry.run(run_id) or registry.recover_run(run_id)
+        done = registry.run(run_id)
+        if not (done and done.get("status") in ("promoted", "kept")):
+            done = registry.recover_run(run_id) or done
         if done and done.get("status") in ("promoted", "kept"):
             control.stage("done", f"run {run_id} already finished: {done['status']}")
             return _from_record(run_id, done)
