@@ -32,6 +32,9 @@ from distill.trainer.exceptions import RoundInterruptedError
 
 log = logging.getLogger(__name__)
 
+BATCH_STAGES = ("synthesis", "reference")
+"""Stages of a training round before its optimizer steps (reported per batch)."""
+
 View = Callable[..., None]
 """``view(kind, **fields)`` with kind ``stage`` (name, detail) or ``step`` (step, total,
 loss, eta_s, stage)."""
@@ -178,8 +181,8 @@ def hf_callback(control: RoundControl) -> Any:
         ``on_step_end``) or, on steps that do not log, from ``on_step_end``."""
 
         def on_train_begin(self, args: Any, state: Any, ctl: Any, **kwargs: Any) -> None:
-            control.enter("train" if control.stage_name in ("synthesis", "train")
-                          else control.stage_name)
+            if control.stage_name in BATCH_STAGES:  # APO after synthesis / reference
+                control.enter("train")
 
         def on_step_end(self, args: Any, state: Any, ctl: Any, **kwargs: Any) -> None:
             if control.stopped:
