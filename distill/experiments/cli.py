@@ -48,21 +48,31 @@ def distill_table(result: dict[str, Any], key: str = "methods", title: str = "")
 def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                 workdir: Path | None, samples: int | None, eval_every: int,
                 bootstrap_steps: int | None, stage2_steps: int | None,
-                student: str = "tiny") -> list[dict[str, Any]]:
+                student: str = "tiny", budget: str | None = None) -> list[dict[str, Any]]:
     """Run the benchmark for each seed, print the tables, write the JSON."""
 
     from distill.experiments.bench_distill import BenchSettings, run
-    from distill.experiments.students import TrainSettings, smollm2_settings
+    from distill.experiments.students import (
+        TrainSettings,
+        smollm2_gpu_settings,
+        smollm2_settings,
+    )
 
     console = _console()
     results = []
     steps = {k: v for k, v in (("bootstrap_steps", bootstrap_steps),
                                ("stage2_steps", stage2_steps)) if v is not None}
+    preset: Any = TrainSettings
     if student == "smollm2":
-        samples = samples or SMOLLM2_CPU_SAMPLES
+        if budget is None:
+            import torch
+
+            budget = "gpu" if torch.cuda.is_available() else "cpu"
+        preset = smollm2_gpu_settings if budget == "gpu" else smollm2_settings
+        if budget == "cpu":
+            samples = samples or SMOLLM2_CPU_SAMPLES
     for seed in seeds:
-        train = (smollm2_settings(seed=seed, **steps) if student == "smollm2"
-                 else TrainSettings(seed=seed, **steps))
+        train = preset(seed=seed, **steps)
         settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
                                  eval_every=eval_every, train=train)
         started = time.perf_counter()

