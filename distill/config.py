@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
+from stream.formats import FORMATS
 
 ENV_PREFIX = "DISTILL_"
 
@@ -97,11 +98,38 @@ class TrainConfig(_Section):
     gate_tolerance: float = Field(0.0, ge=0, description="promote if score >= current - this")
 
 
+class HttpConfig(_Section):
+    """Limits and the bearer token of every process's HTTP endpoint."""
+
+    token: SecretStr | None = Field(
+        None, description="bearer token for POST endpoints (ingest, /-/retrain); required "
+                          "when they listen beyond loopback")
+    token_file: Path | None = Field(None, description="file whose first line is the token")
+    max_body_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES * 8, gt=0,
+                                description="largest request body accepted")
+    timeout_s: float = Field(10.0, gt=0, description="seconds to receive one whole request")
+    max_connections: int = Field(64, gt=0, description="connections served at once")
+
+
+class GatewayConfig(_Section):
+    address: str = Field("127.0.0.1:9110", description="host:port of POST /v1/events")
+
+
+class IngestConfig(_Section):
+    format: Literal[FORMATS] = Field("auto", description="input format of `distill ingest`")
+    map: dict[str, str] = Field(default_factory=dict,
+                                description="event field -> JMESPath into each record")
+    rejects: Path = Field(Path("ingest-rejects.jsonl"), description="rejected lines + reason")
+
+
 class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     serve: ServeConfig = ServeConfig()
     detectors: DetectorsConfig = DetectorsConfig()
     train: TrainConfig = TrainConfig()
+    http: HttpConfig = HttpConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    ingest: IngestConfig = IngestConfig()
 
 
 @dataclass(frozen=True)

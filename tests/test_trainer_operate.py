@@ -26,7 +26,6 @@ import pytest
 from distill.trainer.buffer import GroupBuffer
 from distill.trainer.registry import Registry
 from distill.trainer.round import TrainerPaths
-from stream.kafka import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}

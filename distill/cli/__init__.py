@@ -13,6 +13,8 @@ SUBCOMMANDS = {
     "serve": "Run the monitor: Kafka in, drift alerts and teacher groups out.",
     "train": "Run the continual APO trainer (--follow consumes the groups topic).",
     "retrain": "Run one training round by hand over the stored groups.",
+    "ingest": "Send teacher outputs from JSONL (ours, OpenAI, Anthropic, --map) to Kafka.",
+    "gateway": "Take teacher events over HTTP (POST /v1/events) into Kafka.",
     "replay": "Run an archived stream through the monitor pipeline offline.",
     "simulate": "Produce a seeded multi-teacher stream with scheduled drifts.",
     "report": "Draw drift timelines and training curves as PNG and one HTML page.",

@@ -138,3 +138,15 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
         elif v is not None:
             out[k] = v
     return out
+
+
+def client_settings(cfg: Config, client_id: str) -> Any:
+    """KafkaSettings of a command that produces to the configured cluster (ingest, gateway)."""
+    from stream.kafka import KafkaSettings
+
+    k = cfg.kafka
+    if not k.bootstrap_servers:
+        raise click.UsageError("needs --bootstrap-servers (the cluster `distill serve` reads; "
+                               "an embedded broker would die with this command)")
+    return KafkaSettings(k.bootstrap_servers, client_id=client_id, security=k.security,
+                         client=k.client)

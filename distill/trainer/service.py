@@ -111,7 +111,7 @@ class TrainerService:
         """Exit status: 0, or 1 when the last round failed."""
         from prometheus_client import CollectorRegistry
 
-        from distill.http import start_http_server
+        from distill.http import TokenRequired, http_options, start_http_server
         from distill.kafka import kafka_settings
         from distill.metrics import TrainerMetrics
         from distill.trainer.follow import Follower, FollowSettings
@@ -139,7 +139,13 @@ class TrainerService:
                             view=self.view)
         with ExitStack() as stack:
             routes = {"/-/retrain": follower.webhook} if self.retrain_webhook else None
-            server = start_http_server(t.metrics_address, registry, follower.health, routes)
+            try:
+                server = start_http_server(t.metrics_address, registry, follower.health,
+                                           routes, **http_options(self.cfg.http))
+            except (TokenRequired, ValueError) as exc:
+                source.close()
+                follower.buffer.close()
+                raise UsageError(str(exc)) from exc
             stack.callback(server.shutdown)
             stack.enter_context(stop_on_signals(follower.stop))
             self._announce(kafka.bootstrap_servers, kafka.client, fs, server)
