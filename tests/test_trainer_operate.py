@@ -83,16 +83,6 @@ def training_step(line: str) -> bool:
     return doc.get("stage") == "train" and doc.get("step", 0) >= 1
 
 
-def here(*args: str) -> subprocess.CompletedProcess[str]:
-    """The command in this process, where torch is already imported (saves a start-up)."""
-    from click.testing import CliRunner
-
-    from distill.cli import main
-
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
-
-
 def status(state: Path) -> dict:
     out = subprocess.run([*CLI, "status", "--state-dir", str(state), "--json"], env=ENV,
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -133,10 +123,10 @@ def test_kill_is_abandoned_sigterm_is_interrupted_and_a_committed_run_id_never_r
     assert [p.name for p in (paths.registry / "models").iterdir()] == ["v0001"]
 
     # a round that commits, then "dies" before its run is recorded (the record is put
-    # back to `running`, as a kill between the two writes leaves it): never trains again.
-    # These two run in this process (no process-level behaviour is under test here).
-    done = here("retrain", "--state-dir", str(state), "--steps", "2", "--run-id", "done",
-                "--json", *QUICK)
+    # back to `running`, as a kill between the two writes leaves it): never trains again
+    done = subprocess.run([*CLI, "retrain", "--state-dir", str(state), "--steps", "2",
+                           "--run-id", "done", "--json", *QUICK], env=ENV, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     first = json.loads(done.stdout)
     assert first["status"] in ("promoted", "kept")
@@ -146,7 +136,9 @@ def test_kill_is_abandoned_sigterm_is_interrupted_and_a_committed_run_id_never_r
                            "trigger": "manual", "upto_seq": first["upto_seq"]}
     registry_file.write_text(json.dumps(doc))
     versions = len(Registry(paths.registry).versions())
-    again = here("retrain", "--state-dir", str(state), "--run-id", "done", "--json", *QUICK)
+    again = subprocess.run([*CLI, "retrain", "--state-dir", str(state), "--run-id", "done",
+                            "--json", *QUICK], env=ENV, cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     second = json.loads(again.stdout)
     assert second["reused"] is True and second["status"] == first["status"]
