@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -109,13 +108,12 @@ def test_kill_is_abandoned_sigterm_is_interrupted_and_a_committed_run_id_never_r
     # SIGTERM mid-training: stops at a step boundary within seconds, exit 5
     stopped = start(*common, "--run-id", "stopped", "--json")
     seen = wait_for(stopped, training_step)
-    sent = time.monotonic()
     stopped.send_signal(15)
-    out, err = stopped.communicate(timeout=60)
-    took = time.monotonic() - sent
+    out, err = stopped.communicate(timeout=120)  # 100,000 steps would take hours
     assert stopped.returncode == 5, "".join(seen)[-2000:] + err[-2000:]
-    assert json.loads(out)["status"] == "interrupted"
-    assert took < 30, took  # one step of the tiny student, plus exit
+    outcome = json.loads(out)
+    assert outcome["status"] == "interrupted"
+    assert "of 100000 steps" in outcome["reason"]  # stopped early, at a step boundary
     reg = Registry(paths.registry)
     assert reg.run("killed")["status"] == "abandoned"  # marked by the next start
     assert reg.run("stopped")["status"] == "interrupted"
@@ -191,15 +189,14 @@ def test_retrain_hands_the_round_to_a_running_follower_at_once(
     assert startup["alerts_topic"] == f"{topic}-alerts"
     assert startup["kafka_client"] == "kafka-python"
 
-    started = time.monotonic()
-    retrain = subprocess.run([*CLI, "retrain", "--state-dir", str(state), "--run-id",
-                              "handed", "--json"], env=ENV, cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
-    took = time.monotonic() - started
+    # answered before torch is imported or any lock is waited for (-X importtime shows it)
+    retrain = subprocess.run([sys.executable, "-X", "importtime", *CLI[1:], "retrain",
+                              "--state-dir", str(state), "--run-id", "handed", "--json"],
+                             env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert retrain.returncode == 6, retrain.stderr[-2000:]
     assert "handed to it" in retrain.stderr
     assert json.loads(retrain.stdout)["status"] == "handed_off"
-    assert took < 20, took  # no torch import, no waiting for a lock
+    assert "| torch\n" not in retrain.stderr and "| transformers\n" not in retrain.stderr
 
     wait_for(proc, lambda line: "round handed:" in line and '"stage": "done"' in line)
     run = Registry(TrainerPaths(state).registry).run("handed")

@@ -20,7 +20,12 @@ from distill.apo.config import APOConfig
 from distill.apo.evaluate import evaluate
 from distill.groups import TeacherGroup
 
-__all__ = ["RoundResult", "evaluate", "make_preference_groups", "train_round"]
+__all__ = ["RoundResult", "TrainingStopped", "evaluate", "make_preference_groups",
+           "train_round"]
+
+
+class TrainingStopped(Exception):
+    """A callback stopped the APO steps early; nothing was saved."""
 
 
 @dataclass
@@ -94,7 +99,8 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
     """One APO round over ``groups``; the merged policy is saved to ``out_dir``.
 
     ``callbacks`` are ``transformers.TrainerCallback`` objects (the trainer's progress and
-    stop flag); a callback that stops training early still gets the model saved.
+    stop flag); when one stops training before ``max_steps``, :class:`TrainingStopped` is
+    raised instead of saving a model that did not finish.
     ``on_batch(stage, done, total)`` runs after each batch of the stages without optimizer
     steps (``synthesis``, ``reference``); it may raise to end the round there.
     """
@@ -128,6 +134,9 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
     train_started = time.perf_counter()
     output = trainer.train()
     train_seconds = time.perf_counter() - train_started
+    if trainer.state.global_step < trainer.state.max_steps:
+        raise TrainingStopped(f"stopped after {trainer.state.global_step} of "
+                              f"{trainer.state.max_steps} steps")
     save_student(trainer.model, tokenizer, Path(out_dir))
     hist = trainer.round_history
     margins = hist.get("rewards/margins") or [0.0]

@@ -175,13 +175,16 @@ class ApoEngine:
 
     def train(self, policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
               out_dir: Path, settings: RoundSettings, control: RoundControl) -> TrainOutput:
-        from distill.apo import train_round
+        from distill.apo.round import TrainingStopped, train_round
 
-        result = train_round(policy_dir, reference_dir, list(groups), out_dir,
-                             self._config(out_dir, settings), progress=False,
-                             callbacks=[hf_callback(control)],
-                             on_batch=control.batch)
-        shutil.rmtree(out_dir / ".hf-trainer", ignore_errors=True)
+        try:
+            result = train_round(policy_dir, reference_dir, list(groups), out_dir,
+                                 self._config(out_dir, settings), progress=False,
+                                 callbacks=[hf_callback(control)], on_batch=control.batch)
+        except TrainingStopped as exc:
+            raise RoundInterruptedError(f"stopped by a signal: {exc}") from exc
+        finally:
+            shutil.rmtree(out_dir / ".hf-trainer", ignore_errors=True)
         control.check()
         return TrainOutput(Path(result.model_dir), {k: float(v) for k, v in
                                                      result.metrics.items()})
