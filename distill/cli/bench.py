@@ -116,9 +116,10 @@ def _pct(x: float | None) -> str:
                    "on 2 cores) or gpu (full trajectories, every group). [default: gpu when "
                    "CUDA is available]")
 @click.option("--bootstrap-steps", type=int, default=None,
-              help="SFT steps (stage 1). [default: 300 tiny, 30 smollm2]")
+              help="SFT steps (stage 1). [default: 300 tiny, 10 smollm2 on CPU]")
 @click.option("--stage2-steps", type=int, default=None,
-              help="Steps of each method after the bootstrap. [default: 150 tiny, 30 smollm2]")
+              help="Steps of each method after the bootstrap. [default: 150 tiny, 10 "
+                   "smollm2 on CPU]")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the students here; default: a temporary dir.")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,

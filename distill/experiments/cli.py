@@ -14,7 +14,7 @@ from rich.table import Table
 
 from distill.experiments.bench_distill import METHODS
 
-SMOLLM2_CPU_SAMPLES = 300
+SMOLLM2_CPU_SAMPLES = 100
 """Cases per scenario with the SmolLM2 student on a CPU (the evaluation scores every held-out
 case with every method's model), unless --samples says otherwise."""
 

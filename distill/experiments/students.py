@@ -72,13 +72,14 @@ class TrainSettings:
 def smollm2_settings(**changes: Any) -> TrainSettings:
     """SmolLM2-135M with LoRA on a CPU budget: short sequences, few groups, few steps.
 
-    Sized from measured step costs on 2 shared CPU cores (docs/benchmarks.md) to finish a
-    scenario in about an hour; on a GPU raise the steps, ``max_length`` and ``max_groups``.
+    Sized from a measured APO step on 2 CPU cores (docs/training.md: about 75 CPU-seconds
+    per group of 8 candidates of <= 96 tokens, LoRA) to about an hour per seed, evaluation
+    included; on a GPU use :func:`smollm2_gpu_settings`.
     """
-    base: dict[str, Any] = dict(student="smollm2", lora=True, bootstrap_steps=30,
-                                stage2_steps=30, sft_batch=8, groups_per_step=2,
+    base: dict[str, Any] = dict(student="smollm2", lora=True, bootstrap_steps=10,
+                                stage2_steps=10, sft_batch=4, groups_per_step=1,
                                 sft_lr=2e-4, stage2_lr=5e-5, stage2_sft_lr=5e-5,
-                                max_length=96, max_groups=60)
+                                max_length=96, max_groups=10)
     base.update(changes)
     return TrainSettings(**base)
 
