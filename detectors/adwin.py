@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Any
+from importlib.metadata import version
+from typing import Any, cast
 
-import river
 from river import base
 from river._river_rust.drift import AdaptiveWindowing
 
 from detectors.exceptions import StateCorrupt, StateRiverMismatch
+
+# the version River's serialised core belongs to (River pinned exactly; see to_state)
+RIVER_VERSION = version("river")
 
 __all__ = ["ADWIN"]
 
@@ -117,7 +120,8 @@ class ADWIN(base.DriftDetector):
         """Cut bound at the last detection."""
         return self._threshold
 
-    def update(self, x: float) -> ADWIN:
+    def update(  # type: ignore[override]  # returns self, River style
+            self, x: float) -> ADWIN:
         # Our own tallies of the window (cheaper than asking the core before every update);
         # they only serve to describe a cut, and are re-read from the core after one.
         self._drift_detected = self._helper.update(x)
@@ -152,11 +156,11 @@ class ADWIN(base.DriftDetector):
 
     def to_state(self) -> dict[str, Any]:
         """Parameters plus River's serialised core (valid for this River version only)."""
-        blob = self._helper.__reduce_ex__(4)[2]
+        blob = cast(bytes, self._helper.__reduce_ex__(4)[2])  # the Rust core's pickled state
         return {
             "params": {k: getattr(self, k) for k in (
                 "delta", "clock", "max_buckets", "min_window_length", "grace_period")},
-            "river": river.__version__, "core": base64.b64encode(blob).decode(),
+            "river": RIVER_VERSION, "core": base64.b64encode(blob).decode(),
             "drift": self._drift_detected, "statistic": self._statistic,
             "tally": [self._n_prev, self._total_prev],
             "threshold": None if math.isnan(self._threshold) else self._threshold,
@@ -164,9 +168,9 @@ class ADWIN(base.DriftDetector):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ADWIN:
-        if state.get("river") != river.__version__:
+        if state.get("river") != RIVER_VERSION:
             raise StateRiverMismatch(
-                f"ADWIN state written by River {state.get('river')}, running {river.__version__}")
+                f"ADWIN state written by River {state.get('river')}, running {RIVER_VERSION}")
         d = cls(**state["params"])
         try:
             d._helper.__setstate__(base64.b64decode(state["core"]))

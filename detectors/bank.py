@@ -1,22 +1,40 @@
-"""The detector bank: one detector per (teacher, signal), teacher-level alarms, JSON state.
+"""The detector bank: per-teacher detectors, teacher-level alarms, JSON state.
 
 A teacher's entry appears the first time it is seen. Each update carries some of the
-signals of :data:`stream.signals.SIGNALS`; a call that carries anything but
-``agreement`` counts as one new event of that teacher, and detections are indexed by the
-teacher's event count. Agreement arrives in its own call when the sample's group closes.
+signals of :data:`stream.signals.SIGNALS`; a call that carries one of the teacher's own
+signals (:data:`stream.signals.OWN_SIGNALS`) counts as one new event of that teacher, and
+detections are indexed by the teacher's event count. The peer-relative signals
+(agreement, relative length, distance to the peers' embeddings) arrive in their own call
+when the sample's group closes.
+
+Two kinds of bank (``BankConfig.test``):
+
+- ``"mmd"`` (default): two joint tests per teacher, each a :class:`~detectors.mmd.MMDWindow`
+  (kernel two-sample test, permutation p-value, level from the false-alarm budget): key
+  ``own`` over the vector of the event's own signals, key ``peer`` over the vector of its
+  peer-relative signals. Half the teacher's budget each. After an alarm both re-anchor
+  and test again after ``2 * mmd_min_size`` events, so a second change soon after the
+  first is still caught (``refractory`` is 0).
+- ``"univariate"``: one detector per (teacher, signal) as before: ADWIN on length,
+  HDDM_A on binary signals, the KL-window test on categorical and histogram signals.
+
+Answer-based signals switch themselves off for a teacher with no extractable answers
+(fewer than ``min_answer_rate`` of its events): :meth:`DetectorBank.live_signals`.
 
 Several signals usually react to the same change, and the benchmark (Cerqueira et al.)
 counts every alarm after the first as false. So a detection becomes an alarm (a
 :class:`DriftRecord` returned by :meth:`DetectorBank.update`) only when the teacher has had
 no alarm in the last ``refractory`` events; afterwards the teacher's other detectors are
-re-anchored on the new regime (``reset_on_alarm``). Agreement is relational: when one
-teacher changes, the leave-one-out majority of every other teacher moves with it. So an
-agreement detection is not an alarm while another teacher has alarmed on one of its own
-signals (not agreement, which is ambiguous) within the evidence horizon, counted in
-bank-wide events: the change is explained by that teacher. Every
+re-anchored on the new regime (``reset_on_alarm``). Peer signals are relational: when one
+teacher changes, the leave-one-out majority of every other teacher moves with it. So a
+peer detection is not an alarm while another teacher has alarmed within the evidence
+horizon, counted in bank-wide events: the change is explained by that teacher. In the
+univariate bank only alarms on a teacher's own signals count (agreement alone is
+ambiguous); in the joint bank the first teacher whose peer test alarms takes the change
+(its shift relative to the others is the largest), as does any alarm of its own test. Every
 detection still counts in :meth:`DetectorBank.summary` and in the teacher's evidence.
 
->>> bank = DetectorBank(BankConfig(kl_window=20, kl_reference=40))
+>>> bank = DetectorBank(BankConfig(test="univariate", kl_window=20, kl_reference=40))
 >>> alarms = []
 >>> for i in range(600):
 ...     long = i >= 300
@@ -27,20 +45,32 @@ detection still counts in :meth:`DetectorBank.summary` and in the teacher's evid
 >>> state = bank.drift_state("gpt")
 >>> state.in_drift, state.signals
 (True, ['length'])
+>>> bank = DetectorBank()  # the joint test: one alarm on the event-level vector
+>>> alarms = []
+>>> for i in range(600):
+...     alarms += bank.update("gpt", {"length": 400 if i >= 300 else 100 + i % 7})
+>>> [(a.signal, a.detector, a.index) for a in alarms]
+[('own', 'mmd', 309)]
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from detectors.exceptions import UnknownSignal
 from detectors.state import KINDS, STATE_FORMAT, STATE_VERSION, check_header, detector_from_state
-from stream.signals import SIGNALS
+from stream.signals import OWN_SIGNALS, PEER_SIGNALS, SIGNALS, token_bin
 
 BINARY = ("refusal", "format", "agreement")
+UNIVARIATE = ("length", "answer", "refusal", "format", "vocab", "agreement")
+TESTS = ("mmd", "univariate")
+JOINT_KEYS = ("own", "peer")  # the mmd bank's detectors: own signals, peer-relative signals
+ANSWER_SIGNALS = ("answer", "agreement")  # off for a teacher without extractable answers
+_ANSWER_PARTS = re.compile(r"[;,\s]+")
 WARNING_EVIDENCE = 0.25  # a detector in warning: a hint, not a detection
 _BINARY_KINDS = ("hddm_a", "adwin")
 
@@ -81,7 +111,8 @@ class TeacherDriftState:
 class BankConfig:
     """Detector settings shared by every teacher (validated at construction)."""
 
-    false_alarms_per_10k: float = 0.5  # per teacher, all signals; KL tests get a share
+    false_alarms_per_10k: float = 0.5  # per teacher, all signals; each test gets a share
+    test: str = "mmd"  # joint permutation tests ("mmd") or one detector per signal
     hist_bins: int = 64
     answer_bins: int = 32
     adwin_delta: float = 0.05  # River's 0.002 misses 0.3-0.5 sd length shifts (README)
@@ -92,7 +123,14 @@ class BankConfig:
     kl_reference: int = 200
     kl_test_every: int = 10
     length_log: bool = True  # ADWIN sees log(1 + words): lengths are heavy-tailed
-    refractory: int = 200  # teacher events after an alarm in which detections only corroborate
+    mmd_window: int = 100
+    mmd_reference: int = 200
+    mmd_test_every: int = 10
+    mmd_min_size: int = 40  # events each side before the first test after an anchor
+    embedding_dim: int = 0  # length of the ``embedding`` signal; 0: no embeddings
+    min_answer_rate: float = 0.05  # below it answer and agreement are not live
+    refractory: int | None = None  # events after an alarm in which detections only
+    # corroborate; None: 0 for "mmd" (its tests re-anchor), 200 for "univariate"
     reset_on_alarm: bool = True
     evidence_horizon: int = 300  # teacher events a detection keeps evidence at 1
     signals: tuple[str, ...] = SIGNALS
@@ -113,7 +151,15 @@ class BankConfig:
             errors.append("need 10 <= kl_window <= kl_reference")
         if not 1 <= self.kl_test_every <= self.kl_window:
             errors.append("kl_test_every must be in [1, kl_window]")
-        if self.refractory < 0 or self.evidence_horizon < 1 or self.adwin_clock < 1:
+        if self.test not in TESTS:
+            errors.append(f"test must be one of {TESTS}, got {self.test!r}")
+        if not 10 <= self.mmd_min_size <= self.mmd_window <= self.mmd_reference:
+            errors.append("need 10 <= mmd_min_size <= mmd_window <= mmd_reference")
+        if not 1 <= self.mmd_test_every <= self.mmd_window:
+            errors.append("mmd_test_every must be in [1, mmd_window]")
+        if self.embedding_dim < 0 or not 0 <= self.min_answer_rate < 1:
+            errors.append("embedding_dim must be >= 0 and min_answer_rate in [0, 1)")
+        if (self.refractory or 0) < 0 or self.evidence_horizon < 1 or self.adwin_clock < 1:
             errors.append("refractory >= 0, evidence_horizon >= 1, adwin_clock >= 1")
         unknown = set(self.signals) - set(SIGNALS)
         if unknown:
@@ -121,14 +167,43 @@ class BankConfig:
         if errors:
             raise ValueError("; ".join(errors))
 
+    @property
+    def refractory_events(self) -> int:
+        if self.refractory is not None:
+            return self.refractory
+        return 0 if self.test == "mmd" else 200
+
+    def detector_keys(self) -> tuple[str, ...]:
+        """The detectors of one teacher: the joint tests, or one per univariate signal."""
+        if self.test == "mmd":
+            return tuple(k for k in JOINT_KEYS if self.blocks(k))
+        return tuple(s for s in self.signals if s in UNIVARIATE)
+
+    def blocks(self, key: str) -> tuple[tuple[str, int], ...]:
+        """(signal, dimension) of each block of a joint test's vector, in order."""
+        dims = {"length": 1, "answer": 1 + self.answer_bins, "refusal": 1, "format": 1,
+                "vocab": self.hist_bins, "embedding": self.embedding_dim,
+                "agreement": 1, "rel_length": 1,
+                "peer_distance": 1 if self.embedding_dim else 0}
+        names = OWN_SIGNALS if key == "own" else PEER_SIGNALS
+        return tuple((s, dims[s]) for s in names if s in self.signals and dims[s] > 0)
+
     def kind_of(self, signal: str) -> str:
+        if signal in JOINT_KEYS:
+            return "mmd"
         if signal == "length":
             return "adwin"
         return self.binary_detector if signal in BINARY else "kl_window"
 
     def make(self, signal: str) -> Any:
-        """A fresh detector for one signal."""
+        """A fresh detector for one signal (or joint key)."""
         kind = self.kind_of(signal)
+        if kind == "mmd":
+            blocks = [d for _, d in self.blocks(signal)]
+            share = self.false_alarms_per_10k / len(self.detector_keys())
+            return KINDS["mmd"](dim=sum(blocks), blocks=blocks, window_size=self.mmd_window,
+                                reference_size=self.mmd_reference, false_alarms_per_10k=share,
+                                test_every=self.mmd_test_every, min_size=self.mmd_min_size)
         if kind == "adwin":
             return KINDS["adwin"](delta=self.adwin_delta, clock=self.adwin_clock)
         if kind == "hddm_a":
@@ -139,7 +214,7 @@ class BankConfig:
             bins=self.hist_bins if signal == "vocab" else self.answer_bins,
             window_size=self.kl_window, reference_size=self.kl_reference,
             test_every=self.kl_test_every,
-            false_alarms_per_10k=self.false_alarms_per_10k / len(self.signals))
+            false_alarms_per_10k=self.false_alarms_per_10k / len(self.detector_keys()))
 
 
 class _Key:
@@ -155,14 +230,15 @@ class _Key:
 
 
 class _Teacher:
-    __slots__ = ("keys", "last_alarm", "last_alarm_clock", "n")
+    __slots__ = ("answers", "keys", "last_alarm", "last_alarm_clock", "n")
 
     def __init__(self, config: BankConfig) -> None:
         self.n = 0
+        self.answers = 0  # events with an extractable answer
         self.last_alarm: int | None = None
         # bank-wide event count at the last alarm on a signal of the teacher's own
         self.last_alarm_clock: int | None = None
-        self.keys = {s: _Key(config.kind_of(s), config.make(s)) for s in config.signals}
+        self.keys = {s: _Key(config.kind_of(s), config.make(s)) for s in config.detector_keys()}
 
 
 class DetectorBank:
@@ -182,44 +258,90 @@ class DetectorBank:
         entry = self._teachers.get(teacher)
         if entry is None:
             entry = self._teachers[teacher] = _Teacher(self.config)
-        if len(signals) != 1 or "agreement" not in signals:
+        unknown = [name for name in signals if name not in SIGNALS]
+        if unknown:
+            raise UnknownSignal(f"no detector for signal {unknown[0]!r}; known: {SIGNALS}")
+        own = any(name in signals for name in OWN_SIGNALS)
+        if own:
             entry.n += 1
             self._clock += 1
-        index = entry.n - 1
+            entry.answers += signals.get("answer") is not None
+        if self.config.test == "mmd":
+            alarms = self._update_joint(entry, teacher, signals, own, time)
+        else:
+            alarms = self._update_univariate(entry, teacher, signals, time)
+        if alarms and self.config.reset_on_alarm:
+            fired = {a.signal for a in alarms}
+            for name, key in entry.keys.items():
+                if name not in fired:
+                    key.detector = self.config.make(name)
+        return alarms
+
+    def _update_joint(self, entry: _Teacher, teacher: str, signals: Mapping[str, Any],
+                      own: bool, time: float | None) -> list[DriftRecord]:
+        name = "own" if own else "peer"
+        key = entry.keys.get(name)
+        if key is None or (not own and all(signals.get(s) is None for s in PEER_SIGNALS)):
+            return []
+        det = key.detector
+        det.update(self._vector(entry, name, signals))
+        key.n += 1
+        return self._detected(entry, teacher, name, key, time)
+
+    def _vector(self, entry: _Teacher, key: str, signals: Mapping[str, Any]) -> list[float]:
+        return joint_vector(self.config, key, signals, self._answers_live(entry))
+
+    def _update_univariate(self, entry: _Teacher, teacher: str, signals: Mapping[str, Any],
+                           time: float | None) -> list[DriftRecord]:
         alarms: list[DriftRecord] = []
         keys = entry.keys
         for name, value in signals.items():
-            if value is None:
-                continue
             key = keys.get(name)
-            if key is None:
-                raise UnknownSignal(f"no detector for signal {name!r}; known: {list(keys)}")
+            if value is None or key is None:  # a signal this bank does not watch
+                continue
             if name == "length" and self.config.length_log:
                 value = math.log1p(value)
             det = key.detector
             det.update(value)
             key.n += 1
-            if det._drift_detected:  # the property costs a call per update; all ours
-                key.detections += 1
-                key.last_detection = index
-                if self._alarms(entry, index, name):
-                    entry.last_alarm = index
-                    if name != "agreement":
-                        entry.last_alarm_clock = self._clock
-                    alarms.append(DriftRecord(teacher, name, key.kind, index,
-                                              float(det.statistic), float(det.threshold), time))
-        if alarms and self.config.reset_on_alarm:
-            fired = {a.signal for a in alarms}
-            for name, key in keys.items():
-                if name not in fired:
-                    key.detector = self.config.make(name)
+            alarms.extend(self._detected(entry, teacher, name, key, time))
         return alarms
+
+    def _detected(self, entry: _Teacher, teacher: str, name: str, key: _Key,
+                  time: float | None) -> list[DriftRecord]:
+        det = key.detector
+        if not det._drift_detected:  # the property costs a call per update; all ours
+            return []
+        index = entry.n - 1
+        key.detections += 1
+        key.last_detection = index
+        if not self._alarms(entry, index, name):
+            return []
+        entry.last_alarm = index
+        if name not in PEER_SIGNALS:  # the joint peer test too: its alarm explains the
+            entry.last_alarm_clock = self._clock  # peers' (first peer alarm wins)
+        return [DriftRecord(teacher, name, key.kind, index, float(det.statistic),
+                            float(det.threshold), time)]
+
+    def _answers_live(self, entry: _Teacher) -> bool:
+        return entry.answers >= self.config.min_answer_rate * entry.n
+
+    def live_signals(self, teacher: str) -> list[str]:
+        """The configured signals that currently carry information for a teacher: answer
+        and agreement are off while fewer than ``min_answer_rate`` of its events have an
+        extractable answer; embedding signals need an embedder (``embedding_dim``)."""
+        entry = self._teachers.get(teacher)
+        live = entry is not None and self._answers_live(entry)
+        return [s for s in self.config.signals
+                if (live or s not in ANSWER_SIGNALS)
+                and (self.config.embedding_dim or s not in ("embedding", "peer_distance"))]
 
     def _alarms(self, entry: _Teacher, index: int, signal: str) -> bool:
         """Whether a detection becomes an alarm (see the module docstring)."""
-        if entry.last_alarm is not None and index - entry.last_alarm <= self.config.refractory:
+        refractory = self.config.refractory_events
+        if entry.last_alarm is not None and index - entry.last_alarm <= refractory:
             return False
-        if signal != "agreement":
+        if signal not in ("agreement", "peer"):
             return True
         since = self._clock - self.config.evidence_horizon * len(self._teachers)
         return not any(t is not entry and t.last_alarm_clock is not None
@@ -247,18 +369,22 @@ class DetectorBank:
         return TeacherDriftState(evidence, bool(recent), recent)
 
     def summary(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """teacher -> signal -> n, estimate, window_size, statistic, threshold, detections."""
+        """teacher -> signal (or joint key) -> n, estimate, window_size, statistic,
+        threshold, detections, and ``live``: the live signals the detector watches."""
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for teacher, entry in self._teachers.items():
             out[teacher] = {}
+            live = self.live_signals(teacher)
             for name, key in entry.keys.items():
                 det = key.detector
-                size = det.current_size if key.kind == "kl_window" else det.window_size
+                size = det.current_size if key.kind in ("kl_window", "mmd") else det.window_size
+                watched = ([s for s, _ in self.config.blocks(name)] if key.kind == "mmd"
+                           else [name])
                 out[teacher][name] = {
                     "n": key.n, "estimate": float(det.estimate), "window_size": int(size),
                     "statistic": float(det.statistic), "threshold": _finite(det.threshold),
                     "last_detection": key.last_detection, "detections": key.detections,
-                    "detector": key.kind,
+                    "detector": key.kind, "live": [s for s in watched if s in live],
                 }
         return out
 
@@ -267,7 +393,7 @@ class DetectorBank:
         teachers = {}
         for teacher, entry in self._teachers.items():
             teachers[teacher] = {
-                "n": entry.n, "last_alarm": entry.last_alarm,
+                "n": entry.n, "answers": entry.answers, "last_alarm": entry.last_alarm,
                 "last_alarm_clock": entry.last_alarm_clock,
                 "keys": {name: {"kind": k.kind, "n": k.n, "detections": k.detections,
                                 "last_detection": k.last_detection,
@@ -290,6 +416,7 @@ class DetectorBank:
         for teacher, t in doc["teachers"].items():
             entry = _Teacher.__new__(_Teacher)
             entry.n, entry.last_alarm = t["n"], t["last_alarm"]
+            entry.answers = t["answers"]
             entry.last_alarm_clock = t["last_alarm_clock"]
             entry.keys = {}
             for name, k in t["keys"].items():
@@ -299,6 +426,46 @@ class DetectorBank:
                 entry.keys[name] = key
             bank._teachers[teacher] = entry
         return bank
+
+
+def joint_vector(config: BankConfig, key: str, signals: Mapping[str, Any],
+                 answers_live: bool = True) -> list[float]:
+    """A joint test's input (key ``own`` or ``peer``): each block of
+    :meth:`BankConfig.blocks`, zeros where the signal is missing or not live."""
+    out: list[float] = []
+    for name, dim in config.blocks(key):
+        value = signals.get(name)
+        if name in ANSWER_SIGNALS and not answers_live:
+            value = None
+        if name == "length" and value is not None and config.length_log:
+            value = math.log1p(value)
+        if name == "answer":
+            out.extend(_answer_block(value, dim))
+        elif name == "agreement":
+            out.append(0.5 if value is None else float(value))
+        elif dim == 1:
+            out.append(0.0 if value is None else float(value))
+        elif value is None:
+            out.extend([0.0] * dim)
+        elif len(value) != dim:
+            raise ValueError(f"signal {name!r} has {len(value)} values, expected {dim}")
+        else:
+            out.extend(value)
+    return out
+
+
+def _answer_block(answer: Any, dim: int) -> list[float]:
+    """Has-answer flag, then the answer's parts (``a=b; c=d`` is a multi-label answer)
+    hashed into ``dim - 1`` bins, summing to 1: a single answer is a one-hot."""
+    block = [0.0] * dim
+    if answer is None:
+        return block
+    block[0] = 1.0
+    parts = _ANSWER_PARTS.split(str(answer).strip()) or [""]
+    parts = [p for p in parts if p] or [""]
+    for part in parts:
+        block[1 + token_bin(part, dim - 1)] += 1.0 / len(parts)
+    return block
 
 
 def _finite(x: float) -> float | None:

@@ -97,7 +97,8 @@ class HDDMA(base.BinaryDriftAndWarningDetector):
     def threshold(self) -> float:
         return self._threshold
 
-    def update(self, x: bool | float) -> HDDMA:
+    def update(  # type: ignore[override]  # returns self, River style
+            self, x: bool | float) -> HDDMA:
         if self._drift_detected:
             self._reset()
         zn = self._zn = self._zn + 1

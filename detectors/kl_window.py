@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from river import base
 from scipy.stats import chi2
+
+from stream.cext import optional_extension
 
 __all__ = ["KLWindow"]
 
@@ -134,7 +136,7 @@ class KLWindow(base.DriftAndWarningDetector):
         self.test_every = test_every
         self.smoothing = smoothing
         self._alpha = false_alarms_per_10k * test_every * CALIBRATION / _EVERY_10K
-        self._thresholds: dict[int, tuple[float, float]] = {}
+        self._thresholds: dict[float, tuple[float, float]] = {}  # by degrees of freedom
         self._reset()
         self._pre_drift: list[float] | None = None
         self._n = 0
@@ -200,7 +202,8 @@ class KLWindow(base.DriftAndWarningDetector):
                 self._codes[x] = code
         return code
 
-    def update(self, x: Hashable | Sequence[float]) -> KLWindow:
+    def update(  # type: ignore[override]  # returns self, River style
+            self, x: Hashable | Sequence[float]) -> KLWindow:
         """Add one category or histogram; empty histograms (all zero) are skipped."""
         if self._drift_detected:
             self._drift_detected = False
@@ -287,7 +290,8 @@ class KLWindow(base.DriftAndWarningDetector):
     def _column_sums(self, items: list[Any]) -> np.ndarray:
         if isinstance(items[0], tuple):
             return _histogram_sums(items, self.bins)
-        return self._as_matrix(items).sum(axis=0)
+        sums: np.ndarray = self._as_matrix(items).sum(axis=0)
+        return sums
 
     def _thresholds_for(self, df: float) -> tuple[float, float]:
         thr = self._thresholds.get(df)
@@ -378,14 +382,15 @@ def _histogram_sums_py(items: list[tuple[float, ...]], bins: int) -> np.ndarray:
     return np.fromiter(map(sum, zip(*items, strict=True)), float, bins)
 
 
-try:  # the same sums in C (detectors/_kernels.c), built by `pip install` with a compiler
-    from detectors._kernels import column_sums as _column_sums_c
+def _histogram_sums_c(items: list[tuple[float, ...]], bins: int) -> np.ndarray:
+    """The same sums in C (detectors/_kernels.c), built by `pip install` with a compiler."""
+    return np.frombuffer(_kernels.column_sums(items, bins),  # type: ignore[union-attr]
+                         dtype=float)  # bound only where _kernels loaded
 
-    def _histogram_sums(items: list[tuple[float, ...]], bins: int) -> np.ndarray:
-        return np.frombuffer(_column_sums_c(items, bins), dtype=float)
 
-except ImportError:  # pragma: no cover - a build without a C compiler
-    _histogram_sums = _histogram_sums_py
+_kernels = optional_extension("detectors._kernels")  # None: not built, or DISTILL_NO_C_EXT
+_histogram_sums = _histogram_sums_py if _kernels is None else _histogram_sums_c
+KERNELS: Literal["c", "python"] = "python" if _kernels is None else "c"
 
 
 def _jsonable(item: Any) -> Any:

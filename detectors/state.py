@@ -2,7 +2,7 @@
 
 Each detector class writes its own parameters and state with ``to_state()`` and reads them
 back with ``from_state()``; this module maps the kind names the bank stores to classes.
-KL-window and HDDM_A state is plain numbers. ADWIN state is River's serialised Rust core,
+KL-window, MMD and HDDM_A state is plain numbers. ADWIN state is River's serialised Rust core,
 valid only for the River version pinned in ``pyproject.toml`` (``river==0.26.1``);
 :func:`detector_from_state` raises :class:`~detectors.exceptions.StateRiverMismatch`
 otherwise instead of guessing.
@@ -20,9 +20,10 @@ from detectors.adwin import ADWIN
 from detectors.exceptions import StateCorrupt, StateVersionUnsupported
 from detectors.hddm_a import HDDMA
 from detectors.kl_window import KLWindow
+from detectors.mmd import MMDWindow
 
 STATE_FORMAT = "drift-distill/detector-bank"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: joint MMD tests, answer counts
 
 
 class Detector(Protocol):
@@ -41,7 +42,8 @@ class Detector(Protocol):
     def to_state(self) -> dict[str, Any]: ...
 
 
-KINDS: dict[str, type] = {"adwin": ADWIN, "hddm_a": HDDMA, "kl_window": KLWindow}
+KINDS: dict[str, Any] = {"adwin": ADWIN, "hddm_a": HDDMA, "kl_window": KLWindow,
+                         "mmd": MMDWindow}
 
 
 def detector_from_state(kind: str, state: dict[str, Any]) -> Any:

@@ -1,6 +1,13 @@
 """One configuration: a TOML file, then ``DISTILL_<SECTION>__<FIELD>`` environment overrides,
-then command-line flags. Loading returns the config or a :class:`ConfigInvalid` naming the
-field, so a typo fails at start with a message rather than a traceback.
+then command-line flags, merged by pydantic-settings. Loading returns the config or a
+:class:`ConfigInvalid` naming the field, so a typo fails at start with a message rather than
+a traceback.
+
+Secrets (the password-like keys of ``kafka.security``) are held as ``SecretStr``: they print
+as ``**********`` and a config error names their field but never their value. Any
+environment variable may instead be given as ``NAME_FILE`` holding a path, whose contents
+(without the final newline) become the value, e.g.
+``DISTILL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD_FILE=/run/secrets/kafka-password``.
 
 >>> cfg = load_config(None, env={}, overrides={"serve": {"checkpoint_every": 500}})
 >>> cfg.serve.checkpoint_every, cfg.kafka.input_topic
@@ -9,23 +16,51 @@ field, so a typo fails at start with a message rather than a traceback.
 invalid config: serve.checkpoint_every: Input should be greater than 0 (got '-1')
 >>> print(load_config(None, env={}, overrides={"serve": {"chekpoint_every": 1}}))
 invalid config: serve.chekpoint_every: Extra inputs are not permitted (got 1)
+>>> cfg = load_config(None, env={"DISTILL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD": "hunter2"})
+>>> cfg.kafka.security["sasl_plain_password"]
+SecretStr('**********')
+>>> print(load_config(None, env={"DISTILL_KAFKA__SECURITY__SASL_PLAIN_PASSWORD": "hunter2",
+...                              "DISTILL_KAFKA__PARTITIONS": "x"}))
+invalid config: kafka.partitions: Input should be a valid integer, ... (got 'x')
+>>> print(load_config(None, env={}, overrides={"kafka": {"security": {"ssl_password": 1}}}))
+invalid config: kafka.security: Value error, ssl_password must be a string (got **********)
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
 
+from detectors.bank import BankConfig
+from stream.dedup import DEFAULT_WINDOW
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
 from stream.formats import FORMATS
+from stream.join import DEFAULT_MAX_OPEN, DEFAULT_TIMEOUT_S
 
 ENV_PREFIX = "DISTILL_"
+ENV_NESTED_DELIMITER = "__"
+FILE_SUFFIX = "_FILE"
+# kafka.security keys whose values are secrets, under kafka-python's and librdkafka's names
+SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password", "sasl_oauth_token",
+                         "sasl.password", "ssl.key.password", "ssl.keystore.password",
+                         "sasl.oauthbearer.client.secret"})
+_REDACTED = "**********"
 
 
 class _Section(BaseModel):
@@ -46,11 +81,22 @@ class KafkaConfig(_Section):
     security: dict[str, Any] = Field(
         default_factory=dict,
         description="TLS/SASL options under kafka-python's names (security_protocol, "
-                    "sasl_mechanism, ...); dotted keys are librdkafka properties")
+                    "sasl_mechanism, ...); dotted keys are librdkafka properties; "
+                    "passwords are kept as SecretStr")
     client: Literal["kafka-python", "librdkafka"] = Field(
         "kafka-python",
         description="Kafka client of `distill serve`: kafka-python, or librdkafka "
                     "(confluent-kafka, faster; pip install 'drift-distill[librdkafka]')")
+
+    @field_validator("security")
+    @classmethod
+    def _hide_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Secret values become SecretStr, so no repr, log line or error shows them."""
+        for key in SECRET_KEYS.intersection(value):
+            if not isinstance(value[key], str | SecretStr):
+                raise ValueError(f"{key} must be a string")
+        return {k: SecretStr(v) if k in SECRET_KEYS and isinstance(v, str) else v
+                for k, v in value.items()}
 
 
 class ServeConfig(_Section):
@@ -60,21 +106,39 @@ class ServeConfig(_Section):
     checkpoint_interval_s: float = Field(5.0, gt=0, description="seconds between checkpoints")
     expected_teachers: list[str] = Field(
         default_factory=list, description="teachers a group waits for; empty = learned")
-    group_timeout_s: float = Field(300.0, gt=0, description="produced_at span before timeout")
-    join_buffer_max: int = Field(10_000, gt=0, description="open samples held at most")
-    dedup_window: int = Field(100_000, gt=0, description="event ids remembered at most")
+    group_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0,
+                                   description="produced_at span before timeout")
+    join_buffer_max: int = Field(DEFAULT_MAX_OPEN, gt=0, description="open samples held at most")
+    dedup_window: int = Field(DEFAULT_WINDOW, gt=0, description="event ids remembered at most")
     metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
     archive_segment_events: int = Field(50_000, gt=0)
     timeline_every: int = Field(
         500, gt=0, description="records between bank snapshots in timeline.jsonl (for reports)")
     log_format: Literal["text", "json"] = "text"
 
+    @field_validator("expected_teachers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """``DISTILL_SERVE__EXPECTED_TEACHERS=a,b`` as well as a TOML list."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+
+_BANK = BankConfig()  # the detector library's defaults are the config's
+
 
 class DetectorsConfig(_Section):
-    false_alarms_per_10k: float = Field(0.5, gt=0, description="KL-window false-alarm budget")
-    hist_bins: int = Field(64, ge=4, description="hashed vocabulary histogram bins")
-    adwin_delta: float = Field(0.05, gt=0, lt=1,
+    false_alarms_per_10k: float = Field(_BANK.false_alarms_per_10k, gt=0,
+                                        description="KL-window false-alarm budget")
+    hist_bins: int = Field(_BANK.hist_bins, ge=4, description="hashed vocabulary histogram bins")
+    adwin_delta: float = Field(_BANK.adwin_delta, gt=0, lt=1,
                                description="ADWIN on log length; tuned on the real chains")
+
+    def bank(self) -> BankConfig:
+        """The detector bank's settings: these fields over the library's other defaults."""
+        return BankConfig(false_alarms_per_10k=self.false_alarms_per_10k,
+                          hist_bins=self.hist_bins, adwin_delta=self.adwin_delta)
 
 
 class TrainConfig(_Section):
@@ -122,7 +186,18 @@ class IngestConfig(_Section):
     rejects: Path = Field(Path("ingest-rejects.jsonl"), description="rejected lines + reason")
 
 
-class Config(_Section):
+_SOURCES: ContextVar[tuple[Path | None, Mapping[str, str]]] = ContextVar(
+    "distill_config_sources", default=(None, {}))
+
+
+class Config(BaseSettings):
+    """The whole configuration; build it with :func:`load_config`."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER, case_sensitive=False,
+        enable_decoding=False)  # raw strings: validation names the field, as for flags
+
     kafka: KafkaConfig = KafkaConfig()
     serve: ServeConfig = ServeConfig()
     detectors: DetectorsConfig = DetectorsConfig()
@@ -130,6 +205,35 @@ class Config(_Section):
     http: HttpConfig = HttpConfig()
     gateway: GatewayConfig = GatewayConfig()
     ingest: IngestConfig = IngestConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init arguments) > environment > TOML file, as :func:`load_config` set them."""
+        path, env = _SOURCES.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvSource(settings_cls, env)]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (tests pass their own)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._env.items()}
+
+
+DEFAULTS = Config()  # no file, no environment: every default, for the layers below
+"""The defaults of every section; lower layers (trainer rounds, triggers, CLI help) read
+their defaults here, so each value is written once."""
 
 
 @dataclass(frozen=True)
@@ -143,42 +247,73 @@ class ConfigInvalid:
         return "invalid config: " + "; ".join(self.errors)
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+@contextmanager
+def _sources(path: Path | None, env: Mapping[str, str]) -> Iterator[None]:
+    token = _SOURCES.set((path, env))
+    try:
+        yield
+    finally:
+        _SOURCES.reset(token)
+
+
+def _field_env_names() -> frozenset[str]:
+    """``DISTILL_<SECTION>__<FIELD>`` of every field, e.g. ``DISTILL_HTTP__TOKEN_FILE``."""
+    return frozenset(
+        f"{ENV_PREFIX}{section}{ENV_NESTED_DELIMITER}{name}".upper()
+        for section, info in Config.model_fields.items()
+        for name in type(info.default).model_fields)
+
+
+def _read_secret_files(env: Mapping[str, str]) -> dict[str, str] | ConfigInvalid:
+    """``DISTILL_..._FILE=path`` becomes ``DISTILL_...=<contents of path>``, unless the
+    ``_FILE`` name is itself a field (``http.token_file`` reads its own file)."""
+    out = dict(env)
+    fields = _field_env_names()
     for key, value in env.items():
-        if not key.startswith(ENV_PREFIX) or "__" not in key:
+        upper = key.upper()
+        if not (upper.startswith(ENV_PREFIX) and upper.endswith(FILE_SUFFIX)) or upper in fields:
             continue
-        section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
-        out.setdefault(section, {})[name] = value
+        try:
+            out[key[:-len(FILE_SUFFIX)]] = Path(value).read_text().removesuffix("\n")
+        except OSError as exc:
+            return ConfigInvalid((f"{key}: cannot read {value}: {exc.strerror}",))
+        del out[key]
     return out
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+def _secret(loc: list[str]) -> bool:
+    """A field that holds a secret: anything under ``kafka.security``, or a name that says so
+    (``http.token``, a password)."""
+    return loc[:2] == ["kafka", "security"] or any(
+        word in part for part in loc for word in ("token", "password", "secret"))
+
+
+def _describe(err: Any) -> str:
+    """One error as ``section.field: message (got value)``. The value is shown only when it
+    is a plain scalar of a field that holds no secret, so a secret is never echoed."""
+    loc = [str(p) for p in err["loc"]]
+    value = err.get("input")
+    shown = not _secret(loc) and isinstance(value, str | int | float | bool | None)
+    return f"{'.'.join(loc)}: {err['msg']} (got {repr(value) if shown else _REDACTED})"
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Config | ConfigInvalid:
     """File < environment < overrides (flags). Never raises for bad user input."""
-    data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
+        if not Path(path).is_file():
             return ConfigInvalid((f"{path}: file not found",))
+        try:  # pydantic-settings reads it again; parsed here first for a clear error
+            tomllib.loads(Path(path).read_text())
         except tomllib.TOMLDecodeError as exc:
             return ConfigInvalid((f"{path}: not valid TOML: {exc}",))
-    data = _merge(data, _env_overrides(os.environ if env is None else env))
-    data = _merge(data, overrides or {})
+    environ = _read_secret_files(os.environ if env is None else env)
+    if isinstance(environ, ConfigInvalid):
+        return environ
     try:
-        return Config.model_validate(data)
+        with _sources(None if path is None else Path(path), environ):
+            return Config(**dict(overrides or {}))
     except ValidationError as exc:
-        return ConfigInvalid(tuple(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err.get('input')!r})"
-            for err in exc.errors()))
+        return ConfigInvalid(tuple(_describe(err) for err in exc.errors()))
+    except SettingsError as exc:  # an environment value that is not valid JSON for its field
+        return ConfigInvalid((str(exc).split(" from ")[0],))

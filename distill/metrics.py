@@ -38,15 +38,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from distill.trainer.triggers import TRIGGERS
 from stream.events import REJECTION_REASONS
+from stream.signals import SIGNALS as SIGNALS  # re-exported: the `signal` label values
 
 log = logging.getLogger(__name__)
-
-SIGNALS = ("length", "answer", "refusal", "format", "vocab", "agreement")
-"""The fixed set of per-teacher signals; every ``signal`` label value is one of these."""
-
-TRIGGERS = ("count", "interval", "alert", "manual", "webhook")
-"""Why a retrain round ran; the ``trigger`` label of ``distill_retrain_runs_total``."""
 
 RETRAIN_STATUSES = ("promoted", "kept", "failed", "interrupted")
 """How a round ended; the ``status`` label of ``distill_retrain_runs_total``."""

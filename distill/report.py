@@ -23,9 +23,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-SIGNALS_DRAWN = ("length", "refusal", "format", "agreement", "answer", "vocab")
+from detectors.bank import JOINT_KEYS
+from distill.statedir import StateDir
+from stream.signals import SIGNALS
+
+SIGNALS_DRAWN = (*SIGNALS, *JOINT_KEYS)  # per-signal detectors, then the joint bank's tests
 SIGNAL_MARKERS = {"length": "o", "refusal": "s", "format": "D", "agreement": "^",
-                  "answer": "v", "vocab": "P"}
+                  "answer": "v", "vocab": "P", "own": "X", "peer": "*"}
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -36,15 +40,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def load_state_dir(state_dir: Path) -> dict[str, Any]:
     """Everything the figures need from a state dir (missing parts are empty)."""
-    state_dir = Path(state_dir)
-    cp_path = state_dir / "changepoints.json"
-    registry = state_dir / "trainer" / "registry" / "registry.json"
+    layout = StateDir(Path(state_dir))
+    cp_path, registry = layout.changepoints, layout.registry_file
     rounds = []
     if registry.is_file():
         data = json.loads(registry.read_text())
         rounds = [{"version": k, **v} for k, v in sorted(data.get("versions", {}).items())]
-    return {"timeline": _read_jsonl(state_dir / "timeline.jsonl"),
-            "alerts": _read_jsonl(state_dir / "alerts.jsonl"),
+    return {"timeline": _read_jsonl(layout.timeline),
+            "alerts": _read_jsonl(layout.alerts),
             "change_points": json.loads(cp_path.read_text()) if cp_path.is_file() else [],
             "rounds": rounds}
 

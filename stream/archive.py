@@ -136,19 +136,26 @@ def compress_segment(plain: Path) -> Path:
     return target
 
 
-def read_archive(directory: Path, name: str | None = None) -> Iterator[bytes]:
-    """Every line of every segment in ``directory`` (one archive, or all), oldest first."""
+def list_segments(directory: Path, name: str | None = None,
+                  recursive: bool = False) -> list[Path]:
+    """The segment files of the archives in ``directory`` (of one archive when ``name``,
+    in sub-folders too when ``recursive``), oldest first per archive. A segment present both
+    plain and compressed (a stop between compressing and removing) counts once, compressed."""
     directory = Path(directory)
-    found: dict[tuple[str, int], Path] = {}
-    for path in sorted(directory.iterdir()):
+    found: dict[tuple[Path, str, int], Path] = {}
+    for path in sorted(directory.rglob("*") if recursive else directory.iterdir()):
         m = _SEGMENT.match(path.name)
         if not m or (name is not None and m["name"] != name):
             continue
-        key = (m["name"], int(m["seq"]))
+        key = (path.parent, m["name"], int(m["seq"]))
         if m["gz"] or key not in found:  # prefer the compressed copy when both exist
             found[key] = path
-    for key in sorted(found):
-        path = found[key]
+    return [found[key] for key in sorted(found)]
+
+
+def read_archive(directory: Path, name: str | None = None) -> Iterator[bytes]:
+    """Every line of every segment in ``directory`` (one archive, or all), oldest first."""
+    for path in list_segments(directory, name):
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
             for line in fh:

@@ -24,10 +24,12 @@ from typing import Any, Protocol
 from stream.durable import read_json, write_json_atomic
 
 CHECKPOINT_VERSION = 1
+CHECKPOINTS_DIR = "checkpoints"
+"""The folder of a state directory holding one checkpoint file per input partition."""
 
 
 def checkpoint_path(state_dir: Path, topic: str, partition: int) -> Path:
-    return Path(state_dir) / "checkpoints" / f"{topic}-{partition}.json"
+    return Path(state_dir) / CHECKPOINTS_DIR / f"{topic}-{partition}.json"
 
 
 @dataclass(frozen=True)

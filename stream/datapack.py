@@ -96,8 +96,40 @@ def chain_filter(entry: Mapping[str, Any]) -> dict[str, str]:
     return dict(_NOTE_FILTER.findall(str(entry.get("note") or "")))
 
 
-def _index(records: Iterable[Mapping[str, Any]], task: str,
-           where: Mapping[str, str]) -> dict[str, dict[str, Mapping[str, Any]]]:
+def field_value(record: Mapping[str, Any], name: str) -> str | None:
+    """A record's value of a top-level field or of ``extra.<name>`` (``extra.`` optional)."""
+    key = name.removeprefix("extra.")
+    value = record.get(key) if not name.startswith("extra.") else None
+    if value is None:
+        value = (record.get("extra") or {}).get(key)
+    return None if value is None else str(value)
+
+
+def version_field(records: list[Mapping[str, Any]], entry: Mapping[str, Any]) -> str:
+    """The field a chain's versions are values of: its ``field`` entry, else
+    ``teacher_version`` when every version is one, else the first field (top level, then
+    ``extra``) whose values include every version. ``ValueError`` when none does."""
+    if entry.get("field"):
+        return str(entry["field"])
+    chain = {str(v) for v in entry["chain"]}
+    values: dict[str, set[str]] = {}
+    for r in records:
+        for name, value in [*r.items(), *((f"extra.{k}", v)
+                                          for k, v in (r.get("extra") or {}).items())]:
+            if isinstance(value, str | int | float) and str(value) in chain:
+                values.setdefault(name, set()).add(str(value))
+    if values.get("teacher_version") == chain:
+        return "teacher_version"
+    for name, seen in values.items():
+        if seen == chain:
+            return name
+    found = set().union(*values.values()) if values else set()
+    raise ValueError(f"versions not in the pack: {', '.join(sorted(chain - found))}"
+                     if chain - found else f"no one field holds all of {sorted(chain)}")
+
+
+def _index(records: Iterable[Mapping[str, Any]], task: str, where: Mapping[str, str],
+           field: str = "teacher_version") -> dict[str, dict[str, Mapping[str, Any]]]:
     """version -> sample_id -> first matching record (file order wins on duplicates)."""
     by_version: dict[str, dict[str, Mapping[str, Any]]] = {}
     for r in records:
@@ -106,7 +138,9 @@ def _index(records: Iterable[Mapping[str, Any]], task: str,
         extra = r.get("extra") or {}
         if any(str(extra.get(k)) != v for k, v in where.items()):
             continue
-        by_version.setdefault(r["teacher_version"], {}).setdefault(r["sample_id"], r)
+        version = field_value(r, field)
+        if version is not None:
+            by_version.setdefault(version, {}).setdefault(r["sample_id"], r)
     return by_version
 
 
@@ -116,15 +150,17 @@ def build_drift_stream(
     seed: int = 0,
     max_peers: int = MAX_PEERS,
 ) -> DriftStream:
-    """Build the drift stream of one chain entry (``task``, ``chain``) from a pack.
+    """Build the drift stream of one chain entry (``task``, ``chain``, optional ``field``:
+    the record field the versions are values of, see :func:`version_field`) from a pack.
 
     Raises ``ValueError`` when a chain version is missing or the versions share no sample.
     """
-    records = read_pack(pack) if isinstance(pack, str | Path) else pack
+    records = list(read_pack(pack) if isinstance(pack, str | Path) else pack)
     chain = [str(v) for v in entry["chain"]]
     if len(chain) < 2:
         raise ValueError(f"a chain needs at least 2 versions, got {chain}")
-    by_version = _index(records, str(entry.get("task", "*")), chain_filter(entry))
+    field = version_field(records, entry)
+    by_version = _index(records, str(entry.get("task", "*")), chain_filter(entry), field)
     missing = [v for v in chain if v not in by_version]
     if missing:
         raise ValueError(f"versions not in the pack: {', '.join(missing)}")
@@ -147,9 +183,9 @@ def build_drift_stream(
         for i in range(bounds[seg], bounds[seg + 1]):
             sid = samples[i]
             at = _EPOCH + timedelta(seconds=i)
-            group = [record_to_event(by_version[version][sid], teacher=watched, produced_at=at)]
-            group += [record_to_event(by_version[p][sid], teacher=p, produced_at=at)
-                      for p in peers]
+            group = [record_to_event(by_version[v][sid], teacher=name, produced_at=at,
+                                     event_id=f"{sid}|{v}")  # unique whatever the field
+                     for v, name in ((version, watched), *((p, p) for p in peers))]
             rng.shuffle(group)
             events.extend(group)
     return DriftStream(events=events, change_points=bounds[1:-1], watched=watched,

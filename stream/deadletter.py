@@ -7,7 +7,7 @@ replay it: ``dlq.reason``, ``dlq.detail``, ``dlq.topic``, ``dlq.partition``, ``d
 from __future__ import annotations
 
 from stream.events import Invalid
-from stream.kafka import Headers, KafkaSink, Record
+from stream.kafka import Headers, Record, Sink
 
 DEFAULT_DLQ_TOPIC = "teacher-outputs.dlq"
 
@@ -30,7 +30,7 @@ def header_dict(headers: Headers) -> dict[str, str]:
 class DeadLetterSink:
     """Sends rejected records to the dead-letter topic through a shared producer."""
 
-    def __init__(self, sink: KafkaSink, topic: str = DEFAULT_DLQ_TOPIC) -> None:
+    def __init__(self, sink: Sink, topic: str = DEFAULT_DLQ_TOPIC) -> None:
         self.sink = sink
         self.topic = topic
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+DEFAULT_WINDOW = 100_000
+"""Event ids remembered by default (``serve.dedup_window`` takes its default from here)."""
+
 
 class DedupWindow:
-    def __init__(self, max_size: int = 1_000_000) -> None:
+    def __init__(self, max_size: int = DEFAULT_WINDOW) -> None:
         self.max_size = max_size
         self._ids: dict[str, None] = {}  # insertion-ordered set
         self.overflow = 0

@@ -117,7 +117,7 @@ def _valid_event(obj: dict[str, Any]) -> TeacherEvent | None:
     """The common case in one pass: every check passes. None sends the object through
     :func:`_reject`, which finds the first failing check in the documented order."""
     get = obj.get
-    ids = (get("event_id"), get("sample_id"), get("teacher"))
+    ids: tuple[Any, Any, Any] = (get("event_id"), get("sample_id"), get("teacher"))
     output, stamp = get("output"), get("produced_at")
     if not isinstance(output, str) or not isinstance(stamp, str):
         return None

@@ -132,9 +132,9 @@ def normalise(event: dict[str, Any]) -> dict[str, Any]:
     if stamp is not None:
         event["produced_at"] = to_rfc3339(stamp)
     if event.get("event_id") in (None, ""):
-        parts = (event.get("teacher"), event.get("sample_id"), event.get("output"))
-        if all(isinstance(p, str) for p in parts):
-            event["event_id"] = derived_event_id(*parts)
+        teacher, sample, output = (event.get(k) for k in ("teacher", "sample_id", "output"))
+        if isinstance(teacher, str) and isinstance(sample, str) and isinstance(output, str):
+            event["event_id"] = derived_event_id(teacher, sample, output)
     return event
 
 

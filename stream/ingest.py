@@ -80,7 +80,7 @@ def read_lines(files: Iterable[Path | None], stdin: IO[bytes] | None = None) -> 
                 yield from _lines(str(path), fh)
 
 
-def _lines(name: str, fh: IO[bytes]) -> Iterator[Line]:
+def _lines(name: str, fh: Iterable[bytes]) -> Iterator[Line]:
     for number, text in enumerate(fh, 1):
         text = text.strip()
         if text:

@@ -31,6 +31,12 @@ class JoinedSample:
     status: Literal["open", "complete", "timeout"] = "open"
 
 
+DEFAULT_TIMEOUT_S = 300.0
+"""Seconds of event time a sample waits for its teachers (``serve.group_timeout_s``)."""
+DEFAULT_MAX_OPEN = 10_000
+"""Open samples held at most before the oldest is closed (``serve.join_buffer_max``)."""
+
+
 class SampleJoiner:
     """Bounded, event-time join of answers by sample.
 
@@ -41,8 +47,8 @@ class SampleJoiner:
     answering a sample twice keeps its first answer.
     """
 
-    def __init__(self, expected: Iterable[str] | None = None, timeout_s: float = 300.0,
-                 max_open: int = 100_000) -> None:
+    def __init__(self, expected: Iterable[str] | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, max_open: int = DEFAULT_MAX_OPEN) -> None:
         self.expected = frozenset(expected) if expected else None
         self.timeout_s = timeout_s
         self.max_open = max_open

@@ -119,7 +119,8 @@ def render() -> str:
 def published_schema() -> dict[str, Any]:
     """The committed schema file, as installed with the package."""
     text = resources.files("stream").joinpath("schemas", SCHEMA_FILE).read_text("utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 if __name__ == "__main__":  # python -m stream.schema > stream/schemas/teacher-event.v1.json

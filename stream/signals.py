@@ -1,16 +1,23 @@
 """Per-event signals the drift detectors watch, cheap enough for tens of thousands of events/s.
 
-Every teacher event gives five signals at once; the sixth, ``agreement``, needs the other
-teachers' answers to the same sample, so it is computed when the sample's group is joined
-(:func:`leave_one_out_agreement`) and reaches the bank in a separate update.
+Every teacher event gives its own signals at once (:data:`OWN_SIGNALS`); the peer-relative
+ones (:data:`PEER_SIGNALS`) need the other teachers' outputs for the same sample, so they
+are computed when the sample's group is joined (:func:`leave_one_out_agreement`,
+:func:`peer_signals`) and reach the bank in a separate update. Comparing a teacher with
+its peers on the same sample cancels what every teacher shares (the prompt mix, a task
+change) and the prompt's own variance.
 
 - ``length``: whitespace-separated words of the trajectory (no tokenizer needed);
-- ``answer``: the final answer, canonical spelling (None when there is none: the
-  ``refusal`` signal carries that, and two silent teachers must not count as agreeing);
-- ``refusal``: 1 when there is no extractable answer or the text opens with a refusal;
+- ``answer``: the final answer, canonical spelling (None when there is none: two silent
+  teachers must not count as agreeing);
+- ``refusal``: 1 when the text opens with a refusal (a reply without an extractable answer
+  is not a refusal: open-ended tasks have none);
 - ``format``: 1 when the trajectory states its answer in a recognised format;
 - ``vocab``: whitespace-token frequencies hashed (CRC32, stable across processes) into
-  ``hist_bins``.
+  ``hist_bins``;
+- ``rel_length``: log(1 + words) minus the median of the peers' on the same sample;
+- ``peer_distance``: cosine distance of the output's embedding to the peers' centroid;
+- ``agreement``: 1 when the answer equals the peers' plurality answer (see below).
 
 >>> from datetime import UTC, datetime
 >>> from stream.events import TeacherEvent
@@ -18,6 +25,8 @@ teachers' answers to the same sample, so it is computed when the sample's group 
 >>> s = event_signals(ev, hist_bins=8)
 >>> s["length"], s["answer"], s["refusal"], s["format"], len(s["vocab"]), round(sum(s["vocab"]), 6)
 (6, '4', 0, 1, 8, 1.0)
+>>> round(peer_signals({"a": 9, "b": 9, "c": 99})["c"]["rel_length"], 4)  # log(100/10)
+2.3026
 >>> leave_one_out_agreement({"a": "Yes", "b": "yes", "c": "yes", "d": "no", "e": None})
 {'a': 1, 'b': 1, 'c': 1, 'd': 0, 'e': None}
 >>> leave_one_out_agreement({"a": "yes", "b": "yes", "c": "no"})  # c's others agree; a's tie
@@ -26,16 +35,25 @@ teachers' answers to the same sample, so it is computed when the sample's group 
 
 from __future__ import annotations
 
+import math
+import statistics
 import zlib
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 
 from stream.answers import extract_answer
+from stream.cext import optional_extension
 from stream.events import TeacherEvent
 
-SIGNALS = ("length", "answer", "refusal", "format", "vocab", "agreement")
+OWN_SIGNALS = ("length", "answer", "refusal", "format", "vocab", "embedding")
+"""Signals of one output alone (``embedding`` only where an embedder is configured)."""
+PEER_SIGNALS = ("agreement", "rel_length", "peer_distance")
+"""Signals of one output relative to the other teachers' outputs for the same sample."""
+SIGNALS = ("length", "answer", "refusal", "format", "vocab", "agreement", "rel_length",
+           "peer_distance", "embedding")
 MAX_VOCAB_TOKENS = 1024  # the histogram of a long trajectory is settled well before this
 _CACHE_LIMIT = 200_000
 
@@ -108,7 +126,7 @@ def event_signals(event: TeacherEvent, hist_bins: int = 64) -> dict[str, SignalV
     return {
         "length": words,
         "answer": answer,
-        "refusal": int(answer is None or refusal_hit),
+        "refusal": int(refusal_hit),
         "format": int(format_hit),
         "vocab": hist,
     }
@@ -143,13 +161,10 @@ def _contains_any(text: str, needles: tuple[str, ...]) -> bool:
     return False
 
 
-try:  # the same scan in C, built by `pip install` where a compiler is present
-    from stream._textscan import scan as _scan
-
-    SCANNER = "c"
-except ImportError:  # pragma: no cover - a build without a C compiler
-    _scan = _scan_py
-    SCANNER = "python"
+# the same scan in C, built by `pip install` where a compiler is present (stream/cext.py)
+_textscan = optional_extension("stream._textscan")
+_scan = _scan_py if _textscan is None else _textscan.scan
+SCANNER: Literal["c", "python"] = "python" if _textscan is None else "c"
 
 
 def leave_one_out_agreement(answers: Mapping[str, str | None]) -> dict[str, int | None]:
@@ -170,3 +185,30 @@ def leave_one_out_agreement(answers: Mapping[str, str | None]) -> dict[str, int 
         else:
             out[teacher] = int(top[0][0] == mine)
     return out
+
+
+def peer_signals(lengths: Mapping[str, int],
+                 embeddings: Mapping[str, Sequence[float] | None] | None = None,
+                 ) -> dict[str, dict[str, float | None]]:
+    """Teacher -> ``rel_length`` and ``peer_distance`` from one closed group's rows (words
+    and optional unit-norm embeddings per teacher); None where the teacher has no peer
+    (or no peer with an embedding)."""
+    logs = {t: math.log1p(n) for t, n in lengths.items()}
+    embeddings = embeddings or {}
+    vecs = {t: np.asarray(v, dtype=float) for t, v in embeddings.items() if v is not None}
+    out: dict[str, dict[str, float | None]] = {}
+    for teacher, mine in logs.items():
+        others = [x for t, x in logs.items() if t != teacher]
+        rel = mine - statistics.median(others) if others else None
+        out[teacher] = {"rel_length": rel, "peer_distance": _peer_distance(teacher, vecs)}
+    return out
+
+
+def _peer_distance(teacher: str, vecs: Mapping[str, np.ndarray]) -> float | None:
+    mine = vecs.get(teacher)
+    peers = [v for t, v in vecs.items() if t != teacher]
+    if mine is None or not peers:
+        return None
+    centroid = np.mean(peers, axis=0)
+    norm = float(np.linalg.norm(centroid) * np.linalg.norm(mine))
+    return 1.0 - float(mine @ centroid) / norm if norm > 0 else None

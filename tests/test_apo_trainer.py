@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from toy_groups import parity_groups
 from transformers import AutoModelForCausalLM
 
 from distill.apo import APOConfig, APOTrainer, bootstrap, evaluate, train_round
@@ -20,7 +21,6 @@ from distill.apo.refcache import ReferenceCache, model_identity
 from distill.apo.round import make_preference_groups
 from distill.apo.student import apply_lora, load_student
 from distill.apo.tiny import build_tiny_student
-from distill.apo.toy import parity_groups
 from distill.groups import Consensus, DriftState, TeacherAnswer, TeacherGroup
 
 pytestmark = pytest.mark.train

@@ -17,7 +17,7 @@ from detectors import (
     UnknownSignal,
 )
 
-SMALL = BankConfig(kl_window=20, kl_reference=40, kl_test_every=5, refractory=50,
+SMALL = BankConfig(test="univariate", kl_window=20, kl_reference=40, kl_test_every=5, refractory=50,
                    evidence_horizon=50)
 
 
@@ -75,7 +75,7 @@ def test_summary_has_every_field_per_teacher_and_signal() -> None:
     summary = bank.summary()
     assert sorted(summary) == ["a", "b", "c"] and bank.teachers() == ["a", "b", "c"]
     fields = {"n", "estimate", "window_size", "statistic", "threshold", "last_detection",
-              "detections", "detector"}
+              "detections", "detector", "live"}
     for signals in summary.values():
         assert set(signals) == {"length", "answer", "refusal", "format", "vocab", "agreement"}
         assert all(set(v) == fields for v in signals.values())
@@ -132,7 +132,7 @@ def test_state_is_versioned_json_and_refuses_other_versions() -> None:
     bank = DetectorBank(SMALL)
     _run(bank, _steps(4, n=100))
     doc = json.loads(json.dumps(bank.to_state()))
-    assert doc["format"] == "drift-distill/detector-bank" and doc["version"] == 1
+    assert doc["format"] == "drift-distill/detector-bank" and doc["version"] == 2
     assert DetectorBank.from_state(doc).summary() == bank.summary()
     with pytest.raises(StateVersionUnsupported):
         DetectorBank.from_state({**doc, "version": 99})
@@ -153,14 +153,16 @@ def test_restored_bank_gives_identical_future_detections(seed: int, split: int,
 
 
 def test_bank_on_simulated_scenario_flags_only_scheduled_teachers() -> None:
-    """The default scenario through the monitor pipeline (signals, join, agreement)."""
+    """The default scenario through the monitor pipeline (signals, join, agreement), with
+    one detector per signal (the joint bank is checked on real data in test_mmd.py)."""
     from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
     from stream.simulator import change_points, generate, load_scenario
 
     scenario = load_scenario("default")
     changes = {c["teacher"]: c["event_index_of_teacher"] for c in change_points(scenario)}
     teachers = tuple(t.name for t in scenario.teachers)
-    pipe = MonitorPipeline(PipelineConfig(bank=BankConfig(), expected_teachers=teachers))
+    pipe = MonitorPipeline(PipelineConfig(bank=BankConfig(test="univariate"),
+                                          expected_teachers=teachers))
     alarms = pipe.run(generate(scenario, seed=0)).alerts
     first: dict[str, int] = {}
     for a in alarms:

@@ -138,7 +138,7 @@ def _switch_pack(path: Path, n: int = 400) -> None:
                     "answer": str(i % 2)}) + "\n")
 
 
-def test_bench_detect_scores_a_fixture_chain_and_skips_missing_files(tmp_path: Path) -> None:
+def test_bench_detect_counts_skipped_switches_as_misses(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from distill.cli import main
@@ -150,8 +150,11 @@ def test_bench_detect_scores_a_fixture_chain_and_skips_missing_files(tmp_path: P
         {"file": "absent.jsonl.gz", "task": "*", "chain": ["a", "b"]},
     ]))
     out = tmp_path / "detect.json"
-    result = CliRunner().invoke(main, ["bench", "detect", "--data", str(tmp_path),
-                                       "--chains", str(chains), "--json", str(out)])
+    args = ["bench", "detect", "--data", str(tmp_path), "--chains", str(chains),
+            "--json", str(out)]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code != 0 and "absent.jsonl.gz" in refused.output
+    result = CliRunner().invoke(main, [*args, "--allow-skip"])
     assert result.exit_code == 0, result.output
     doc = json.loads(out.read_text())
     assert [r["method"] for r in doc["rows"]] == ["bank", "river_adwin_length",
@@ -159,7 +162,7 @@ def test_bench_detect_scores_a_fixture_chain_and_skips_missing_files(tmp_path: P
     bank = doc["rows"][0]
     assert bank["change_points"] == [200] and bank["watched"]["detected"] == 1
     assert bank["watched"]["delays"][0] <= 100 and bank["peers"]["false_alarms"] == 0
-    assert doc["aggregate"]["bank"]["detection_rate"] == 1.0
+    assert doc["aggregate"]["bank"]["detection_rate"] == 0.5  # the skipped switch: a miss
     assert doc["skipped"][0]["reason"].startswith("file not found")
     assert "absent.jsonl.gz" in result.output
 

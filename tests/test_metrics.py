@@ -17,14 +17,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from distill.http import parse_address, start_http_server
 from distill.metrics import (
     RETRAIN_STATUSES,
-    SIGNALS,
-    TRIGGERS,
     BankCollector,
     MonitorMetrics,
     TrainerMetrics,
     metric_names,
 )
+from distill.trainer.triggers import TRIGGERS
 from stream.events import REJECTION_REASONS
+from stream.signals import SIGNALS
 
 NAME_RULES = re.compile(r"^distill_[a-z0-9_]+$")
 ALLOWED_LABELS = {"teacher", "signal", "detector", "reason", "trigger", "status", "partition",

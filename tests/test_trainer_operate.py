@@ -45,7 +45,7 @@ def tiny_student(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def filled_state(root: Path, n: int = 30) -> Path:
-    from distill.apo.toy import simulated_groups
+    from toy_groups import simulated_groups
 
     with GroupBuffer(TrainerPaths(root).buffer, probe_fraction=0.15) as buf:
         buf.add(simulated_groups(n))

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from distill.cli.common import config_option, load_or_exit
+
+if TYPE_CHECKING:  # rich and the experiments load when a benchmark runs, not for --help
+    from rich.console import Console
+    from rich.table import Table
 
 
 @click.group(name="bench")
@@ -28,19 +32,32 @@ def command() -> None:
 @click.option("--delta-max", default=300, show_default=True,
               help="Events after a change within which the first alarm counts as detection.")
 @click.option("--no-baselines", is_flag=True, help="Skip the River ADWIN/KSWIN baselines.")
+@click.option("--oracle/--no-oracle", default=True, show_default=True,
+              help="Offline permutation test on fixed windows around each change.")
+@click.option("--allow-skip", is_flag=True,
+              help="Skip chains that cannot be built (their switches count as misses).")
+@click.option("--signals", default=None, metavar="A,B,...",
+              help="Only these signals (to measure what each adds). [default: all]")
+@click.option("--test", "test", type=click.Choice(["mmd", "univariate"]), default="mmd",
+              show_default=True, help="Joint MMD tests, or one detector per signal.")
 def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
-           json_out: Path | None, delta_max: int, no_baselines: bool) -> None:
+           json_out: Path | None, delta_max: int, no_baselines: bool, oracle: bool,
+           allow_skip: bool, signals: str | None, test: str) -> None:
     """Run the detector bank over real drift chains, as the monitor does (peers and
     agreement included), and score it against River baselines (Cerqueira et al.)."""
+    from dataclasses import replace
+
     from rich.console import Console
     from rich.progress import Progress
 
-    from detectors.bank import BankConfig
-    from distill.experiments.detection import load_chains, run_benchmark
+    from distill.experiments.detection import ChainUnbuildable, load_chains, run_benchmark
 
     cfg = load_or_exit(config_path).detectors
-    bank = BankConfig(false_alarms_per_10k=cfg.false_alarms_per_10k, hist_bins=cfg.hist_bins,
-                      adwin_delta=cfg.adwin_delta)
+    chosen = {"signals": tuple(signals.split(","))} if signals else {}
+    try:
+        bank = replace(cfg.bank(), test=test, **chosen)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--signals") from exc
     console = Console()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("chains", total=len(load_chains(chains)))
@@ -48,11 +65,15 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
         def step(name: str) -> None:
             progress.update(task, advance=1, description=name[:60])
 
-        result = run_benchmark(data, chains, bank, seed=seed, delta_max=delta_max,
-                               baselines=not no_baselines, progress=step)
+        try:
+            result = run_benchmark(data, chains, bank, seed=seed, delta_max=delta_max,
+                                   baselines=not no_baselines, oracle=oracle,
+                                   allow_skip=allow_skip, progress=step)
+        except ChainUnbuildable as exc:
+            raise click.ClickException(f"{exc} (--allow-skip counts it as missed)") from exc
     _print(console, result)
     if json_out is not None:
-        json_out.write_text(json.dumps(result, indent=1))
+        _write(json_out, result)
         console.print(f"wrote {json_out}")
 
 
@@ -78,6 +99,13 @@ def _print(console: Any, result: dict[str, Any]) -> None:
                     _num(a["fa_per_10k_watched"], 2), _num(a["fa_per_10k_peers"], 2),
                     _num(a["updates_per_s"]))
     console.print(agg)
+    o = result.get("oracle")
+    if o:
+        bank_hits = result["aggregate"]["bank"]["detected"]
+        share = f"{bank_hits / o['detected']:.0%}" if o["detected"] else "-"
+        console.print(f"oracle (permutation MMD, fixed windows): {o['detected']}/"
+                      f"{o['changes']} ({_pct(o['detection_rate'])}); controls flagged "
+                      f"{o['controls_flagged']}/{o['controls']}; bank / oracle = {share}")
     for method, p in result.get("paired", {}).items():
         console.print(f"changes detected by both bank and {method}: {p['both_detected']}; "
                       f"median delay bank {_num(p['bank_median_delay'])} vs "
@@ -128,8 +156,6 @@ def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                   workdir: Path | None) -> None:
     """The paper's MS-CXR-T table at small scale: teachers vs students trained from one
     initial model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
-    from distill.experiments.cli import run_distill
-
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
                 stage2_steps, student=student, budget=budget)
 
@@ -148,6 +174,139 @@ def consensus_bench(data: Path, chains: Path, seed: int, drift_scale: float,
                     json_out: Path | None) -> None:
     """Answer-level consensus on real drift streams: plain majority vs drift-aware vote
     (live detectors down-weight teachers in drift) vs the best single teacher."""
-    from distill.experiments.cli import run_consensus
-
     run_consensus(data, chains, seed, drift_scale, json_out)
+
+
+# -- running the distill and consensus benchmarks: print the tables, write the JSON ------
+
+def _console() -> Console:
+    """A console; when output is not a terminal (a log file), wide enough for the table."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=150)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def distill_table(result: dict[str, Any], key: str = "methods", title: str = "") -> Table:
+    from rich.table import Table
+
+    from distill.experiments.bench_distill import table_rows
+
+    cols = [*result["findings"], "mean"]
+    table = Table(title=title or f"{result['scenario']} (seed {result['seed']}): Top-1 per "
+                                 "finding on held-out cases")
+    table.add_column("teacher / method")
+    for c in cols:
+        table.add_column(c, justify="right")
+    n_teachers = len(result["teachers"])
+    for i, (name, row) in enumerate(table_rows(result, key)):
+        table.add_row(name, *(_fmt(row.get(c)) for c in cols),
+                      end_section=i in (n_teachers - 1, n_teachers))
+    return table
+
+
+SMOLLM2_CPU_SAMPLES = 100
+"""Cases per scenario with the SmolLM2 student on a CPU (the evaluation scores every held-out
+case with every method's model), unless --samples says otherwise."""
+
+
+def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
+                workdir: Path | None, samples: int | None, eval_every: int,
+                bootstrap_steps: int | None, stage2_steps: int | None,
+                student: str = "tiny", budget: str | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark for each seed, print the tables, write the JSON."""
+    import tempfile
+    import time
+
+    from distill.experiments.bench_distill import BenchSettings, run
+    from distill.experiments.students import (
+        TrainSettings,
+        smollm2_gpu_settings,
+        smollm2_settings,
+    )
+
+    console = _console()
+    results = []
+    steps = {k: v for k, v in (("bootstrap_steps", bootstrap_steps),
+                               ("stage2_steps", stage2_steps)) if v is not None}
+    preset: Any = TrainSettings
+    if student == "smollm2":
+        if budget is None:
+            import torch
+
+            budget = "gpu" if torch.cuda.is_available() else "cpu"
+        preset = smollm2_gpu_settings if budget == "gpu" else smollm2_settings
+        if budget == "cpu":
+            samples = samples or SMOLLM2_CPU_SAMPLES
+    for seed in seeds:
+        settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
+                                 eval_every=eval_every, train=preset(seed=seed, **steps))
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp, \
+                console.status(f"seed {seed}") as status:
+            base = Path(workdir) / f"seed{seed}" if workdir else Path(tmp)
+            result = run(settings, base,
+                         progress=lambda s, n=seed: status.update(f"seed {n}: {s}"))
+        result["seconds"]["total"] = round(time.perf_counter() - started, 1)
+        console.print(distill_table(result))
+        console.print(distill_table(result, "methods_sampled",
+                                    "Sampled answer (expected accuracy at temperature 1)"))
+        _print_targets(console, result)
+        results.append(result)
+    if json_out is not None:
+        doc: Any = results[0] if len(results) == 1 else {"benchmark": "distill",
+                                                         "runs": results}
+        _write(json_out, doc)
+        console.print(f"wrote {json_out}")
+    return results
+
+
+def _print_targets(console: Console, result: dict[str, Any]) -> None:
+    t = result["targets"]
+    console.print(
+        f"APO drift-weighted mean - best teacher ({t['best_teacher']}) = "
+        f"{t['apo_drift_minus_best_teacher']:+.3f} (target +0.03); - bootstrap = "
+        f"{t['apo_drift_minus_bootstrap']:+.3f} (target +0.10); - uniform = "
+        f"{t['apo_drift_minus_uniform']:+.3f} (target >= 0); "
+        f"{result['seconds']['total']} s")
+
+
+def run_consensus(data: Path, chains: Path, seed: int, scale: float,
+                  json_out: Path | None) -> dict[str, Any]:
+    from rich.table import Table
+
+    from distill.experiments.consensus import run
+
+    console = _console()
+    with console.status("chains") as status:
+        result = run(data, chains, seed, scale, progress=lambda s: status.update(s))
+    table = Table(title="Consensus accuracy per chain (drift stream: watched teacher + peers)")
+    for col in ("task", "chain", "groups", "majority", "drift-aware", "best teacher",
+                "alerts"):
+        table.add_column(col, justify="right" if col not in ("task", "chain") else "left")
+    for r in result["rows"]:
+        table.add_row(r["task"], r["chain"], str(r["groups"]), _fmt(r["majority"]),
+                      _fmt(r["drift_aware"]),
+                      f"{_fmt(r['best_teacher'])} {r['best_teacher_name']}", str(r["alerts"]))
+    console.print(table)
+    a = result["aggregate"]
+    console.print(f"{a['chains']} chains, {a['groups']} groups. Mean over chains: majority "
+                  f"{_fmt(a['majority_mean'])}, drift-aware {_fmt(a['drift_aware_mean'])}, "
+                  f"best single teacher (hindsight) {_fmt(a['best_teacher_mean'])}; "
+                  f"drift-aware better on {a['drift_aware_wins']}, worse on "
+                  f"{a['drift_aware_losses']}")
+    for s in result["skipped"]:
+        console.print(f"skipped {s['chain']}: {s['reason']}")
+    if json_out is not None:
+        _write(json_out, result)
+        console.print(f"wrote {json_out}")
+    return result
+
+
+def _write(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, default=str) + "\n")

@@ -15,6 +15,15 @@ from distill.config import Config, ConfigInvalid, load_config
 F = Callable[..., Any]
 
 
+def default(section: str, name: str, shown: str | None = None) -> str:
+    """``[default: X]`` for a flag's help, X read from the config model (never a copy).
+    ``shown`` replaces X where the raw value would mislead (e.g. an empty list)."""
+    value = getattr(Config.model_fields[section].default, name)
+    if shown is None:
+        shown = "on" if value is True else "off" if value is False else str(value)
+    return f"[default: {shown}]"
+
+
 def config_option(f: F) -> F:
     return click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
                         default=None, help="TOML config file.")(f)
@@ -28,7 +37,8 @@ def bootstrap_option(f: F) -> F:
 def log_format_option(f: F) -> F:
     return click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
                         help="Log lines as text or one JSON object per line (library output "
-                             "and progress included). [default: from config, text]")(f)
+                             "and progress included). "
+                             f"{default('serve', 'log_format')}")(f)
 
 
 def round_options(f: F) -> F:
@@ -36,20 +46,22 @@ def round_options(f: F) -> F:
     opts = [
         click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
                      default=None, help="Service state dir (trainer/ and archive/ inside). "
-                     "[default: from config, ./state]"),
+                     f"{default('serve', 'state_dir')}"),
         click.option("--student", type=click.Path(file_okay=False, exists=True,
                                                   path_type=Path), default=None,
                      help="Local Hugging Face model dir; bootstraps the reference when the "
                      "registry has none."),
         click.option("--steps", type=click.IntRange(min=1), default=None,
-                     help="APO optimizer steps per round. [default: from config]"),
+                     help=f"APO optimizer steps per round. {default('train', 'steps')}"),
         click.option("--max-new-groups", type=click.IntRange(min=1), default=None,
-                     help="New groups trained on per round. [default: from config]"),
+                     help="New groups trained on per round. "
+                     f"{default('train', 'max_new_groups')}"),
         click.option("--replay-fraction", type=click.FloatRange(0, 4), default=None,
-                     help="Replayed older groups per new group. [default: from config]"),
+                     help="Replayed older groups per new group. "
+                     f"{default('train', 'replay_fraction')}"),
         click.option("--tolerance", type=click.FloatRange(min=0), default=None,
                      help="Promote when probe score >= current - tolerance. "
-                          "[default: from config]"),
+                     f"{default('train', 'gate_tolerance')}"),
         click.option("--keep-rejected", is_flag=True, default=False,
                      help="Keep the weights of candidates the gate rejected."),
         click.option("--keep-versions", type=click.IntRange(min=1), default=5,

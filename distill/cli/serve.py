@@ -6,27 +6,33 @@ from pathlib import Path
 
 import click
 
-from distill.cli.common import bootstrap_option, config_option, load_or_exit
+from distill.cli.common import bootstrap_option, config_option, default, load_or_exit
+from stream.kafka import CLIENTS
 
 
 @click.command(name="serve")
 @config_option
 @bootstrap_option
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Checkpoints and the group archive. [default: from config, ./state]")
+              help=f"Checkpoints and the group archive. {default('serve', 'state_dir')}")
 @click.option("--metrics-address", default=None, metavar="HOST:PORT",
-              help="Where /metrics and /healthz listen. [default: 127.0.0.1:9108]")
-@click.option("--group-id", default=None, help="Consumer group. [default: distill-monitor]")
-@click.option("--input-topic", default=None, help="Teacher-output topic.")
+              help=f"Where /metrics and /healthz listen. {default('serve', 'metrics_address')}")
+@click.option("--group-id", default=None,
+              help=f"Consumer group. {default('kafka', 'group_id')}")
+@click.option("--input-topic", default=None,
+              help=f"Teacher-output topic. {default('kafka', 'input_topic')}")
 @click.option("--partitions", type=int, default=None,
-              help="Partitions for topics the service creates.")
-@click.option("--kafka-client", type=click.Choice(["kafka-python", "librdkafka"]), default=None,
+              help=f"Partitions for topics the service creates. {default('kafka', 'partitions')}")
+@click.option("--kafka-client", type=click.Choice(CLIENTS), default=None,
               help="Kafka client library; librdkafka needs the 'librdkafka' extra. "
-                   "[default: kafka-python]")
+                   f"{default('kafka', 'client')}")
 @click.option("--expected-teachers", default=None, metavar="A,B,..",
-              help="Teachers a group waits for. [default: learned from the stream]")
-@click.option("--checkpoint-every", type=int, default=None, help="Events between checkpoints.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None)
+              help="Teachers a group waits for. "
+                   f"{default('serve', 'expected_teachers', 'learned from the stream')}")
+@click.option("--checkpoint-every", type=int, default=None,
+              help=f"Events between checkpoints. {default('serve', 'checkpoint_every')}")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help=f"Log lines as text or JSON. {default('serve', 'log_format')}")
 @click.option("--max-records", type=int, default=None,
               help="Stop after this many records (tests, batch runs).")
 @click.option("--idle-exit", type=float, default=None, metavar="SECONDS",

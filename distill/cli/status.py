@@ -10,17 +10,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from distill.cli.common import config_option, load_or_exit
+from distill.cli.common import config_option, default, load_or_exit
 
 
 @click.command(name="status")
 @config_option
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The monitor's state dir. [default: from config, ./state]")
+              help=f"The monitor's state dir. {default('serve', 'state_dir')}")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def command(config_path: Path | None, state_dir: Path | None, as_json: bool) -> None:
-    """Per teacher: events processed, each signal's estimate and detections, the last
-    alert; groups completed and timed out; each partition's checkpointed offset; and the
+    """Per teacher: events processed, each signal's estimate and detections, the signals
+    that are live (answer signals are off for a teacher without extractable answers), the
+    last alert; groups completed and timed out; each partition's checkpointed offset; and the
     student registry when a trainer shares the state dir. Reads only durable checkpoints,
     so it shows what a restart would resume from."""
     from distill.monitor.status import monitor_status
@@ -45,7 +46,8 @@ def _registry(state_dir: Path) -> Any:
 def _print(doc: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"drift-distill monitor: {doc['state_dir']}")
-    for col in ("teacher", "events", "signal", "estimate", "detections", "last alert"):
+    for col in ("teacher", "events", "signal", "estimate", "detections", "live signals",
+                "last alert"):
         table.add_column(col)
     for teacher, t in doc["teachers"].items():
         alert = t.get("last_alert")
@@ -54,7 +56,8 @@ def _print(doc: dict[str, Any]) -> None:
             est = s.get("estimate")
             table.add_row(teacher if i == 0 else "", str(t["events"]) if i == 0 else "",
                           signal, "-" if est is None else f"{est:.3g}",
-                          str(s.get("detections", 0)), last if i == 0 else "")
+                          str(s.get("detections", 0)), ",".join(s.get("live", [])) or "-",
+                          last if i == 0 else "")
     console.print(table)
     console.print(f"groups: {doc['groups_completed']} completed, {doc['groups_timed_out']} "
                   f"timed out, {doc['groups_open']} open; duplicates {doc['duplicates']}")

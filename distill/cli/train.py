@@ -15,6 +15,7 @@ import click
 from distill.cli.common import (
     bootstrap_option,
     config_option,
+    default,
     load_or_exit,
     rollback_or_exit,
     round_options,
@@ -46,15 +47,17 @@ def build_tiny(out_dir: Path, scenario: str, seed: int) -> None:
               help="Accept Alertmanager webhooks on POST /-/retrain of the metrics address: a "
                    "firing DriftDetected, DriftSustained, SeveralTeachersDrifting, "
                    "StudentRegressed or RetrainStale queues a round (trigger 'webhook').")
-@click.option("--group-id", default=None, help="Consumer group. [default: from config]")
+@click.option("--group-id", default=None,
+              help=f"Consumer group. {default('train', 'group_id')}")
 @click.option("--metrics-address", default=None, metavar="HOST:PORT",
-              help="/metrics and /healthz. [default: from config]")
+              help=f"/metrics and /healthz. {default('train', 'metrics_address')}")
 @click.option("--trigger-every-groups", type=click.IntRange(min=1), default=None,
-              help="A round every K new groups. [default: from config]")
+              help=f"A round every K new groups. {default('train', 'trigger_every_groups')}")
 @click.option("--trigger-every-s", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="A round every T seconds (if anything is new). [default: from config]")
+              help="A round every T seconds (if anything is new). "
+                   f"{default('train', 'trigger_every_s')}")
 @click.option("--trigger-on-alert/--no-trigger-on-alert", default=None,
-              help="A drift alert starts a round. [default: from config]")
+              help=f"A drift alert starts a round. {default('train', 'trigger_on_alert')}")
 @click.option("--max-rounds", type=click.IntRange(min=1), default=None,
               help="Exit after this many rounds.")
 @click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,

@@ -6,7 +6,15 @@ Scoring, per chain (change points are the watched teacher's event indices):
 - a change is detected when the watched teacher's first alarm at or after it falls
   within ``delta_max`` events (and before the next change); delay = alarm - change;
 - every other alarm on the watched teacher is a false alarm;
-- every alarm on a peer (a stable teacher) is a false alarm.
+- every alarm on a peer (a stable teacher) is a false alarm;
+- a chain that cannot be built fails the run (:class:`ChainUnbuildable`) unless skips are
+  allowed; its switches then count as misses of every method.
+
+The ``oracle`` column is what the data allows offline: a permutation MMD test
+(:func:`detectors.mmd.mmd_permutation_test`) on the bank's own joint vectors of the watched
+teacher, ``ORACLE_WINDOW`` events before against as many after each change (fewer when a
+segment is shorter), at ``ORACLE_ALPHA``; its controls are two adjacent windows of the
+first version, where any flag is a false positive.
 
 >>> s = score_alarms([120, 130, 900], [100, 600], n_events=1000, delta_max=300)
 >>> s.detected, s.delays, s.false_alarms
@@ -22,10 +30,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detectors.bank import BankConfig
+import numpy as np
+
+from detectors.bank import BankConfig, joint_vector
+from detectors.mmd import mmd_permutation_test
 from stream.datapack import DriftStream, build_drift_stream, load_chains, read_pack
+from stream.signals import event_signals, leave_one_out_agreement, peer_signals
 
 BASELINES = ("river_adwin_length", "river_kswin_length")
+ORACLE_WINDOW = 200
+ORACLE_ALPHA = 0.01
+
+
+class ChainUnbuildable(ValueError):
+    """A chain of the chains file cannot be built from its pack (skips not allowed)."""
 
 
 @dataclass
@@ -50,10 +68,11 @@ def score_alarms(alarms: Iterable[int], change_points: list[int], n_events: int,
     for k, cp in enumerate(change_points):
         end = min(cp + delta_max, bounds[k + 1])
         first = next((i for i, a in enumerate(alarms) if a >= cp), None)
-        hit = first is not None and alarms[first] < end
-        if hit:
+        if first is not None and alarms[first] < end:
             used.add(first)
-        per_change.append(alarms[first] - cp if hit else None)
+            per_change.append(alarms[first] - cp)
+        else:
+            per_change.append(None)
     delays = [d for d in per_change if d is not None]
     return Score(changes=len(change_points), detected=len(delays), delays=delays,
                  false_alarms=len(alarms) - len(used), events=n_events, per_change=per_change)
@@ -141,40 +160,100 @@ def _result(stream: DriftStream, name: str, method: str, alarms: dict[str, list[
 
 
 def run_benchmark(data: Path, chains_file: Path, config: BankConfig, seed: int = 0,
-                  delta_max: int = 300, baselines: bool = True,
+                  delta_max: int = 300, baselines: bool = True, oracle: bool = True,
+                  allow_skip: bool = False,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Every chain through the bank and the baselines; rows plus skipped chains."""
+    """Every chain through the bank, the baselines and the oracle; rows plus skipped
+    chains, whose switches count as misses in the aggregate."""
     rows: list[ChainResult] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, Any]] = []
+    oracles: list[dict[str, Any]] = []
     packs: dict[str, list[dict[str, Any]]] = {}
     for entry in load_chains(chains_file):
         name = chain_id(entry)
         path = data / entry["file"]
         if progress:
             progress(name)
-        if not path.exists():
-            skipped.append({"chain": name, "reason": f"file not found: {path}"})
-            continue
-        if entry["file"] not in packs:
-            packs[entry["file"]] = list(read_pack(path))
         try:
+            if not path.exists():
+                raise ValueError(f"file not found: {path}")
+            if entry["file"] not in packs:
+                packs[entry["file"]] = list(read_pack(path))
             stream = build_drift_stream(packs[entry["file"]], entry, seed=seed)
         except ValueError as exc:
-            skipped.append({"chain": name, "reason": str(exc)})
+            if not allow_skip:
+                raise ChainUnbuildable(f"chain {name}: {exc}") from exc
+            skipped.append({"chain": name, "reason": str(exc),
+                            "changes": max(0, len(entry.get("chain", [])) - 1)})
             continue
         alarms, signals, seconds = run_bank(stream, config)
         rows.append(_result(stream, name, "bank", alarms, signals, seconds, delta_max))
         for method in BASELINES if baselines else ():
             b_alarms, b_seconds = run_baseline(stream, method, seed)
             rows.append(_result(stream, name, method, b_alarms, None, b_seconds, delta_max))
+        if oracle:
+            oracles.append({"chain": name, **run_oracle(stream, config, seed)})
     methods = ["bank", *(BASELINES if baselines else ())]
+    missed = sum(s["changes"] for s in skipped)
     return {
         "seed": seed, "delta_max": delta_max, "config": asdict(config),
         "rows": [r.row() for r in rows],
-        "aggregate": {m: aggregate([r for r in rows if r.method == m]) for m in methods},
+        "aggregate": {m: aggregate([r for r in rows if r.method == m], missed)
+                      for m in methods},
         "paired": {m: paired(rows, m) for m in methods[1:]},
+        "oracle": oracle_aggregate(oracles, missed) if oracle else None,
+        "oracle_rows": oracles,
         "skipped": skipped,
     }
+
+
+def watched_vectors(stream: DriftStream, config: BankConfig) -> np.ndarray:
+    """The watched teacher's joint vectors in its event order: the bank's ``own`` vector
+    and its ``peer`` vector for the same sample, side by side."""
+    by_sample: dict[str, dict[str, dict[str, Any]]] = {}
+    order: list[str] = []
+    for ev in stream.events:
+        sig = event_signals(ev, config.hist_bins)
+        by_sample.setdefault(ev.sample_id, {})[ev.teacher] = sig
+        if ev.teacher == stream.watched:
+            order.append(ev.sample_id)
+    rows = []
+    for sid in order:
+        group = by_sample[sid]
+        agree = leave_one_out_agreement({t: s["answer"] for t, s in group.items()})
+        rel = peer_signals({t: s["length"] for t, s in group.items()})
+        mine = group[stream.watched]
+        peer = {"agreement": agree.get(stream.watched), **rel[stream.watched]}
+        rows.append(joint_vector(config, "own", mine) + joint_vector(config, "peer", peer))
+    return np.asarray(rows, dtype=float)
+
+
+def run_oracle(stream: DriftStream, config: BankConfig, seed: int) -> dict[str, Any]:
+    """The offline permutation test on fixed windows around each change, and controls."""
+    x = watched_vectors(stream, config)
+    blocks = [d for key in ("own", "peer") for _, d in config.blocks(key)]
+    weights = np.repeat([1 / np.sqrt(d) for d in blocks], blocks)
+    bounds = [0, *stream.change_points, len(x)]
+    flags, controls = [], []
+    for k, cp in enumerate(stream.change_points):
+        w = min(ORACLE_WINDOW, cp - bounds[k], bounds[k + 2] - cp)
+        p, _ = mmd_permutation_test(x[cp - w:cp], x[cp:cp + w], weights, ORACLE_ALPHA,
+                                    seed=seed + k)
+        flags.append(p <= ORACLE_ALPHA)
+    w = min(ORACLE_WINDOW, (bounds[1] - bounds[0]) // 2)
+    if w >= 20:
+        p, _ = mmd_permutation_test(x[:w], x[w:2 * w], weights, ORACLE_ALPHA, seed=seed + 99)
+        controls.append(p <= ORACLE_ALPHA)
+    return {"detected": flags, "controls_flagged": controls}
+
+
+def oracle_aggregate(rows: list[dict[str, Any]], missed: int = 0) -> dict[str, Any]:
+    changes = sum(len(r["detected"]) for r in rows) + missed
+    detected = sum(sum(r["detected"]) for r in rows)
+    controls = [c for r in rows for c in r["controls_flagged"]]
+    return {"changes": changes, "detected": detected,
+            "detection_rate": detected / changes if changes else None,
+            "controls": len(controls), "controls_flagged": sum(controls)}
 
 
 def paired(rows: list[ChainResult], baseline: str) -> dict[str, Any]:
@@ -196,9 +275,10 @@ def paired(rows: list[ChainResult], baseline: str) -> dict[str, Any]:
             "baseline_faster": sum(b < a for a, b in zip(ours, theirs, strict=True))}
 
 
-def aggregate(rows: list[ChainResult]) -> dict[str, Any]:
-    """Detection rate, delays, false alarms per 10k events (watched, peers), updates/s."""
-    changes = sum(r.watched.changes for r in rows)
+def aggregate(rows: list[ChainResult], missed: int = 0) -> dict[str, Any]:
+    """Detection rate, delays, false alarms per 10k events (watched, peers), updates/s;
+    ``missed`` switches of chains that were skipped count as undetected."""
+    changes = sum(r.watched.changes for r in rows) + missed
     delays = [d for r in rows for d in r.watched.delays]
     w_fa = sum(r.watched.false_alarms for r in rows)
     w_ev = sum(r.watched.events for r in rows)

@@ -12,6 +12,7 @@ import shutil
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from rich.table import Table
 from distill.config import Config
 from distill.kafka import kafka_settings
 from distill.monitor.service import MonitorService, RunLimits
+from distill.statedir import StateDir
 from stream.broker import EmbeddedBroker
 from stream.durable import write_json_atomic
 from stream.kafka import KafkaSink, ensure_topics
@@ -34,10 +36,10 @@ def run_demo(cfg: Config, scenario_name: str, seed: int) -> int:
     console = Console()
     scenario = load_scenario(scenario_name)
     points = change_points(scenario)
-    state_dir = Path(cfg.serve.state_dir) / "demo"
+    state_dir = StateDir(Path(cfg.serve.state_dir)).demo
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
-    write_json_atomic(state_dir / "changepoints.json", points)  # `distill report` marks them
+    write_json_atomic(StateDir(state_dir).changepoints, points)  # `distill report` marks them
     with EmbeddedBroker(log_path=None) as broker:
         cfg = cfg.model_copy(update={
             "kafka": cfg.kafka.model_copy(update={"bootstrap_servers": broker.bootstrap_servers,
@@ -93,7 +95,7 @@ def _produce(settings: Any, cfg: Config, scenario: Any, seed: int) -> None:
         sink.close()
 
 
-def _print_summary(console: Console, alerts: list[dict[str, Any]],
+def _print_summary(console: Console, alerts: Iterable[dict[str, Any]],
                    points: list[dict[str, Any]]) -> int:
     by_teacher: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for alert in alerts:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
+from distill.statedir import StateDir
 from stream.archive import SegmentArchive
 from stream.checkpoint import PartitionCheckpoint, PartitionSnapshot
 
@@ -32,7 +33,7 @@ class PartitionState:
                 segment_records: int) -> PartitionState:
         """Load the checkpoint if there is one; undo archive writes it does not cover."""
         pipeline = MonitorPipeline(config)
-        archive = SegmentArchive(Path(state_dir) / "archive", f"{topic}-{partition}",
+        archive = SegmentArchive(StateDir(Path(state_dir)).archive, f"{topic}-{partition}",
                                  segment_records)
         cp = PartitionCheckpoint.load(state_dir, topic, partition)
         if cp is None:

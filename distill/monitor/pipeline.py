@@ -27,7 +27,7 @@ from distill.groups import TeacherAnswer, TeacherGroup
 from stream.dedup import DedupWindow
 from stream.events import TeacherEvent, format_timestamp
 from stream.join import JoinedSample, SampleJoiner
-from stream.signals import event_signals, leave_one_out_agreement
+from stream.signals import PEER_SIGNALS, event_signals, leave_one_out_agreement, peer_signals
 
 STATE_VERSION = 1
 _SERVE_DEFAULTS = ServeConfig.model_fields  # one source for the bounds' defaults
@@ -79,6 +79,7 @@ class MonitorPipeline:
         signals = event_signals(event, self.config.bank.hist_bins)
         out = StepOutput(alerts=self._note(self.bank.update(event.teacher, signals, at)))
         payload = _answer_payload(event, signals.get("answer"))
+        payload["length"] = signals["length"]
         for sample in self.joiner.add(event.sample_id, event.teacher, payload, at):
             out.extend(self._close(sample, at))
         return out
@@ -100,11 +101,23 @@ class MonitorPipeline:
         votes = LabelVotes(labels)
         agreement = votes.agreement() if votes.counts else leave_one_out_agreement(answers)
         alerts: list[DriftRecord] = []
-        for teacher, agrees in agreement.items():
-            if agrees is not None:
-                alerts.extend(self.bank.update(teacher, {"agreement": agrees}, at))
+        for teacher, peer in self._peer_signals(sample, agreement).items():
+            if any(v is not None for v in peer.values()):
+                alerts.extend(self.bank.update(teacher, peer, at))
         group = self._group(sample, answers, votes)
         return StepOutput(alerts=self._note(alerts), groups=[group])
+
+    def _peer_signals(self, sample: JoinedSample, agreement: dict[str, Any],
+                      ) -> dict[str, dict[str, Any]]:
+        """Each teacher's peer-relative signals, only those the bank watches."""
+        watched = set(self.config.bank.signals) & set(PEER_SIGNALS)
+        lengths = {t: a["length"] for t, a in sample.answers.items() if "length" in a}
+        relative = peer_signals(lengths) if watched - {"agreement"} else {}
+        out: dict[str, dict[str, Any]] = {}
+        for teacher in sample.answers:
+            row = {"agreement": agreement.get(teacher), **relative.get(teacher, {})}
+            out[teacher] = {k: v for k, v in row.items() if k in watched}
+        return out
 
     def _group(self, sample: JoinedSample, answers: dict[str, str | None],
                votes: LabelVotes) -> TeacherGroup:

@@ -39,14 +39,13 @@ from typing import Any
 
 from distill.groups import TeacherGroup
 from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
+from distill.statedir import StateDir, jsonl_line
 from stream.archive import SegmentArchive, read_archive
-from stream.checkpoint import PartitionCheckpoint, checkpoint_path
+from stream.checkpoint import PartitionCheckpoint
 from stream.durable import write_json_atomic
 from stream.events import TeacherEvent, decode_event, format_timestamp, parse_timestamp
 
 TOPIC = "replay"
-OUTPUTS = ("checkpoints", "archive", "alerts.jsonl", "timeline.jsonl", "changepoints.json",
-           "replay.json")
 
 
 class ReplaySourceError(ValueError):
@@ -161,11 +160,12 @@ def open_source(source: Path, chain: str | None = None, data_dir: Path | None = 
     """Recognise and read SOURCE (module docstring)."""
     source = Path(source)
     if source.is_dir():
-        folder = source / "archive" if (source / "archive").is_dir() else source
+        layout = StateDir(source)
+        folder = layout.archive if layout.archive.is_dir() else source
         events = archive_events(folder)
         if not events:
             raise ReplaySourceError(f"{source}: no archived groups found")
-        return Source("archive", source, events, _read_points(source / "changepoints.json"))
+        return Source("archive", source, events, _read_points(layout.changepoints))
     if not source.is_file():
         raise ReplaySourceError(f"{source}: no such file or directory")
     if chain is not None or _is_pack(source):
@@ -226,8 +226,7 @@ def prepare_state_dir(state_dir: Path, force: bool = False) -> None:
         if not force:
             raise StateDirNotEmpty(f"{state_dir} is not empty (use --force to overwrite a "
                                    "previous replay's outputs)")
-        for name in OUTPUTS:
-            target = state_dir / name
+        for target in StateDir(state_dir).replay_outputs():
             if target.is_dir():
                 shutil.rmtree(target)
             else:
@@ -246,10 +245,11 @@ class Replay:
         if snapshot_every <= 0:
             raise ValueError("snapshot_every must be > 0")
         self.state_dir = Path(state_dir)
+        self.layout = StateDir(self.state_dir)
         self.pipeline = MonitorPipeline(config)
         self.snapshot_every = snapshot_every
         self.alerts: list[dict[str, Any]] = []
-        self.archive = SegmentArchive(self.state_dir / "archive", f"{TOPIC}-0")
+        self.archive = SegmentArchive(self.layout.archive, f"{TOPIC}-0")
         self.processed = 0
 
     def run(self, source: Source, speed: float | None = None,
@@ -257,8 +257,7 @@ class Replay:
             sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
         started = time.perf_counter()
         last_at: datetime | None = None
-        with open(self.state_dir / "alerts.jsonl", "w", encoding="utf-8") as alerts, \
-                open(self.state_dir / "timeline.jsonl", "w", encoding="utf-8") as timeline:
+        with open(self.layout.alerts, "wb") as alerts, open(self.layout.timeline, "wb") as timeline:
             for event in paced(source.events, speed, sleep):
                 self._emit(self.pipeline.process(event), alerts)
                 self.processed += 1
@@ -272,23 +271,23 @@ class Replay:
         seconds = time.perf_counter() - started
         self._checkpoint()
         if source.change_points:
-            write_json_atomic(self.state_dir / "changepoints.json", source.change_points)
+            write_json_atomic(self.layout.changepoints, source.change_points)
         summary = self.summary(source, seconds)
-        write_json_atomic(self.state_dir / "replay.json", summary)
+        write_json_atomic(self.layout.replay_summary, summary)
         return summary
 
     def _emit(self, out: Any, alerts: Any) -> None:
         for record in out.alerts:
             doc = record.to_dict()
             self.alerts.append(doc)
-            alerts.write(json.dumps(doc, sort_keys=True) + "\n")
+            alerts.write(jsonl_line(doc))
         for group in out.groups:
             self.archive.append(group.to_json())
 
     def _snapshot(self, timeline: Any, at: datetime | None) -> None:
         doc = {"events": self.processed, "time": format_timestamp(at) if at else None,
                "alerts": len(self.alerts), "summary": self.pipeline.bank.summary()}
-        timeline.write(json.dumps(doc, sort_keys=True, default=_plain) + "\n")
+        timeline.write(jsonl_line(doc))
 
     def _checkpoint(self) -> None:
         outputs = {"archive": self.archive.checkpoint_position()}
@@ -296,7 +295,7 @@ class Replay:
         self.archive.close()
         cp = PartitionCheckpoint(TOPIC, 0, self.processed, self.pipeline.to_state(), outputs,
                                  time.time())
-        write_json_atomic(checkpoint_path(self.state_dir, TOPIC, 0), cp.to_doc())
+        write_json_atomic(self.layout.checkpoint(TOPIC, 0), cp.to_doc())
 
     def summary(self, source: Source, seconds: float) -> dict[str, Any]:
         by_teacher: dict[str, int] = {}
@@ -311,13 +310,6 @@ class Replay:
                 "seconds": round(seconds, 3),
                 "events_per_s": round(self.processed / seconds, 1) if seconds > 0 else None,
                 "state_dir": str(self.state_dir)}
-
-
-def _plain(value: Any) -> Any:
-    """JSON fallback for numpy scalars and tuples inside bank summaries."""
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def republish(source: Source, sink: Any, topic: str, speed: float | None = None,

@@ -23,7 +23,6 @@ import orjson
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from detectors.bank import BankConfig
 from detectors.exceptions import DetectorError
 from distill.config import Config
 from distill.exceptions import CheckpointUnreadable
@@ -34,8 +33,9 @@ from distill.monitor.partition import PartitionState
 from distill.monitor.pipeline import PipelineConfig, StepOutput, format_timestamp_float
 from distill.monitor.status import merge_summaries
 from distill.retry import Backoff
+from distill.statedir import StateDir, jsonl_line
 from stream.broker import EmbeddedBroker
-from stream.checkpoint import checkpoint_path, commit_checkpoint
+from stream.checkpoint import commit_checkpoint
 from stream.deadletter import DeadLetterSink
 from stream.events import TeacherEvent, decode_event
 from stream.exceptions import FatalClientError, StreamError
@@ -49,8 +49,7 @@ RECENT_ALERTS = 10_000  # alerts a run keeps in memory (all of them go to Kafka 
 def pipeline_config(cfg: Config) -> PipelineConfig:
     d = cfg.detectors
     return PipelineConfig(
-        bank=BankConfig(false_alarms_per_10k=d.false_alarms_per_10k, hist_bins=d.hist_bins,
-                        adwin_delta=d.adwin_delta),
+        bank=d.bank(),
         expected_teachers=tuple(cfg.serve.expected_teachers),
         group_timeout_s=cfg.serve.group_timeout_s,
         join_buffer_max=cfg.serve.join_buffer_max,
@@ -90,6 +89,7 @@ class MonitorService:
         self.metrics.attach_bank(self._bank_summary, self._evidence)
         self.on_alert = on_alert
         self.state_dir = Path(cfg.serve.state_dir)
+        self.layout = StateDir(self.state_dir)
         self.pconfig = pipeline_config(cfg)
         bank = self.pconfig.bank
         self._detector_pairs = [(s, bank.kind_of(s)) for s in bank.signals]
@@ -118,7 +118,7 @@ class MonitorService:
         with ExitStack() as stack:
             servers = k.bootstrap_servers
             if not servers:
-                broker = stack.enter_context(EmbeddedBroker(log_path=self.state_dir / "tansu.log"))
+                broker = stack.enter_context(EmbeddedBroker(log_path=self.layout.broker_log))
                 servers = broker.bootstrap_servers
                 log.info("started embedded broker at %s", servers)
             settings = kafka_settings(self.cfg, servers)
@@ -136,8 +136,8 @@ class MonitorService:
             self.source = open_source(settings, [k.input_topic], k.group_id,
                                       on_assign=self._on_assign, on_revoke=self._on_revoke)
             stack.callback(self.source.close)
-            self._alerts_log = stack.enter_context(open(self.state_dir / "alerts.jsonl", "ab"))
-            self._timeline = stack.enter_context(open(self.state_dir / "timeline.jsonl", "ab"))
+            self._alerts_log = stack.enter_context(open(self.layout.alerts, "ab"))
+            self._timeline = stack.enter_context(open(self.layout.timeline, "ab"))
             self._install_signal_handlers(stack)
             log.info("serving %s as group %s; metrics on http://%s:%d/metrics", k.input_topic,
                      k.group_id, server.host, server.port)
@@ -247,7 +247,7 @@ class MonitorService:
             doc = {**alert.to_dict(), "partition": part.partition}
             line = orjson.dumps(doc)
             self.sink.send(k.alerts_topic, line, key=alert.teacher.encode())
-            self._alerts_log.write(line + b"\n")
+            self._alerts_log.write(jsonl_line(doc))
             self.metrics.record_detection(alert.teacher, alert.signal, alert.detector)
             log.warning("drift: teacher=%s signal=%s detector=%s at event %s "
                         "(statistic %.4g > threshold %.4g)", alert.teacher, alert.signal,
@@ -280,7 +280,7 @@ class MonitorService:
                 part = PartitionState.restore(self.state_dir, topic, p, self.pconfig,
                                               self.cfg.serve.archive_segment_events)
             except (DetectorError, ValueError, KeyError, TypeError) as exc:
-                path = checkpoint_path(self.state_dir, topic, p)
+                path = self.layout.checkpoint(topic, p)
                 self._fatal = CheckpointUnreadable(
                     f"{path}: {exc}. Restore a good copy, or move it away to start this "
                     f"partition afresh from the committed offset (its counts restart at 0).")
@@ -342,7 +342,7 @@ class MonitorService:
         at = max(marks, default=float("-inf"))
         doc = {"events": self.summary.records, "time": format_timestamp_float(at),
                "alerts": self.summary.alerts_total, "summary": self._bank_summary()}
-        self._timeline.write(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        self._timeline.write(jsonl_line(doc))
         self._timeline.flush()
         self._alerts_log.flush()
         self._timeline_at = self.summary.records

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.bank import DetectorBank
+from distill.statedir import StateDir
 from stream.checkpoint import CHECKPOINT_VERSION
 from stream.durable import read_json
 
@@ -39,7 +40,7 @@ def merge_summaries(
 
 
 def load_checkpoints(state_dir: Path) -> list[dict[str, Any]]:
-    folder = Path(state_dir) / "checkpoints"
+    folder = StateDir(Path(state_dir)).checkpoints
     docs = [read_json(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     return [d for d in docs if d and d.get("version") == CHECKPOINT_VERSION]
 

@@ -36,6 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 from distill.groups import TeacherGroup
+from stream.archive import list_segments
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -145,19 +146,16 @@ class GroupBuffer:
         self._set_meta("evicted", str(evicted))
 
     def import_archive(self, directory: Path) -> int:
-        """Add every group of a serve archive: ``*.jsonl.gz`` segments and the open
-        ``*.jsonl`` one, anywhere under ``directory``, one TeacherGroup JSON per line.
+        """Add every group of a serve archive: its compressed segments and the open one,
+        anywhere under ``directory`` (as :func:`stream.archive.list_segments` lists them),
+        one TeacherGroup JSON per line.
 
         Compressed segments never change, so one read to its end is remembered by name and
         size and skipped next time; the open segment is read as far as it goes. Lines that
         are not groups are skipped. Idempotent: inserts are by ``sample_id``.
         """
         added = 0
-        for segment in sorted(Path(directory).rglob("*.jsonl*")):
-            if segment.name.endswith(".jsonl") and segment.with_suffix(".jsonl.gz").exists():
-                continue  # compressed copy wins
-            if not segment.name.endswith((".jsonl", ".jsonl.gz")):
-                continue
+        for segment in list_segments(directory, recursive=True):
             key = f"archive:{segment.relative_to(directory)}"
             size = str(segment.stat().st_size)
             gz = segment.name.endswith(".gz")

@@ -33,6 +33,7 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from distill.config import DEFAULTS
 from distill.groups import TeacherGroup
 from distill.retry import Backoff
 from distill.trainer.buffer import GroupBuffer
@@ -63,13 +64,13 @@ TRANSIENT = (KafkaError, StreamError)
 
 @dataclass(frozen=True)
 class FollowSettings:
-    groups_topic: str = "teacher-groups"
-    alerts_topic: str | None = "drift-alerts"
-    group_id: str = "distill-trainer"
+    groups_topic: str = DEFAULTS.kafka.groups_topic
+    alerts_topic: str | None = DEFAULTS.kafka.alerts_topic
+    group_id: str = DEFAULTS.train.group_id
     policy: TriggerPolicy = field(default_factory=TriggerPolicy)
     round: RoundSettings = field(default_factory=RoundSettings)
-    buffer_max_groups: int = 50_000
-    probe_fraction: float = 0.1
+    buffer_max_groups: int = DEFAULTS.train.buffer_max_groups
+    probe_fraction: float = DEFAULTS.train.probe_fraction
     poll_timeout_ms: int = 500
     retry_after_failure_s: float = 60.0
 

@@ -42,7 +42,7 @@ class FollowerLock:
         self._fd: int | None = None
 
     def __enter__(self) -> FollowerLock:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.paths.trainer.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.paths.follower_lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -87,17 +87,17 @@ def follower_info(paths: TrainerPaths) -> dict[str, Any] | None:
 
 def request_round(paths: TrainerPaths, run_id: str, since_ts: float | None) -> None:
     """Ask the follower for one round (a newer request replaces an older one)."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(paths.request, {"run_id": run_id, "since_ts": since_ts})
+    paths.trainer.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(paths.retrain_request, {"run_id": run_id, "since_ts": since_ts})
 
 
 def take_request(paths: TrainerPaths) -> dict[str, Any] | None:
     """The pending request, removed from disk; None when there is none."""
     try:
-        doc = json.loads(Path(paths.request).read_bytes())
+        doc = json.loads(Path(paths.retrain_request).read_bytes())
     except FileNotFoundError:
         return None
     except ValueError:
         doc = None
-    Path(paths.request).unlink(missing_ok=True)
+    Path(paths.retrain_request).unlink(missing_ok=True)
     return doc if isinstance(doc, dict) and doc.get("run_id") else None

@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from distill.statedir import REGISTRY_FILE, StateDir
 from distill.trainer.exceptions import RegistryCorruptError, UnknownVersionError
 from stream.durable import fsync_dir, write_bytes_atomic
 
@@ -106,7 +107,7 @@ class Registry:
         self.root = Path(root)
         self.models = self.root / "models"
         self.models.mkdir(parents=True, exist_ok=True)
-        self._file = self.root / "registry.json"
+        self._file = self.root / REGISTRY_FILE
         self._owned: dict[Path, int] = {}
         with self._locked() as data:
             self._cleanup(data)
@@ -364,7 +365,7 @@ def registry_summary(state_dir: str | Path, last: int = 10) -> dict[str, Any]:
 
     Reads without creating anything: a state dir with no trainer gives ``{"present": False}``.
     """
-    path = Path(state_dir) / "trainer" / "registry" / "registry.json"
+    path = StateDir(Path(state_dir)).registry_file
     if not path.exists():
         return {"present": False}
     try:
@@ -372,7 +373,7 @@ def registry_summary(state_dir: str | Path, last: int = 10) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         return {"present": True, "error": f"unreadable registry: {exc}"}
     versions = [data["versions"][k] for k in sorted(data["versions"])]
-    lock_free = round_lock_free(Path(state_dir) / "trainer" / "round.lock")
+    lock_free = round_lock_free(StateDir(Path(state_dir)).round_lock)
     runs = sorted(data["runs"].items(), key=lambda kv: kv[1].get("started_at", ""))
     return {
         "present": True,

@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from distill.config import TrainConfig
+from distill.config import DEFAULTS
 from distill.groups import TeacherGroup
+from distill.statedir import StateDir
 from distill.trainer.buffer import GroupBuffer
 from distill.trainer.exceptions import (
     NoStudentError,
@@ -47,65 +48,30 @@ from distill.trainer.exceptions import (
 )
 from distill.trainer.progress import RoundControl, hf_callback
 from distill.trainer.registry import Registry, Version
+from distill.trainer.triggers import TRIGGERS
 
 log = logging.getLogger(__name__)
 
 RoundStatus = Literal["promoted", "kept", "skipped", "failed", "interrupted"]
 
 
-@dataclass(frozen=True)
-class TrainerPaths:
-    """Where the trainer keeps its state inside a service state directory."""
-
-    state_dir: Path
-
-    @property
-    def root(self) -> Path:
-        return Path(self.state_dir) / "trainer"
-
-    @property
-    def buffer(self) -> Path:
-        return self.root / "buffer.sqlite"
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "registry"
-
-    @property
-    def archive(self) -> Path:
-        return Path(self.state_dir) / "archive"
-
-    @property
-    def round_lock(self) -> Path:
-        return self.root / "round.lock"
-
-    @property
-    def follower_lock(self) -> Path:
-        """Held by `distill train --follow` while it runs; holds its pid and topics."""
-        return self.root / "follower.lock"
-
-    @property
-    def request(self) -> Path:
-        """A round asked for by `distill retrain` while a follower runs."""
-        return self.root / "retrain-request.json"
-
-
-_TRAIN = TrainConfig()  # the source of the training defaults
+TrainerPaths = StateDir
+"""The trainer's view of the state directory is the one layout (:mod:`distill.statedir`)."""
 
 
 @dataclass(frozen=True)
 class RoundSettings:
     """What one round does. ``apo`` passes extra :class:`distill.apo.APOConfig` fields."""
 
-    steps: int = _TRAIN.steps
-    max_new_groups: int = _TRAIN.max_new_groups
-    replay_fraction: float = _TRAIN.replay_fraction
+    steps: int = DEFAULTS.train.steps
+    max_new_groups: int = DEFAULTS.train.max_new_groups
+    replay_fraction: float = DEFAULTS.train.replay_fraction
     probe_max: int = 64
-    tolerance: float = _TRAIN.gate_tolerance
+    tolerance: float = DEFAULTS.train.gate_tolerance
     gate_metrics: tuple[str, ...] = ("agreement", "accuracy")
     keep_rejected: bool = False
     keep_versions: int = 5  # newest versions whose weights are kept (+ current, reference)
-    bootstrap_max_groups: int = _TRAIN.bootstrap_max_groups
+    bootstrap_max_groups: int = DEFAULTS.train.bootstrap_max_groups
     seed: int = 0
     apo: Mapping[str, Any] = field(default_factory=dict)
 
@@ -221,7 +187,7 @@ class RoundOutcome:
 
 @contextlib.contextmanager
 def round_lock(paths: TrainerPaths) -> Iterator[None]:
-    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.trainer.mkdir(parents=True, exist_ok=True)
     with open(paths.round_lock, "a+b") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -409,8 +375,7 @@ def observe(metrics: Any, outcome: RoundOutcome, paths: TrainerPaths | None = No
     """Update :class:`distill.metrics.TrainerMetrics` (``None`` = no metrics) for a round."""
     if metrics is None or outcome.reused or outcome.status == "skipped":
         return
-    trigger = outcome.trigger if outcome.trigger in ("count", "interval", "alert",
-                                                     "manual", "webhook") else "manual"
+    trigger = outcome.trigger if outcome.trigger in TRIGGERS else "manual"
     metrics.retrain_runs.labels(trigger=trigger, status=outcome.status).inc()
     metrics.retrain_duration.observe(outcome.seconds)
     if outcome.status in ("failed", "interrupted"):

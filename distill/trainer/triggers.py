@@ -21,10 +21,15 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-Trigger = Literal["count", "interval", "alert", "manual"]
-"""Values of the ``trigger`` label of ``distill_retrain_runs_total`` (distill.metrics.TRIGGERS)."""
+from distill.config import DEFAULTS
+
+Trigger = Literal["count", "interval", "alert", "manual", "webhook"]
+"""Why a retrain round ran: the policy's three, a round by hand, an Alertmanager webhook."""
+
+TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
+"""Every trigger name; the ``trigger`` label values of ``distill_retrain_runs_total``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +42,9 @@ class TriggerPolicy:
     min_groups : the fewest new groups any trigger needs.
     """
 
-    every_groups: int = 256
-    every_s: float = 3600.0
-    on_alert: bool = True
+    every_groups: int = DEFAULTS.train.trigger_every_groups
+    every_s: float = DEFAULTS.train.trigger_every_s
+    on_alert: bool = DEFAULTS.train.trigger_on_alert
     min_groups: int = 1
 
     def __post_init__(self) -> None:

@@ -56,8 +56,9 @@ def open_source(settings: KafkaSettings, topics: Iterable[str], group_id: str,
     """A consumer-group member on the client ``settings.client`` names."""
     cls: Any = (_librdkafka().LibrdkafkaSource if settings.client == "librdkafka"
                 else KafkaSource)
-    return cls(settings, topics, group_id, on_assign=on_assign, on_revoke=on_revoke,
-               max_poll_records=max_poll_records, auto_offset_reset=auto_offset_reset)
+    source: Source = cls(settings, topics, group_id, on_assign=on_assign, on_revoke=on_revoke,
+                         max_poll_records=max_poll_records, auto_offset_reset=auto_offset_reset)
+    return source
 
 
 def open_sink(settings: KafkaSettings, **tuning: Any) -> Sink:
@@ -65,5 +66,6 @@ def open_sink(settings: KafkaSettings, **tuning: Any) -> Sink:
     producer options (``linger_ms``, ``batch_size``, ``compression_type``, ...), mapped to
     librdkafka's where they have an equivalent."""
     if settings.client == "librdkafka":
-        return _librdkafka().LibrdkafkaSink(settings, **tuning)
+        sink: Sink = _librdkafka().LibrdkafkaSink(settings, **tuning)
+        return sink
     return KafkaSink(settings, **tuning)

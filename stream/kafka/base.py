@@ -54,9 +54,9 @@ class KafkaSettings:
         security: dict[str, Any] = {}
         for key, value in self.security.items():
             if "." not in key:
-                security[key] = value
+                security[key] = _reveal(value)
             elif key in _KAFKA_PYTHON_KEYS:
-                security[_KAFKA_PYTHON_KEYS[key]] = value
+                security[_KAFKA_PYTHON_KEYS[key]] = _reveal(value)
             else:
                 log.debug("librdkafka property %s has no kafka-python equivalent; skipped", key)
         return {"bootstrap_servers": self.bootstrap_servers.split(","),
@@ -67,15 +67,22 @@ class KafkaSettings:
         out: dict[str, Any] = {}
         for key, value in self.security.items():
             if "." in key:
-                out[key] = value
+                out[key] = _reveal(value)
             elif key in SECURITY_KEYS:
-                out[SECURITY_KEYS[key]] = value
+                out[SECURITY_KEYS[key]] = _reveal(value)
             else:
                 raise ValueError(
                     f"kafka.security key {key!r} has no librdkafka equivalent; known: "
                     f"{', '.join(sorted(SECURITY_KEYS))}, or give a librdkafka property "
                     f"name (with dots) directly")
         return out
+
+
+def _reveal(value: Any) -> Any:
+    """The plain value of a secret (pydantic's ``SecretStr``), for the client library only;
+    everywhere else it stays wrapped, so reprs and logs show ``**********``."""
+    reveal = getattr(value, "get_secret_value", None)
+    return value if reveal is None else reveal()
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int],
         admin.close()
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped library
     def __init__(self, on_assign: Callable[[list[TopicPartition]], None] | None,
                  on_revoke: Callable[[list[TopicPartition]], None] | None) -> None:
         self._on_assign, self._on_revoke = on_assign, on_revoke
@@ -80,7 +80,8 @@ class KafkaSource:
         except KafkaError as exc:
             raise BrokerUnavailableError(f"no broker at {settings.bootstrap_servers}") from exc
 
-        def wrap(cb: Callable[[list[tuple[str, int]]], None] | None):
+        def wrap(cb: Callable[[list[tuple[str, int]]], None] | None,
+                 ) -> Callable[[list[TopicPartition]], None] | None:
             if cb is None:
                 return None
             return lambda tps: cb([(tp.topic, tp.partition) for tp in tps])
@@ -112,7 +113,8 @@ class KafkaSource:
         self._consumer.seek(TopicPartition(topic, partition), offset)
 
     def committed(self, topic: str, partition: int) -> int | None:
-        return self._consumer.committed(TopicPartition(topic, partition))
+        offset: int | None = self._consumer.committed(TopicPartition(topic, partition))
+        return offset
 
     def end_offsets(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
         tps = [TopicPartition(t, p) for t, p in partitions]

@@ -184,8 +184,9 @@ class LibrdkafkaSource:
                     log.warning("librdkafka consumer: %s", err.str())
                 continue
             ts_type, ts = m.timestamp()
-            out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                              list(m.headers() or ()),
+            # a consumed message always has a topic, partition and offset; headers are bytes
+            out.append(Record(m.topic(), m.partition(), m.offset(),  # type: ignore[arg-type]
+                              m.key(), m.value(), list(m.headers() or ()),  # type: ignore[arg-type]
                               -1 if ts_type == TIMESTAMP_NOT_AVAILABLE else ts))
         if not out and self._error is not None:
             error, self._error = self._error, None

@@ -105,7 +105,7 @@ def apply_drift(state: TeacherState, drift: DriftSpec, progress: float) -> Teach
         return replace(state, format=p.format)
     assert isinstance(p, VersionSwapParams)
     return replace(state, profile=p.profile, version=p.version,
-                   accuracy={**state.accuracy, **p.accuracy})
+                   accuracy={**state.accuracy, **{str(f): a for f, a in p.accuracy.items()}})
 
 
 class _States:

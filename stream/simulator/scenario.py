@@ -89,20 +89,24 @@ class TeacherSpec(_Model):
     _format = field_validator("format")(_check_format)
 
 
+_DEFAULT_PRIOR: dict[Label, float] = {"improving": 0.3, "stable": 0.4, "worsening": 0.3}
+
+
 class TaskSpec(_Model):
     label_prior: dict[Label, float] = Field(
-        default_factory=lambda: {"improving": 0.3, "stable": 0.4, "worsening": 0.3})
+        default_factory=lambda: dict(_DEFAULT_PRIOR))
     cue_rate: float = Field(1.0, ge=0, le=1, description="P(case text names the change)")
 
     @field_validator("label_prior")
     @classmethod
-    def _prior(cls, value: dict[str, float]) -> dict[str, float]:
+    def _prior(cls, value: dict[Label, float]) -> dict[Label, float]:
         if any(v < 0 for v in value.values()) or sum(value.values()) <= 0:
             raise ValueError("weights must be >= 0 with a positive sum")
         return value
 
     def prior_weights(self) -> list[float]:
-        return [self.label_prior.get(label, 0.0) for label in LABELS]
+        prior = {str(label): weight for label, weight in self.label_prior.items()}
+        return [prior.get(label, 0.0) for label in LABELS]
 
 
 # --- drift parameters, one model per kind -------------------------------------------------
@@ -151,8 +155,9 @@ class VersionSwapParams(_Model):
         return value
 
 
-PARAMS = {"accuracy": AccuracyParams, "verbosity": VerbosityParams, "refusal": RefusalParams,
-          "format": FormatParams, "version_swap": VersionSwapParams}
+PARAMS: dict[str, type[BaseModel]] = {
+    "accuracy": AccuracyParams, "verbosity": VerbosityParams, "refusal": RefusalParams,
+    "format": FormatParams, "version_swap": VersionSwapParams}
 RAMPABLE = ("accuracy", "verbosity", "refusal")
 
 

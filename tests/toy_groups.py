@@ -1,4 +1,5 @@
-"""Teacher groups for tests, benchmarks and the GPU check, without a broker or a monitor.
+"""Teacher groups for tests and benchmarks, without a broker or a monitor (a fixture: not
+part of the installed package; benchmarks put tests/ on sys.path to import it).
 
 * :func:`parity_groups`: a tiny hand-made task ("is x even?") where the first teachers are
   right and the last ones have drifted (wrong answer, drift evidence 1).

@@ -13,8 +13,8 @@ Student, in order of preference:
 Groups: 7 teachers per case, from the MS-CXR-T-shaped simulator when its dependencies are
 there, else the parity toy task with long reasoning trajectories (no pydantic needed).
 
-    python3 scripts/gpu_apo_round.py                 # on the GPU host
-    python3 scripts/gpu_apo_round.py --steps 2 --groups 4 --small   # CPU smoke test
+    python3 benchmarks/gpu_apo_round.py                 # on the GPU host
+    python3 benchmarks/gpu_apo_round.py --steps 2 --groups 4 --small   # CPU smoke test
 
 It is the smoke test of the GPU benchmark, which is then
 ``distill bench distill --student smollm2 --budget gpu --seed 0 --seed 1 --seed 2``
@@ -34,16 +34,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and the toy groups fixture
 
 
 def pick_groups(n: int) -> tuple[list, str]:
     try:
-        from distill.apo.toy import simulated_groups
+        from toy_groups import simulated_groups
 
         return simulated_groups(n), "simulator:default"
     except ImportError as exc:  # the simulator's scenario loader needs pydantic
-        from distill.apo.toy import parity_groups
+        from toy_groups import parity_groups
 
         print(f"simulator unavailable ({exc}); using parity toy groups", file=sys.stderr)
         return parity_groups(n, reasoning_steps=12), "parity+reasoning"
