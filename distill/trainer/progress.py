@@ -172,27 +172,29 @@ def make_view(log_format: str = "text", bar: bool | None = None) -> View:
     return BarView() if bar else LogView()
 
 
-def hf_callback(control: RoundControl) -> Any:
+def hf_callback(round_control: RoundControl) -> Any:
     """A ``transformers.TrainerCallback`` that reports each step and stops on request."""
     from transformers import TrainerCallback
 
-    class _Callback(TrainerCallback):  # type: ignore[misc]
+    rc = round_control
+
+    class _Callback(TrainerCallback):
         """A step is reported from ``on_log`` (with its loss, which the Trainer logs after
         ``on_step_end``) or, on steps that do not log, from ``on_step_end``."""
 
-        def on_train_begin(self, args: Any, state: Any, ctl: Any, **kwargs: Any) -> None:
-            if control.stage_name in BATCH_STAGES:  # APO after synthesis / reference
-                control.enter("train")
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if rc.stage_name in BATCH_STAGES:  # APO after synthesis / reference
+                rc.enter("train")
 
-        def on_step_end(self, args: Any, state: Any, ctl: Any, **kwargs: Any) -> None:
-            if control.stopped:
-                ctl.should_training_stop = True
-            if not ctl.should_log:
-                control.step(state.global_step, state.max_steps)
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if rc.stopped:
+                control.should_training_stop = True
+            if not control.should_log:
+                rc.step(state.global_step, state.max_steps)
 
-        def on_log(self, args: Any, state: Any, ctl: Any, logs: Any = None,
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
                    **kwargs: Any) -> None:
             if logs and "loss" in logs:
-                control.step(state.global_step, state.max_steps, float(logs["loss"]))
+                rc.step(state.global_step, state.max_steps, float(logs["loss"]))
 
     return _Callback()

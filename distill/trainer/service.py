@@ -71,7 +71,7 @@ def rollback(state: Path, version: str) -> Version:
 @contextlib.contextmanager
 def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     """SIGTERM/SIGINT call ``stop`` once; a second signal gets the default action (kill)."""
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def handler(signum: int, _frame: Any) -> None:
         log.warning("%s: stopping at the next step boundary (send it again to kill)",
@@ -134,7 +134,8 @@ class TrainerService:
                             probe_fraction=t.probe_fraction)
         registry = CollectorRegistry()
         metrics = TrainerMetrics(registry)
-        source = open_source(kafka, [fs.groups_topic, fs.alerts_topic], fs.group_id)
+        topics = [t for t in (fs.groups_topic, fs.alerts_topic) if t]
+        source = open_source(kafka, topics, fs.group_id)
         follower = Follower(self.paths, fs, source, student=t.student, metrics=metrics,
                             view=self.view)
         with ExitStack() as stack:
