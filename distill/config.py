@@ -35,9 +35,17 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -52,6 +60,7 @@ from stream.dedup import DEFAULT_WINDOW
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
 from stream.formats import FORMATS
 from stream.join import DEFAULT_MAX_OPEN, DEFAULT_TIMEOUT_S
+from stream.roster import DEFAULT_MAX_TEACHERS
 
 ENV_PREFIX = "DISTILL_"
 ENV_NESTED_DELIMITER = "__"
@@ -61,6 +70,17 @@ SECRET_KEYS = frozenset({"sasl_plain_password", "ssl_password", "sasl_oauth_toke
                          "sasl.password", "ssl.key.password", "ssl.keystore.password",
                          "sasl.oauthbearer.client.secret"})
 _REDACTED = "**********"
+
+
+def _host_port(address: str) -> str:
+    """``host:port``, ``[v6]:port`` or ``:port``, checked before anything starts."""
+    _, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected host:port with a port in 0..65535")
+    return address
+
+
+Address = Annotated[str, AfterValidator(_host_port)]
 
 
 class _Section(BaseModel):
@@ -109,12 +129,34 @@ class ServeConfig(_Section):
     group_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0,
                                    description="produced_at span before timeout")
     join_buffer_max: int = Field(DEFAULT_MAX_OPEN, gt=0, description="open samples held at most")
+    max_teachers: int = Field(
+        DEFAULT_MAX_TEACHERS, gt=0, description="teachers tracked per partition (configured "
+        "ones always); a new name past this is dead-lettered as teacher_overflow")
+    allowed_lateness_s: float | None = Field(
+        None, ge=0, description="an event older than the join watermark minus this is "
+                                "dead-lettered as late; empty = group_timeout_s")
+    max_clock_skew_s: float = Field(
+        300.0, ge=0, description="an event stamped further than this ahead of the wall clock "
+                                 "is dead-lettered as future_timestamp")
     dedup_window: int = Field(DEFAULT_WINDOW, gt=0, description="event ids remembered at most")
-    metrics_address: str = Field("127.0.0.1:9108", description="host:port of /metrics, /healthz")
+    metrics_address: Address = Field("127.0.0.1:9108",
+                                     description="host:port of /metrics, /healthz")
+    offset_out_of_range: Literal["earliest", "latest", "fail"] = Field(
+        "earliest", description="a checkpointed offset outside the partition's log (the "
+                                "broker lost data): resume from the log's start, its end, or "
+                                "stop; always logged, counted and shown on /healthz, status")
+    stall_exit_s: float = Field(
+        300.0, ge=0, description="exit non-zero (for the supervisor to restart) after this "
+                                 "long with no partitions assigned or outputs not "
+                                 "acknowledged; 0 = never (e.g. spare instances)")
     archive_segment_events: int = Field(50_000, gt=0)
     timeline_every: int = Field(
         500, gt=0, description="records between bank snapshots in timeline.jsonl (for reports)")
     log_format: Literal["text", "json"] = "text"
+    image_roots: list[str] = Field(
+        default_factory=list,
+        description="directories (or object-store prefixes, s3://bucket/x) that event image "
+                    "references must lie under; relative references resolve under the first")
 
     @field_validator("expected_teachers", mode="before")
     @classmethod
@@ -147,8 +189,11 @@ class TrainConfig(_Section):
     trigger_every_s: float = Field(3600.0, gt=0)
     trigger_on_alert: bool = True
     buffer_max_groups: int = Field(50_000, gt=0)
+    min_group_answers: int = Field(
+        2, ge=1, description="groups with fewer teacher answers never enter the training "
+                             "buffer or the held-out probe (one answer has no negative)")
     group_id: str = Field("distill-trainer", description="consumer group of `distill train`")
-    metrics_address: str = Field("127.0.0.1:9109", description="trainer /metrics, /healthz")
+    metrics_address: Address = Field("127.0.0.1:9109", description="trainer /metrics, /healthz")
     # A round's size: the first round (bootstrap SFT, synthesis, APO, gate) with the tiny
     # student fits a few minutes on 2 CPU cores; raise them for a real student on a GPU.
     steps: int = Field(20, gt=0, description="APO optimizer steps per round")

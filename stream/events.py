@@ -18,11 +18,14 @@ the set of reasons must stay small and bounded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from stream.images import ImageRef
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB; the embedded broker enforces no limit, so we do.
 
@@ -59,11 +62,14 @@ class TeacherEvent:
     labels: dict[str, Any] | None = None
     ground_truth: Any = None
     meta: dict[str, Any] | None = field(default=None)
+    images: tuple[ImageRef, ...] | None = None  # by reference only (stream.images)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; optional fields that are None are left out."""
         d = {name: getattr(self, name) for name in _FIELD_NAMES}
         d["produced_at"] = format_timestamp(self.produced_at)
+        if self.images is not None:
+            d["images"] = [ref.to_dict() for ref in self.images]
         return {k: v for k, v in d.items() if v is not None}
 
     def to_json_bytes(self) -> bytes:
@@ -82,12 +88,27 @@ def format_timestamp(ts: datetime) -> str:
 
 
 def parse_timestamp(value: str) -> datetime | None:
-    """Parse an RFC 3339 timestamp; None when it is not one. Naive times are taken as UTC."""
+    """Parse an RFC 3339 timestamp; None when it is not one or has no UTC equivalent.
+    Naive times are taken as UTC.
+
+    ``9999-12-31T23:59:59-14:00`` parses but lies past ``datetime.max`` in UTC, where every
+    later conversion would raise ``OverflowError``; it is rejected here, once.
+
+    >>> parse_timestamp("9999-12-31T23:59:59-14:00") is None
+    True
+    """
     try:
         ts = datetime.fromisoformat(value)
     except (TypeError, ValueError):
         return None
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    if ts.utcoffset():
+        try:
+            ts.astimezone(UTC)
+        except OverflowError:
+            return None
+    return ts
 
 
 def decode_event(
@@ -110,7 +131,17 @@ def decode_event(
 def validate_event(obj: dict[str, Any]) -> TeacherEvent | Invalid:
     """Check fields and types of a decoded JSON object."""
     event = _valid_event(obj)
-    return event if event is not None else _reject(obj)
+    if event is None:
+        return _reject(obj)
+    return event if obj.get("images") is None else _with_images(event, obj["images"])
+
+
+def _with_images(event: TeacherEvent, value: Any) -> TeacherEvent | Invalid:
+    """The event with its image references, or ``bad_image`` (see :mod:`stream.images`)."""
+    from stream.images import parse_image_refs  # imports this module: import here
+
+    refs = parse_image_refs(value)
+    return refs if isinstance(refs, Invalid) else replace(event, images=refs)
 
 
 def _valid_event(obj: dict[str, Any]) -> TeacherEvent | None:
@@ -161,6 +192,16 @@ def _reject(obj: dict[str, Any]) -> Invalid:
     return Invalid("bad_timestamp", repr(obj["produced_at"])[:100])  # all else passed
 
 
+def internal_error(exc: BaseException) -> Invalid:
+    """The dead-letter reason of a record whose processing raised unexpectedly: one reason
+    per exception type (a bounded set: the types the code can raise)."""
+    return Invalid(f"internal_error:{type(exc).__name__}", str(exc)[:200])
+
+
+#: Reasons the monitor refuses a well-formed event for: older than the watermark allows, stamped
+#: further ahead of the clock than the allowed skew, a new teacher name past the tracked cap.
+ADMISSION_REASONS = ("late", "future_timestamp", "teacher_overflow")
+
 #: Every reason prefix `decode_event` can return; used to pre-create metric label children.
 REJECTION_REASONS = (
     "empty",
@@ -172,4 +213,6 @@ REJECTION_REASONS = (
     *(f"bad_type:{n}" for n in (*OPTIONAL_STR_FIELDS, *OPTIONAL_DICT_FIELDS)),
     *(f"bad_value:{n}" for n in ("event_id", "sample_id", "teacher")),
     "bad_timestamp",
+    "bad_image",  # the images field (stream.images)
+    "image_outside_roots",  # serve confines image references to its roots (stream.images)
 )

@@ -5,6 +5,14 @@ same stream makes the same groups whatever the speed. A sample opened at ``t`` t
 once the watermark passes ``t + timeout_s``. The buffer is bounded: when ``max_open``
 samples are open the oldest is closed early (as a timeout) and the overflow is counted.
 
+Bad clocks and stray names cannot corrupt it. :meth:`SampleJoiner.is_late` flags an answer
+older than the watermark minus ``allowed_lateness_s`` (it could only open a group that
+times out at once with one answer); the caller dead-letters it as ``late`` before
+:meth:`~SampleJoiner.add`, so it neither makes a group nor moves the watermark. The expected
+set is configured, or learned during the first timeout span and then fixed: an answer
+from a teacher outside it afterwards is counted in ``strays`` and joins no group, so a stray
+name never makes a group wait.
+
 >>> j = SampleJoiner(expected=["a", "b"], timeout_s=60)
 >>> j.add("s1", "a", {"x": 1}, 0.0)
 []
@@ -41,17 +49,21 @@ class SampleJoiner:
     """Bounded, event-time join of answers by sample.
 
     ``expected`` fixes the teachers a group waits for; when None the set is learned: every
-    teacher seen so far is expected, and until one timeout span of event time has passed
-    (long enough to have heard from every active teacher) groups close by timeout only, so
-    the first samples are not cut short before all teachers were seen. A teacher
-    answering a sample twice keeps its first answer.
+    teacher seen during the first timeout span of event time (long enough to have heard
+    from every active teacher) is expected, and until then groups close by timeout only, so
+    the first samples are not cut short before all teachers were seen. After that span the
+    set is fixed. A teacher answering a sample twice keeps its first answer.
+    ``allowed_lateness_s`` defaults to ``timeout_s``.
     """
 
     def __init__(self, expected: Iterable[str] | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, max_open: int = DEFAULT_MAX_OPEN) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, max_open: int = DEFAULT_MAX_OPEN,
+                 allowed_lateness_s: float | None = None) -> None:
         self.expected = frozenset(expected) if expected else None
         self.timeout_s = timeout_s
         self.max_open = max_open
+        self.allowed_lateness_s = timeout_s if allowed_lateness_s is None else allowed_lateness_s
+        self.strays = 0
         self._open: dict[str, JoinedSample] = {}  # insertion order = opening order
         self._learned: set[str] = set()
         self.watermark = float("-inf")
@@ -65,14 +77,22 @@ class SampleJoiner:
     def expected_teachers(self) -> frozenset[str]:
         return self.expected if self.expected is not None else frozenset(self._learned)
 
+    def is_late(self, at: float) -> bool:
+        """Whether an answer at ``at`` is older than the watermark allows (``late``)."""
+        return at < self.watermark - self.allowed_lateness_s
+
     def add(self, sample_id: str, teacher: str, answer: Any, at: float) -> list[JoinedSample]:
         """Add one answer; returns the samples this closed (complete, timed out, evicted)."""
-        self._learned.add(teacher)
         was_learning = not self.learned
+        if was_learning:
+            self._learned.add(teacher)
         self.first_seen = at if self.first_seen is None else self.first_seen
         self.watermark = max(self.watermark, at)
         closed = self._complete_all() if was_learning and self.learned else []
         closed += self._expire()
+        if teacher not in self.expected_teachers():
+            self.strays += 1  # counted, never joined: it must not hold a group open
+            return closed
         sample = self._open.get(sample_id)
         if sample is None:
             sample = JoinedSample(sample_id, opened_at=at)
@@ -131,6 +151,7 @@ class SampleJoiner:
             "watermark": self.watermark if self.watermark != float("-inf") else None,
             "first_seen": self.first_seen,
             "overflow": self.overflow,
+            "strays": self.strays,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -141,3 +162,4 @@ class SampleJoiner:
         self.watermark = float("-inf") if wm is None else wm
         self.first_seen = state["first_seen"]
         self.overflow = state["overflow"]
+        self.strays = state.get("strays", 0)

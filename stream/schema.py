@@ -67,6 +67,9 @@ FIELD_DOCS: dict[str, tuple[str, Any]] = {
                      "stable"),
     "meta": ("Free-form context kept with the event (latency, cost, request id ...).",
              {"latency_ms": 812}),
+    "images": ("The case's images by reference (never inline): a URI under the monitor's "
+               "image roots and the SHA-256 of the bytes; see docs/multimodal.md.",
+               [{"uri": "case-000042/prior.png", "sha256": "9f2c" * 16}]),
 }
 
 
@@ -103,7 +106,19 @@ def _property(name: str) -> dict[str, Any]:
         prop.update(type=["string", "null"])
     elif name in OPTIONAL_DICT_FIELDS:
         prop.update(type=["object", "null"])
+    elif name == "images":
+        prop.update(_images_property())
     return prop  # anything else (ground_truth) takes any JSON value
+
+
+def _images_property() -> dict[str, Any]:
+    """The shape :func:`stream.images.parse_image_refs` accepts (roots are serve's check)."""
+    from stream.images import MAX_IMAGES, MAX_URI_CHARS
+
+    ref = {"type": "object", "required": ["uri", "sha256"],
+           "properties": {"uri": {"type": "string", "minLength": 1, "maxLength": MAX_URI_CHARS},
+                          "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}}
+    return {"type": ["array", "null"], "maxItems": MAX_IMAGES, "items": ref}
 
 
 def example_event() -> dict[str, Any]:

@@ -84,10 +84,20 @@ def produce_events(settings: KafkaSettings, topic: str, events: Iterable[Teacher
 def run_in_thread(cfg: Config, idle_exit_s: float = 2.0) -> RunSummary:
     """Run the real service loop to completion (until idle) in this process."""
     result: list[RunSummary] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(service.run())
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
     service = MonitorService(cfg, limits=RunLimits(idle_exit_s=idle_exit_s))
-    thread = threading.Thread(target=lambda: result.append(service.run()))
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join(timeout=300)
+    if errors:
+        raise errors[0]
     assert result, "serve did not finish"
     return result[0]
 

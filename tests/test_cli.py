@@ -53,6 +53,8 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) 
     cfg = tmp_path / "distill.toml"
     cfg.write_text(f"[serve]\nstate_dir = '{tmp_path / 'from-file'}'\n")
     env = {"DISTILL_SERVE__STATE_DIR": str(tmp_path / "from-env")}
+    for name in ("from-env", "from-flag"):  # status fails on a state dir that does not exist
+        (tmp_path / name).mkdir()
     result = CliRunner(env=env).invoke(main, ["status", "--config", str(cfg), "--json"])
     assert result.exit_code == 0 and "from-env" in result.output
     result = CliRunner(env=env).invoke(main, ["status", "--config", str(cfg), "--json",

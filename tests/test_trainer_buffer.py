@@ -161,3 +161,20 @@ def test_trigger_policy_fires_on_count_alert_and_interval(
 
 def test_trigger_policy_ignores_alerts_when_disabled() -> None:
     assert TriggerPolicy(10, 60.0, on_alert=False).due(3, 1.0, True) is None
+
+
+def test_small_and_truncated_groups_never_reach_training_or_the_probe() -> None:
+    from dataclasses import replace
+
+    from distill.groups import fit_record
+
+    alone = [replace(group(i), answers=group(i).answers[:1]) for i in range(200)]
+    big = replace(group(999), answers=[replace(a, output="x" * 5000)
+                                       for a in group(999).answers])
+    cut = TeacherGroup.from_json(fit_record(big, big.to_json(), 4000))
+    assert cut.truncated
+    buf = GroupBuffer(":memory:", probe_fraction=0.5)
+    assert buf.add([*alone, cut, group(1)]) == 1
+    c = buf.counts()
+    assert c.train + c.probe == 1
+    assert buf.probe(100) + [g for _, g in buf.new_since(0)] == [group(1)]

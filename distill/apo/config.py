@@ -73,6 +73,9 @@ class APOConfig(TrainingArguments):
         Smaller values trade a second (no-grad) forward for memory, with the same gradient.
     synthesis, synthesis_template, ...
         How the positive is made; see :mod:`distill.apo.synthesis`.
+    image_roots, freeze_vision
+        Vision-language students (:mod:`distill.apo.vision_round`): where group images are
+        read (hash checked), and whether the vision tower stays frozen (the default).
     """
 
     loss_type: str = field(default="apo", metadata=_help(f"one of {list(LOSS_TYPES)}"))
@@ -120,6 +123,12 @@ class APOConfig(TrainingArguments):
         default=None, metadata=_help("SFT learning rate; None = learning_rate"))
     bootstrap_max_steps: int | None = field(
         default=None, metadata=_help("SFT steps; None = max_steps / num_train_epochs"))
+    image_roots: list[str] | None = field(
+        default=None, metadata=_help("vision students: directories or object-store prefixes "
+                                     "the groups' image references are read under (the "
+                                     "monitor's serve.image_roots)"))
+    freeze_vision: bool = field(
+        default=True, metadata=_help("vision students: keep the vision tower frozen"))
     # Inherited fields whose defaults change.
     report_to: str | list[str] | None = field(default="none", metadata=_help("integrations"))
     remove_unused_columns: bool = field(default=False, metadata=_help("must stay False"))

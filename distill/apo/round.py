@@ -109,7 +109,13 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
     from distill.apo.data import encode_groups
     from distill.apo.student import apply_lora, load_student, save_student
     from distill.apo.trainer import APOTrainer
+    from distill.apo.vision import is_vision_student
 
+    if is_vision_student(Path(policy_dir)):  # image + text inputs (distill.apo.vision_round)
+        from distill.apo.vision_round import train_round_vision
+
+        return train_round_vision(Path(policy_dir), Path(reference_dir), groups,
+                                  Path(out_dir), config, progress)
     started = time.perf_counter()
     model, tokenizer = load_student(Path(policy_dir), trainable=not config.lora)
     def stage(name: str) -> Callable[[int, int], None] | None:

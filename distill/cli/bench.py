@@ -150,12 +150,22 @@ def _pct(x: float | None) -> str:
                    "smollm2 on CPU]")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the students here; default: a temporary dir.")
+@click.option("--multimodal", is_flag=True,
+              help="Images in the cases and a tiny vision-language student (CPU); prints "
+                   "the same table plus a text-only student on the same groups.")
+@click.option("--cue-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="With --multimodal: share of findings whose change the text states.")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                   samples: int | None, eval_every: int, student: str, budget: str | None,
                   bootstrap_steps: int | None, stage2_steps: int | None,
-                  workdir: Path | None) -> None:
+                  workdir: Path | None, multimodal: bool, cue_rate: float) -> None:
     """The paper's MS-CXR-T table at small scale: teachers vs students trained from one
     initial model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
+    if multimodal:
+        run_multimodal(scenario, seeds, json_out, workdir, samples, eval_every,
+                       300 if bootstrap_steps is None else bootstrap_steps,
+                       150 if stage2_steps is None else stage2_steps, cue_rate)
+        return
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
                 stage2_steps, student=student, budget=budget)
 
@@ -261,6 +271,58 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
         doc: Any = results[0] if len(results) == 1 else {"benchmark": "distill",
                                                          "runs": results}
         _write(json_out, doc)
+        console.print(f"wrote {json_out}")
+    return results
+
+
+def run_multimodal(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
+                   workdir: Path | None, samples: int | None, eval_every: int,
+                   bootstrap_steps: int, stage2_steps: int,
+                   cue_rate: float) -> list[dict[str, Any]]:
+    """``--multimodal``: the table with a tiny VLM student, then the text-only comparison."""
+    import tempfile
+    import time
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from distill.experiments.bench_multimodal import MultimodalSettings, run
+
+    console = _console()
+    results = []
+    for seed in seeds:
+        base = MultimodalSettings()
+        settings = replace(base, scenario=scenario, seed=seed, eval_every=eval_every,
+                           samples=samples or base.samples, cue_rate=cue_rate,
+                           train=replace(base.train, bootstrap_steps=bootstrap_steps,
+                                         stage2_steps=stage2_steps, seed=seed))
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="bench-mm-") as tmp, \
+                console.status(f"seed {seed}") as status:
+            where = Path(workdir) / f"seed{seed}" if workdir else Path(tmp)
+            result = run(settings, where,
+                         progress=lambda s, n=seed: status.update(f"seed {n}: {s}"))
+        result["seconds"]["total"] = round(time.perf_counter() - started, 1)
+        console.print(distill_table(result, title=f"{result['scenario']} multimodal, cue rate "
+                                                  f"{cue_rate} (seed {seed}): Top-1 per "
+                                                  "finding, tiny VLM students"))
+        text = Table(title="Text-only student on the same groups (no images)")
+        cols = [*result["findings"], "mean"]
+        text.add_column("method")
+        for c in cols:
+            text.add_column(c, justify="right")
+        for m, row in result["text_only"].items():
+            text.add_row(m, *(_fmt(row.get(c)) for c in cols))
+        console.print(text)
+        u = result["uses_images"]
+        console.print(f"VLM - text-only (Top-1 mean): APO drift "
+                      f"{u['vlm_apo_drift_minus_text_only_apo_drift']:+.3f}, bootstrap "
+                      f"{u['vlm_bootstrap_minus_text_only_bootstrap']:+.3f}; image failures "
+                      f"{result['image_failures'] or 0}; {result['seconds']['total']} s")
+        results.append(result)
+    if json_out is not None:
+        _write(json_out, results[0] if len(results) == 1 else {"benchmark": "distill",
+                                                               "runs": results})
         console.print(f"wrote {json_out}")
     return results
 

@@ -71,9 +71,14 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         from distill.monitor.demo import run_demo
 
         raise SystemExit(run_demo(cfg, scenario, seed))
-    from distill.exceptions import CheckpointUnreadable
+    from distill.exceptions import (
+        CheckpointUnreadable,
+        OffsetOutOfRange,
+        ServeSetupError,
+        ServeStalled,
+    )
     from distill.monitor.service import MonitorService, RunLimits
-    from stream.exceptions import FatalClientError
+    from stream.exceptions import FatalClientError, StreamError
     from stream.kafka import LibrdkafkaMissing
 
     service = MonitorService(cfg, limits=RunLimits(max_records, idle_exit))
@@ -81,10 +86,17 @@ def command(config_path: Path | None, bootstrap_servers: str | None, state_dir: 
         summary = service.run()
     except CheckpointUnreadable as exc:
         raise click.ClickException(f"cannot restore a checkpoint: {exc}") from exc
+    except ServeStalled as exc:
+        raise click.ClickException(f"serve stalled: {exc}; restart it, it resumes from its "
+                                   f"checkpoint") from exc
     except LibrdkafkaMissing as exc:
         raise click.ClickException(str(exc)) from exc
     except FatalClientError as exc:
         raise click.ClickException(f"{exc}; restart serve, it resumes from its checkpoint"
                                    ) from exc
+    except (ServeSetupError, OffsetOutOfRange) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except StreamError as exc:  # no broker, the embedded one did not start, ...
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     click.echo(f"processed {summary.records} records, {summary.dead_lettered} dead-lettered, "
                f"{summary.alerts_total} alerts, {summary.checkpoints} checkpoints", err=True)

@@ -76,10 +76,17 @@ def _load(scenario: str, samples: int | None) -> Scenario:
 @click.option("--hold", is_flag=True,
               help="With the embedded broker: keep it running after producing, until Ctrl-C.")
 @click.option("--list", "list_only", is_flag=True, help="List the packaged scenarios and exit.")
+@click.option("--images-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Multimodal mode: write two small study images per case here and reference "
+                   "them from the events (serve.image_roots must include this directory).")
+@click.option("--cue-rate", type=click.FloatRange(0, 1), default=None,
+              help="Share of findings whose change the case text states; default: the "
+                   "scenario's. 0 with --images-dir: only the images tell the answer.")
 def command(config_path: Path | None, scenario: str, seed: int, samples: int | None,
             out: Path | None, topic: str | None, bootstrap_servers: str | None,
             rate: float | None, partitions: int | None, changepoints_file: Path | None,
-            hold: bool, list_only: bool) -> None:
+            hold: bool, list_only: bool, images_dir: Path | None,
+            cue_rate: float | None) -> None:
     """Produce a seeded multi-teacher stream with scheduled drifts.
 
     Simulated teachers compare a prior and a current chest radiograph (described in text)
@@ -100,6 +107,10 @@ def command(config_path: Path | None, scenario: str, seed: int, samples: int | N
     if (out is None) == (topic is None):
         raise click.UsageError("give exactly one of --out FILE.jsonl.gz or --topic T")
     loaded = _load(scenario, samples)
+    if cue_rate is not None:
+        from stream.simulator.images import with_cue_rate
+
+        loaded = with_cue_rate(loaded, cue_rate)
     points = change_points(loaded)
     console = Console(stderr=True)
     total = loaded.samples * len(loaded.teachers)
@@ -116,13 +127,13 @@ def command(config_path: Path | None, scenario: str, seed: int, samples: int | N
                 progress.update(task, completed=done[0], rate=done[0] / elapsed)
 
         if out is not None:
-            count = write_jsonl_gz(generate(loaded, seed), out, on_event=tick)
+            count = write_jsonl_gz(generate(loaded, seed, images_dir), out, on_event=tick)
             sidecar = changepoints_file or changepoints_path(out)
             where = str(out)
         else:
             assert topic is not None
             count, where = _to_kafka(config_path, bootstrap_servers, topic, partitions, rate,
-                                     generate(loaded, seed), tick, hold)
+                                     generate(loaded, seed, images_dir), tick, hold)
             sidecar = changepoints_file
     if sidecar is not None:
         write_changepoints(points, sidecar)

@@ -24,10 +24,14 @@ def command(config_path: Path | None, state_dir: Path | None, as_json: bool) -> 
     last alert; groups completed and timed out; each partition's checkpointed offset; and the
     student registry when a trainer shares the state dir. Reads only durable checkpoints,
     so it shows what a restart would resume from."""
+    from distill.exceptions import CheckpointUnreadable
     from distill.monitor.status import monitor_status
 
     cfg = load_or_exit(config_path, {"serve": {"state_dir": state_dir}})
-    doc = monitor_status(cfg.serve.state_dir)
+    try:
+        doc = monitor_status(cfg.serve.state_dir)
+    except CheckpointUnreadable as exc:
+        raise click.ClickException(f"cannot read the monitor's state: {exc}") from exc
     doc["registry"] = _registry(cfg.serve.state_dir)
     if as_json:
         click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
@@ -63,6 +67,10 @@ def _print(doc: dict[str, Any]) -> None:
                   f"timed out, {doc['groups_open']} open; duplicates {doc['duplicates']}")
     for cp in doc["checkpoints"]:
         console.print(f"checkpoint {cp['topic']}[{cp['partition']}] offset {cp['offset']}")
+    for r in doc.get("offset_resets", []):
+        console.print(f"[red]broker data lost[/red]: {r['partition']} checkpointed offset "
+                      f"{r['checkpointed']} outside its log [{r['log_start']}, {r['log_end']}]"
+                      f"; {r['policy']}")
     reg = doc.get("registry")
     if reg and reg.get("present"):
         _print_registry(console, reg)

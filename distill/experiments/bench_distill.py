@@ -42,14 +42,16 @@ def _index(sample_id: str) -> int:
     return int(sample_id.rsplit("-", 1)[-1])
 
 
-def monitor_groups(scenario: Any, seed: int) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Groups (with drift state) and alerts of the monitor over the simulated stream."""
+def monitor_groups(scenario: Any, seed: int, images_dir: Path | None = None,
+                   ) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Groups (with drift state) and alerts of the monitor over the simulated stream;
+    ``images_dir``: the simulator's multimodal mode (images written there)."""
     from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
     from stream.simulator import generate
 
     pipeline = MonitorPipeline(PipelineConfig(
         expected_teachers=tuple(t.name for t in scenario.teachers)))
-    out = pipeline.run(generate(scenario, seed))
+    out = pipeline.run(generate(scenario, seed, images_dir))
     groups = sorted(out.groups, key=lambda g: _index(g.sample_id))
     return groups, [a.to_dict() for a in out.alerts]
 

@@ -5,15 +5,18 @@ benchmarks feed it from files. Everything it holds (dedup window, join buffer, d
 bank, counters) is deterministic and round-trips through :meth:`to_state`, so a restored
 pipeline continues exactly where the checkpoint left it.
 
-Per event: dedupe by ``event_id``, compute the teacher's signals, update its detectors,
-and join by ``sample_id``. When a sample's group closes (all expected teachers answered, or
-the event-time timeout passed) the consensus answer is taken, each teacher's agreement with
-the others updates its ``agreement`` detector, and the group is emitted with every
-teacher's drift state at that moment.
+Per event: admit it (not later than the join allows, not further ahead of ``now`` than the
+clock skew allows, a teacher the bounded roster tracks; else ``StepOutput.rejected`` says
+why and nothing changes), dedupe by ``event_id``, compute the teacher's signals, update its
+detectors, and join by ``sample_id``. When a sample's group closes (all expected teachers
+answered, or the event-time timeout passed) the consensus answer is taken, each teacher's
+agreement with the others updates its ``agreement`` detector, and the group is emitted with
+every teacher's drift state at that moment.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,14 +26,17 @@ from typing import Any
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
 from distill.config import ServeConfig
 from distill.consensus import LabelVotes, majority
-from distill.groups import TeacherAnswer, TeacherGroup
+from distill.groups import TeacherAnswer, TeacherGroup, image_refs
 from stream.dedup import DedupWindow
-from stream.events import TeacherEvent, format_timestamp
+from stream.events import Invalid, TeacherEvent, format_timestamp
 from stream.join import JoinedSample, SampleJoiner
+from stream.ratelog import RateLimitedLog
+from stream.roster import TeacherRoster
 from stream.signals import PEER_SIGNALS, event_signals, leave_one_out_agreement, peer_signals
 
 STATE_VERSION = 1
 _SERVE_DEFAULTS = ServeConfig.model_fields  # one source for the bounds' defaults
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +46,7 @@ class StepOutput:
     alerts: list[DriftRecord] = field(default_factory=list)
     groups: list[TeacherGroup] = field(default_factory=list)
     duplicate: bool = False
+    rejected: Invalid | None = None  # the event was refused (dead-letter it with this)
 
     def extend(self, other: StepOutput) -> None:
         self.alerts.extend(other.alerts)
@@ -55,6 +62,9 @@ class PipelineConfig:
     group_timeout_s: float = _SERVE_DEFAULTS["group_timeout_s"].default
     join_buffer_max: int = _SERVE_DEFAULTS["join_buffer_max"].default
     dedup_window: int = _SERVE_DEFAULTS["dedup_window"].default
+    max_teachers: int = _SERVE_DEFAULTS["max_teachers"].default
+    allowed_lateness_s: float | None = _SERVE_DEFAULTS["allowed_lateness_s"].default
+    max_clock_skew_s: float = _SERVE_DEFAULTS["max_clock_skew_s"].default
 
 
 class MonitorPipeline:
@@ -62,27 +72,55 @@ class MonitorPipeline:
         self.config = config or PipelineConfig()
         self.bank = DetectorBank(self.config.bank)
         self.joiner = SampleJoiner(self.config.expected_teachers or None,
-                                   self.config.group_timeout_s, self.config.join_buffer_max)
+                                   self.config.group_timeout_s, self.config.join_buffer_max,
+                                   self.config.allowed_lateness_s)
+        self.roster = TeacherRoster(self.config.expected_teachers, self.config.max_teachers)
         self.dedup = DedupWindow(self.config.dedup_window)
         self.events: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self._strays = RateLimitedLog(log)
         self.duplicates = 0
         self.groups_completed = 0
         self.groups_timed_out = 0
         self.last_alert: dict[str, dict[str, Any]] = {}
 
-    def process(self, event: TeacherEvent) -> StepOutput:
+    def process(self, event: TeacherEvent, now: float | None = None) -> StepOutput:
+        """One event; ``now`` (wall-clock epoch seconds) enables the future-timestamp check
+        (serve passes it; replay of a recorded stream does not)."""
+        at = event.produced_at.timestamp()
+        rejected = self._admit(event, at, now)
+        if rejected is not None:
+            self.rejected[rejected.reason] += 1
+            return StepOutput(rejected=rejected)
         if self.dedup.seen_before(event.event_id):
             self.duplicates += 1
             return StepOutput(duplicate=True)
-        at = event.produced_at.timestamp()
         self.events[event.teacher] += 1
         signals = event_signals(event, self.config.bank.hist_bins)
         out = StepOutput(alerts=self._note(self.bank.update(event.teacher, signals, at)))
         payload = _answer_payload(event, signals.get("answer"))
         payload["length"] = signals["length"]
+        strays = self.joiner.strays
         for sample in self.joiner.add(event.sample_id, event.teacher, payload, at):
             out.extend(self._close(sample, at))
+        if self.joiner.strays > strays:
+            self._strays.note("stray teacher", "%r answered but is not in the expected set %s; "
+                              "its answers join no group", event.teacher[:100],
+                              sorted(self.joiner.expected_teachers())[:20])
         return out
+
+    def _admit(self, event: TeacherEvent, at: float, now: float | None) -> Invalid | None:
+        if now is not None and at > now + self.config.max_clock_skew_s:
+            return Invalid("future_timestamp", f"{format_timestamp(event.produced_at)} is "
+                           f"more than {self.config.max_clock_skew_s:g} s ahead of the clock")
+        if self.joiner.is_late(at):
+            return Invalid("late", f"{format_timestamp(event.produced_at)} is before the "
+                           f"watermark {format_timestamp_float(self.joiner.watermark)} minus "
+                           f"{self.joiner.allowed_lateness_s:g} s")
+        if not self.roster.admit(event.teacher):
+            return Invalid("teacher_overflow", f"{len(self.roster.names)} teachers tracked "
+                           f"already (serve.max_teachers)")
+        return None
 
     def flush(self) -> StepOutput:
         """Close every open group (the end of a finite stream)."""
@@ -136,6 +174,7 @@ class MonitorPipeline:
             drift=drift,
             ground_truth=first.get("ground_truth"),
             completed_at=format_timestamp_float(self.joiner.watermark),
+            images=image_refs(first.get("images")),
         )
 
     def _note(self, alerts: list[DriftRecord]) -> list[DriftRecord]:
@@ -152,6 +191,9 @@ class MonitorPipeline:
             "groups_open": self.joiner.open_count,
             "join_overflow": self.joiner.overflow,
             "dedup_overflow": self.dedup.overflow,
+            "rejected": dict(sorted(self.rejected.items())),
+            "teacher_overflow": self.roster.overflow,
+            "stray_answers": self.joiner.strays,
         }
 
     def to_state(self) -> dict[str, Any]:
@@ -160,6 +202,7 @@ class MonitorPipeline:
             "bank": self.bank.to_state(),
             "joiner": self.joiner.to_state(),
             "dedup": self.dedup.to_state(),
+            "roster": self.roster.to_state(),
             "counters": self.counters(),
             "last_alert": self.last_alert,
         }
@@ -173,6 +216,9 @@ class MonitorPipeline:
         self.dedup.load_state(state["dedup"])
         c = state["counters"]
         self.events = Counter(c["events"])
+        self.rejected = Counter(c.get("rejected", {}))
+        self.roster.load_state(state.get("roster", {"names": list(c["events"]),
+                                                    "overflow": 0}))
         self.duplicates = c["duplicates"]
         self.groups_completed = c["groups_completed"]
         self.groups_timed_out = c["groups_timed_out"]
@@ -199,6 +245,8 @@ def _answer_payload(event: TeacherEvent, answer: Any) -> dict[str, Any]:
         value = getattr(event, name)
         if value is not None:
             payload[name] = value
+    if event.images:  # JSON-ready: the payload is part of the checkpointed join state
+        payload["images"] = [ref.to_dict() for ref in event.images]
     return payload
 
 

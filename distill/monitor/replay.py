@@ -81,7 +81,7 @@ def events_from_group(group: TeacherGroup) -> list[TeacherEvent]:
                                 teacher=a.teacher, output=a.output, produced_at=at,
                                 teacher_version=a.teacher_version, prompt=group.prompt,
                                 answer=a.answer, labels=a.labels,
-                                ground_truth=group.ground_truth))
+                                ground_truth=group.ground_truth, images=group.images))
     return out
 
 

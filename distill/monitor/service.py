@@ -25,7 +25,13 @@ from prometheus_client import CollectorRegistry
 
 from detectors.exceptions import DetectorError
 from distill.config import Config
-from distill.exceptions import CheckpointUnreadable
+from distill.exceptions import (
+    CheckpointUnreadable,
+    OffsetOutOfRange,
+    ServeSetupError,
+    ServeStalled,
+)
+from distill.groups import fit_record
 from distill.http import start_http_server
 from distill.kafka import kafka_settings
 from distill.metrics import MonitorMetrics
@@ -35,15 +41,25 @@ from distill.monitor.status import merge_summaries
 from distill.retry import Backoff
 from distill.statedir import StateDir, jsonl_line
 from stream.broker import EmbeddedBroker
-from stream.checkpoint import commit_checkpoint
+from stream.checkpoint import OFFSET_RESETS, commit_checkpoint, resume_offset
 from stream.deadletter import DeadLetterSink
-from stream.events import TeacherEvent, decode_event
+from stream.events import Invalid, TeacherEvent, decode_event, internal_error
 from stream.exceptions import FatalClientError, StreamError
-from stream.kafka import Record, Sink, Source, ensure_topics, open_sink, open_source
+from stream.images import confine_all
+from stream.kafka import (
+    MAX_RECORD_BYTES,
+    Record,
+    Sink,
+    Source,
+    ensure_topics,
+    open_sink,
+    open_source,
+)
 from stream.probe import BrokerProbe
 
 log = logging.getLogger("distill.serve")
 RECENT_ALERTS = 10_000  # alerts a run keeps in memory (all of them go to Kafka and the log)
+FINAL_CHECKPOINT_S = 20.0  # retrying the last checkpoint; below Kubernetes' 30 s grace period
 
 
 def pipeline_config(cfg: Config) -> PipelineConfig:
@@ -52,6 +68,9 @@ def pipeline_config(cfg: Config) -> PipelineConfig:
         bank=d.bank(),
         expected_teachers=tuple(cfg.serve.expected_teachers),
         group_timeout_s=cfg.serve.group_timeout_s,
+        max_teachers=cfg.serve.max_teachers,
+        allowed_lateness_s=cfg.serve.allowed_lateness_s,
+        max_clock_skew_s=cfg.serve.max_clock_skew_s,
         join_buffer_max=cfg.serve.join_buffer_max,
         dedup_window=cfg.serve.dedup_window,
     )
@@ -100,6 +119,9 @@ class MonitorService:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._checkpoint_failing_since: float | None = None
+        self._unassigned_since: float | None = time.monotonic()
+        self.offset_resets: deque[dict[str, Any]] = deque(maxlen=20)  # for /healthz
+        self._offsets_to_check: set[tuple[str, int]] = set()
         self._fatal: Exception | None = None
         self._timeline_at = 0  # records at the last timeline snapshot
         self.probe: BrokerProbe | None = None
@@ -114,8 +136,13 @@ class MonitorService:
 
     def run(self) -> RunSummary:
         k = self.cfg.kafka
-        self.state_dir.mkdir(parents=True, exist_ok=True)  # the broker logs into it
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)  # the broker logs into it
+        except OSError as exc:
+            raise ServeSetupError(f"state dir {self.state_dir}: {exc.strerror}") from exc
         with ExitStack() as stack:
+            server = self._start_http()  # first: a bad address fails before anything else
+            stack.callback(server.shutdown)
             servers = k.bootstrap_servers
             if not servers:
                 broker = stack.enter_context(EmbeddedBroker(log_path=self.layout.broker_log))
@@ -129,10 +156,6 @@ class MonitorService:
             self.dlq = DeadLetterSink(self.sink, k.dead_letter_topic)
             self.probe = BrokerProbe(settings, k.input_topic).start()
             stack.callback(self.probe.stop)
-            server = start_http_server(self.cfg.serve.metrics_address, self.registry,
-                                       self.health)
-            self.http_port = server.port
-            stack.callback(server.shutdown)
             self.source = open_source(settings, [k.input_topic], k.group_id,
                                       on_assign=self._on_assign, on_revoke=self._on_revoke)
             stack.callback(self.source.close)
@@ -144,9 +167,31 @@ class MonitorService:
             self._loop()
             if self._fatal is not None:
                 raise self._fatal
-            self._checkpoint(force=True)
+            self._final_checkpoint()
+            if self._checkpoint_failing_since is not None:
+                raise ServeStalled("the final checkpoint was not committed (outputs not "
+                                   "acknowledged); a restart resumes from the last one")
             self._write_timeline()
         return self.summary
+
+    def _start_http(self) -> Any:
+        address = self.cfg.serve.metrics_address
+        try:
+            server = start_http_server(address, self.registry, self.health)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ServeSetupError(f"cannot serve /metrics on {address}: {reason}") from exc
+        self.http_port = server.port
+        return server
+
+    def _final_checkpoint(self) -> None:
+        """Checkpoint before leaving, retried for up to :data:`FINAL_CHECKPOINT_S` while
+        outputs are not acknowledged (a broker that stalls for a moment)."""
+        deadline = time.monotonic() + FINAL_CHECKPOINT_S
+        self._checkpoint(force=True)
+        while self._checkpoint_failing_since is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            self._checkpoint(force=True)
 
     def _install_signal_handlers(self, stack: ExitStack) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,6 +218,11 @@ class MonitorService:
                 log.warning("poll failed (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
                 continue
+            if self._offsets_to_check:
+                with self._lock:
+                    records = self._check_offsets(records)
+                if self._fatal is not None:
+                    break
             with self._lock:  # the metrics thread reads the banks between batches
                 for record in records:
                     self._handle(record)
@@ -185,8 +235,25 @@ class MonitorService:
             if records:
                 idle_since = time.monotonic()
             self._checkpoint()
+            self._check_stalls()
             if self._limit_reached(idle_since):
                 break
+
+    def _check_stalls(self) -> None:
+        """Stop with :class:`ServeStalled` after ``stall_exit_s`` without partitions or
+        with outputs unacknowledged; a restart (new consumer and producer) recovers."""
+        now = time.monotonic()
+        self._unassigned_since = None if self.parts else (self._unassigned_since or now)
+        limit = self.cfg.serve.stall_exit_s
+        if not limit:  # 0: never
+            return
+        for since, what in ((self._unassigned_since, "no partitions assigned"),
+                            (self._checkpoint_failing_since, "outputs not acknowledged")):
+            if since is not None and now - since > limit:
+                log.error("%s for %.0f s (serve.stall_exit_s); exiting for a restart",
+                          what, now - since)
+                self._fatal = ServeStalled(f"{what} for {now - since:.0f} s")
+                self.running = False
 
     def _limit_reached(self, idle_since: float | None) -> bool:
         lim = self.limits
@@ -205,22 +272,42 @@ class MonitorService:
         if self.summary.first_record_at is None:
             self.summary.first_record_at = started
         self.metrics.messages_consumed.inc()
-        decoded = decode_event(record.value, self.cfg.serve.max_message_bytes)
-        if isinstance(decoded, TeacherEvent):
-            pipeline = part.pipeline
-            joined, deduped = pipeline.joiner.overflow, pipeline.dedup.overflow
-            self._emit(part, pipeline.process(decoded), decoded)
-            self._count_overflow(pipeline.joiner.overflow - joined,
-                                 pipeline.dedup.overflow - deduped)
-        else:
-            self.dlq.send(record, decoded)
-            self.metrics.dead_lettered.labels(reason=decoded.reason).inc()
-            self.summary.dead_lettered += 1
+        try:
+            self._process(part, record)
+        except (KafkaError, StreamError):
+            raise  # the producer or broker, not this record: stop for the supervisor
+        except Exception as exc:  # no single record may stop the daemon
+            log.exception("record %s[%d]@%d failed", record.topic, record.partition,
+                          record.offset)
+            self._dead_letter(record, internal_error(exc))
         part.next_offset = record.offset + 1
         part.dirty = True
         self.summary.records += 1
         self._since_checkpoint += 1
         self.metrics.processing_seconds.observe(time.perf_counter() - started)
+
+    def _process(self, part: PartitionState, record: Record) -> None:
+        decoded = decode_event(record.value, self.cfg.serve.max_message_bytes)
+        if isinstance(decoded, TeacherEvent) and decoded.images:
+            outside = confine_all(decoded.images, self.cfg.serve.image_roots)
+            decoded = decoded if outside is None else outside
+        if isinstance(decoded, TeacherEvent):
+            pipeline = part.pipeline
+            joined, deduped = pipeline.joiner.overflow, pipeline.dedup.overflow
+            out = pipeline.process(decoded, now=time.time())
+            if out.rejected is not None:
+                self._dead_letter(record, out.rejected)
+                return
+            self._emit(part, out, decoded)
+            self._count_overflow(pipeline.joiner.overflow - joined,
+                                 pipeline.dedup.overflow - deduped)
+        else:
+            self._dead_letter(record, decoded)
+
+    def _dead_letter(self, record: Record, invalid: Invalid) -> None:
+        self.dlq.send(record, invalid)
+        self.metrics.dead_lettered.labels(reason=invalid.reason).inc()
+        self.summary.dead_lettered += 1
 
     def _count_overflow(self, join: int, dedup: int) -> None:
         """The pipeline counts evictions in its state; mirror this process's share."""
@@ -259,8 +346,9 @@ class MonitorService:
                 self.on_alert(doc)
         for group in out.groups:
             payload = group.to_json()
-            self.sink.send(k.groups_topic, payload, key=group.sample_id.encode())
-            part.archive.append(payload)
+            self.sink.send(k.groups_topic, fit_record(group, payload, MAX_RECORD_BYTES),
+                           key=group.sample_id.encode())
+            part.archive.append(payload)  # the whole group, however large
             counter = (self.metrics.groups_completed if group.status == "complete"
                        else self.metrics.groups_timed_out)
             counter.inc()
@@ -279,7 +367,7 @@ class MonitorService:
             try:
                 part = PartitionState.restore(self.state_dir, topic, p, self.pconfig,
                                               self.cfg.serve.archive_segment_events)
-            except (DetectorError, ValueError, KeyError, TypeError) as exc:
+            except (DetectorError, ValueError, KeyError, TypeError, OSError) as exc:
                 path = self.layout.checkpoint(topic, p)
                 self._fatal = CheckpointUnreadable(
                     f"{path}: {exc}. Restore a good copy, or move it away to start this "
@@ -289,7 +377,61 @@ class MonitorService:
             self.parts[(topic, p)] = part
             if part.next_offset is not None:
                 self.source.seek(topic, p, part.next_offset)
+                self._offsets_to_check.add((topic, p))  # after poll: clients cannot query
+                # the broker from inside their rebalance callback
             log.info("assigned %s[%d] from offset %s", topic, p, part.next_offset)
+
+    def _check_offsets(self, records: list[Record]) -> list[Record]:
+        """Check the offsets of partitions restored from a checkpoint against their logs,
+        before their first records are handled; a moved partition's fetched records are
+        dropped (they are fetched again from where it now resumes)."""
+        for key in sorted(self._offsets_to_check):
+            part = self.parts.get(key)
+            if part is None or part.next_offset is None:
+                continue
+            before = part.next_offset
+            self._check_offset(part)
+            if self._fatal is not None:
+                return []
+            if part.next_offset != before:
+                assert self.source is not None
+                self.source.seek(part.topic, part.partition, part.next_offset)
+                records = [r for r in records if (r.topic, r.partition) != key]
+        self._offsets_to_check.clear()
+        return records
+
+    def _check_offset(self, part: PartitionState) -> None:
+        """A checkpointed offset outside the partition's log means the broker lost data:
+        logged, counted, kept for /healthz and `distill status`, handled by
+        ``serve.offset_out_of_range``."""
+        assert self.source is not None and part.next_offset is not None
+        topic, p, offset = part.topic, part.partition, part.next_offset
+        try:
+            low, high = self.source.log_bounds(topic, p)
+        except (KafkaError, StreamError) as exc:
+            log.warning("could not check the checkpointed offset of %s[%d] (%s)", topic, p, exc)
+            return
+        policy = self.cfg.serve.offset_out_of_range
+        resume = resume_offset(offset, low, high, policy)
+        if resume == offset:
+            return
+        reset = {"partition": f"{topic}[{p}]", "checkpointed": offset, "log_start": low,
+                 "log_end": high, "policy": policy, "resumed_at": resume, "time": time.time()}
+        log.error("the checkpointed offset %d of %s[%d] is outside its log [%d, %d]: the "
+                  "broker lost data; serve.offset_out_of_range=%s", offset, topic, p, low, high,
+                  policy, extra={"offset_reset": reset})
+        self.metrics.offset_out_of_range.inc()
+        self.offset_resets.append(reset)
+        with open(self.state_dir / OFFSET_RESETS, "ab") as fh:
+            fh.write(orjson.dumps(reset) + b"\n")
+        if resume is None:
+            self._fatal = OffsetOutOfRange(
+                f"{topic}[{p}]: checkpointed offset {offset} is outside the log [{low}, "
+                f"{high}] (the broker lost data); set serve.offset_out_of_range to earliest "
+                f"or latest to resume")
+            self.running = False
+            return
+        part.next_offset, part.dirty = resume, True
 
     def _on_revoke(self, partitions: list[tuple[str, int]]) -> None:
         with self._lock:
@@ -313,8 +455,8 @@ class MonitorService:
             return
         dirty = [p for p in self.parts.values() if p.dirty and p.next_offset is not None]
         self._last_checkpoint = time.monotonic()
-        if not dirty:
-            return
+        if not dirty and self._checkpoint_failing_since is None:
+            return  # (while failing, the flush alone is retried: outputs must be acked)
         try:
             commit_checkpoint(self.state_dir, [p.snapshot() for p in dirty], self.sink,
                               self.source, time.time())
@@ -372,12 +514,18 @@ class MonitorService:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         probe = self.probe.status() if self.probe else {"broker_reachable": False}
-        failing = self._checkpoint_failing_since
+        now = time.monotonic()
+        failing, unassigned = self._checkpoint_failing_since, self._unassigned_since
+        unassigned_for = None if unassigned is None else round(now - unassigned, 3)
         body = {
             **probe,
             "partitions": sorted(f"{t}[{p}]" for t, p in self.parts),
             "records": self.summary.records,
-            "checkpoint_failing_for_s": None if failing is None
-            else round(time.monotonic() - failing, 3),
+            "checkpoint_failing_for_s": None if failing is None else round(now - failing, 3),
+            "unassigned_for_s": unassigned_for,
+            "offset_resets": list(self.offset_resets),
         }
-        return bool(probe["broker_reachable"]) and failing is None, body
+        # a rebalance leaves a member without partitions for about a session timeout
+        rebalance_s = 2 * self.cfg.kafka.session_timeout_ms / 1000
+        assigned = unassigned_for is None or unassigned_for < rebalance_s
+        return bool(probe["broker_reachable"]) and failing is None and assigned, body

@@ -3,14 +3,17 @@
 The trainer commits its Kafka offsets only after :meth:`GroupBuffer.add` returns, so a
 group that was committed is on disk. Inserts are idempotent by ``sample_id`` (a group
 re-emitted after a monitor restart is stored once). When the buffer is full the oldest
-groups are evicted. A fixed fraction of samples, chosen by a hash of ``sample_id``, is the
-held-out probe set of the evaluation gate; :meth:`GroupBuffer.new_since` and
-:meth:`GroupBuffer.replay` never return a probe group, so probe groups are never trained on.
+groups are evicted. Groups with fewer than ``min_answers`` answers (a stray or late answer
+that timed out alone) and groups cut to fit a Kafka record (``truncated``) are never
+stored, so they reach neither training nor the probe. A fixed fraction of samples, chosen
+by a hash of ``sample_id``, is the held-out probe set of the evaluation gate;
+:meth:`GroupBuffer.new_since` and :meth:`GroupBuffer.replay` never return a probe group, so
+probe groups are never trained on.
 
 >>> from distill.groups import Consensus, TeacherAnswer, TeacherGroup
 >>> def group(i):
-...     return TeacherGroup(f"s{i}", "p", "complete", [TeacherAnswer("a", f"e{i}", "o", "y")],
-...                         Consensus("y", 1, False), {})
+...     return TeacherGroup(f"s{i}", "p", "complete", [TeacherAnswer("a", f"e{i}", "o", "y"),
+...                         TeacherAnswer("b", f"f{i}", "o", "n")], Consensus("n", 1, True), {})
 >>> buf = GroupBuffer(":memory:", max_groups=100, probe_fraction=0.2)
 >>> buf.add([group(i) for i in range(50)]), buf.add([group(3)])
 (50, 0)
@@ -35,8 +38,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from distill.config import TrainConfig
 from distill.groups import TeacherGroup
 from stream.archive import list_segments
+
+MIN_GROUP_ANSWERS = TrainConfig.model_fields["min_group_answers"].default
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (
@@ -101,7 +107,7 @@ class GroupBuffer:
     """SQLite-backed group store; ``path=":memory:"`` for tests and doctests."""
 
     def __init__(self, path: str | Path, max_groups: int = 50_000,
-                 probe_fraction: float = 0.1) -> None:
+                 probe_fraction: float = 0.1, min_answers: int = MIN_GROUP_ANSWERS) -> None:
         if max_groups <= 0:
             raise ValueError("max_groups must be positive")
         if not 0.0 <= probe_fraction < 1.0:
@@ -113,6 +119,7 @@ class GroupBuffer:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self.max_groups = max_groups
+        self.min_answers = min_answers
         # The split is fixed when the buffer is created, so a later flag cannot move a
         # sample that was already evaluated on into training.
         self.probe_fraction = float(self._meta("probe_fraction", str(probe_fraction)))
@@ -120,11 +127,14 @@ class GroupBuffer:
     # -- writing ---------------------------------------------------------------------
 
     def add(self, groups: Iterable[TeacherGroup]) -> int:
-        """Insert in one durable transaction; returns how many were new. Evicts the oldest."""
+        """Insert in one durable transaction; returns how many were new. Evicts the oldest.
+        Groups too small or truncated are skipped and counted (``skipped`` in meta)."""
         now = time.time()
+        groups = list(groups)
+        kept = [g for g in groups if self.trainable(g)]
         rows = [(g.sample_id, group_time(g, now), int(is_probe(g.sample_id, self.probe_fraction)),
                  json.dumps(g.to_dict(), ensure_ascii=False, separators=(",", ":")))
-                for g in groups]
+                for g in kept]
         with self._tx():
             before = self._db.total_changes
             self._db.executemany(
@@ -132,7 +142,14 @@ class GroupBuffer:
                 rows)
             inserted = self._db.total_changes - before
             self._evict()
+            if len(kept) < len(groups):
+                skipped = int(self._meta("skipped", "0")) + len(groups) - len(kept)
+                self._set_meta("skipped", str(skipped))
         return inserted
+
+    def trainable(self, group: TeacherGroup) -> bool:
+        """Enough answers to have negatives, and every text whole."""
+        return len(group.answers) >= self.min_answers and group.truncated is None
 
     def _evict(self) -> None:
         (count,) = self._db.execute("SELECT COUNT(*) FROM groups").fetchone()

@@ -71,6 +71,7 @@ class FollowSettings:
     round: RoundSettings = field(default_factory=RoundSettings)
     buffer_max_groups: int = DEFAULTS.train.buffer_max_groups
     probe_fraction: float = DEFAULTS.train.probe_fraction
+    min_group_answers: int = DEFAULTS.train.min_group_answers
     poll_timeout_ms: int = 500
     retry_after_failure_s: float = 60.0
 
@@ -90,7 +91,7 @@ class Follower:
         self._request: dict[str, Any] | None = None  # a round handed over by retrain
         self._backoff = Backoff()
         self.buffer = GroupBuffer(paths.buffer, settings.buffer_max_groups,
-                                  settings.probe_fraction)
+                                  settings.probe_fraction, settings.min_group_answers)
         self.registry = Registry(paths.registry)
         self.outcomes: list[RoundOutcome] = []
         self.bad_records = 0

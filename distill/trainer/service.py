@@ -131,7 +131,8 @@ class TrainerService:
         fs = FollowSettings(groups_topic=k.groups_topic, alerts_topic=k.alerts_topic,
                             group_id=t.group_id, policy=policy, round=self.settings,
                             buffer_max_groups=t.buffer_max_groups,
-                            probe_fraction=t.probe_fraction)
+                            probe_fraction=t.probe_fraction,
+                            min_group_answers=t.min_group_answers)
         registry = CollectorRegistry()
         metrics = TrainerMetrics(registry)
         topics = [t for t in (fs.groups_topic, fs.alerts_topic) if t]
@@ -222,7 +223,7 @@ def manual_round(cfg: Config, state: Path, settings: RoundSettings, req: ManualR
     finished = registry.run(req.run_id) if req.run_id else None
     if not (finished and finished.get("status") in ("promoted", "kept")):
         with GroupBuffer(paths.buffer, cfg.train.buffer_max_groups,
-                         cfg.train.probe_fraction) as buffer:
+                         cfg.train.probe_fraction, cfg.train.min_group_answers) as buffer:
             archive = req.from_archive or (paths.archive if paths.archive.is_dir() else None)
             added = buffer.import_archive(archive) if archive else 0
             counts = buffer.counts()

@@ -17,6 +17,7 @@ from typing import Any
 
 from stream.kafka.base import (
     CLIENTS,
+    MAX_RECORD_BYTES,
     SECURITY_KEYS,
     Headers,
     KafkaSettings,
@@ -26,9 +27,9 @@ from stream.kafka.base import (
 )
 from stream.kafka.kafka_python import KafkaSink, KafkaSource, ensure_topics
 
-__all__ = ["CLIENTS", "LIBRDKAFKA_MISSING", "SECURITY_KEYS", "Headers", "KafkaSettings",
-           "KafkaSink", "KafkaSource", "LibrdkafkaMissing", "Record", "Sink", "Source",
-           "ensure_topics", "open_sink", "open_source"]
+__all__ = ["CLIENTS", "LIBRDKAFKA_MISSING", "MAX_RECORD_BYTES", "SECURITY_KEYS", "Headers",
+           "KafkaSettings", "KafkaSink", "KafkaSource", "LibrdkafkaMissing", "Record", "Sink",
+           "Source", "ensure_topics", "open_sink", "open_source"]
 
 
 class LibrdkafkaMissing(ImportError):

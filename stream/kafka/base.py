@@ -10,6 +10,12 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+#: The largest record value the service produces. Kafka's defaults allow 1 MiB per request
+#: (kafka-python ``max_request_size``, the broker's ``message.max.bytes``) and 1,000,000
+#: bytes per message (librdkafka ``message.max.bytes``); this stays below all of them with
+#: room for the key, headers and batch overhead. Larger outputs are cut to fit by a
+#: documented rule (dead letters: :mod:`stream.deadletter`; groups: ``distill.groups``).
+MAX_RECORD_BYTES = 900_000
 CLIENTS = ("kafka-python", "librdkafka")
 #: kafka-python TLS/SASL option -> librdkafka property (``security`` may use either name).
 SECURITY_KEYS = {
@@ -116,6 +122,8 @@ class Source(Protocol):
 
     def end_offsets(self, partitions: Iterable[tuple[str, int]]
                     ) -> dict[tuple[str, int], int]: ...
+
+    def log_bounds(self, topic: str, partition: int) -> tuple[int, int]: ...
 
     def commit(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
 

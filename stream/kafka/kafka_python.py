@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -17,6 +18,8 @@ from stream.exceptions import BrokerUnavailableError, CommitError, ProducerFlush
 from stream.kafka.base import Headers, KafkaSettings, Record
 
 log = logging.getLogger(__name__)
+#: What a sink keeps of a message to send it again: topic, value, key, headers, partition.
+_Message = tuple[str, bytes, bytes | None, Headers | None, int | None]
 
 
 def ensure_topics(settings: KafkaSettings, topics: Mapping[str, int],
@@ -121,6 +124,17 @@ class KafkaSource:
         return {(tp.topic, tp.partition): off
                 for tp, off in self._consumer.end_offsets(tps).items()}
 
+    def log_bounds(self, topic: str, partition: int) -> tuple[int, int]:
+        """(first offset still in the log, next offset to be written): where a checkpointed
+        offset must lie; BrokerUnavailableError when the broker does not say."""
+        tp = TopicPartition(topic, partition)
+        try:
+            low = self._consumer.beginning_offsets([tp])[tp]
+            high = self._consumer.end_offsets([tp])[tp]
+        except KafkaError as exc:
+            raise BrokerUnavailableError(f"log bounds of {topic}[{partition}]: {exc}") from exc
+        return low, high
+
     def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit ``next offset to read`` per partition (Kafka's convention: last + 1)."""
         if not offsets:
@@ -137,29 +151,83 @@ class KafkaSource:
 
 
 class KafkaSink:
-    """A producer with explicit flush; ``flush`` raises if anything was not delivered."""
+    """A producer with explicit flush; ``flush`` raises if anything was not delivered.
+
+    Nothing is dropped: a message the broker refused or that timed out is kept and sent
+    again by the next ``flush``, which raises :class:`ProducerFlushError` until every
+    message sent so far was acknowledged (the checkpoint commits only after it returns).
+    After a failed delivery or a flush that timed out the producer is replaced by a new one
+    that sends the kept messages: kafka-python's producer (3.0) never delivers again after
+    its requests timed out against a stalled broker, while a new one does at once.
+    """
 
     def __init__(self, settings: KafkaSettings, linger_ms: int = 5, acks: str | int = "all",
                  **extra: Any) -> None:
+        self._config = {**settings.common(), "linger_ms": linger_ms, "acks": acks,
+                        "request_timeout_ms": settings.request_timeout_ms, **extra}
+        self._servers = settings.bootstrap_servers
+        self._producer = self._new_producer()
+        self._pending: list[tuple[Any, _Message]] = []
+        self._retry: list[_Message] = []
+        self.replaced = 0  # producers replaced after failures
+
+    def _new_producer(self) -> KafkaProducer:
         try:
-            self._producer = KafkaProducer(**settings.common(), linger_ms=linger_ms, acks=acks,
-                                           request_timeout_ms=settings.request_timeout_ms,
-                                           **extra)
+            return KafkaProducer(**self._config)
         except KafkaError as exc:
-            raise BrokerUnavailableError(f"no broker at {settings.bootstrap_servers}") from exc
-        self._pending: list[Any] = []
+            raise BrokerUnavailableError(f"no broker at {self._servers}") from exc
 
     def send(self, topic: str, value: bytes, key: bytes | None = None,
              headers: Headers | None = None, partition: int | None = None) -> None:
-        self._pending.append(self._producer.send(topic, value=value, key=key,
-                                                 headers=headers or [], partition=partition))
+        msg = (topic, value, key, headers, partition)
+        self._pending.append((self._producer.send(topic, value=value, key=key,
+                                                  headers=headers or [], partition=partition),
+                              msg))
 
     def flush(self, timeout: float = 30.0) -> None:
-        self._producer.flush(timeout=timeout)
-        failed = [f for f in self._pending if f.failed() or not f.is_done]
-        self._pending.clear()
-        if failed:
-            raise ProducerFlushError(f"{len(failed)} message(s) not acknowledged")
+        self._resend()
+        deadline = time.monotonic() + timeout
+        while True:  # in slices, to stop waiting at the first failed delivery
+            with contextlib.suppress(KafkaError):  # a timeout: the undone are counted below
+                self._producer.flush(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+            done = [future.is_done for future, _ in self._pending]
+            if all(done) or time.monotonic() >= deadline or any(
+                    future.failed() for future, _ in self._pending if future.is_done):
+                break
+        waiting: list[tuple[Any, _Message]] = []
+        for future, msg in self._pending:
+            if not future.is_done:
+                waiting.append((future, msg))
+            elif future.failed():
+                self._retry.append(msg)
+        self._pending = waiting
+        if self._retry or waiting:
+            refused = len(self._retry)
+            self._replace_producer()
+            raise ProducerFlushError(
+                f"{refused + len(waiting)} message(s) not acknowledged ({refused} refused); "
+                f"all are sent again by a new producer on the next flush")
+
+    def _replace_producer(self) -> None:
+        """Abandon the producer (its undelivered messages are kept) for a new one."""
+        self._retry.extend(msg for _, msg in self._pending)
+        self._pending = []
+        old, self._producer = self._producer, self._new_producer()
+        with contextlib.suppress(Exception):
+            old.close(timeout=0)
+        self.replaced += 1
+        log.warning("kafka-python producer replaced after failed deliveries; %d message(s) "
+                    "to send again", len(self._retry))
+
+    def _resend(self) -> None:
+        retry, self._retry = self._retry, []
+        for i, msg in enumerate(retry):
+            try:
+                self.send(*msg)
+            except BaseException:
+                self._retry.extend(retry[i:])  # kept for the flush after this one
+                raise
 
     def close(self) -> None:
         self._producer.close(timeout=5)
+

@@ -37,6 +37,8 @@ from stream.exceptions import (
 from stream.kafka.base import Headers, KafkaSettings, Record
 
 log = logging.getLogger(__name__)
+#: What a sink keeps of a message to send it again: topic, value, key, headers, partition.
+_Message = tuple[str, bytes, bytes | None, Headers | None, int | None]
 
 #: Seconds the constructors wait for the broker's metadata before BrokerUnavailableError
 #: (kafka-python's constructors fail after their ~2 s API-version probe).
@@ -233,6 +235,14 @@ class LibrdkafkaSource:
             out[(t, p)] = high
         return out
 
+    def log_bounds(self, topic: str, partition: int) -> tuple[int, int]:
+        """(first offset still in the log, next offset to be written)."""
+        try:
+            return self._consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                        timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise ConsumeError(f"log bounds of {topic}[{partition}]: {exc}") from exc
+
     def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Commit ``next offset to read`` per partition (Kafka's convention: last + 1),
         synchronously; CommitError if the group rejects any of it."""
@@ -257,13 +267,16 @@ class LibrdkafkaSource:
 class LibrdkafkaSink:
     """A producer with explicit flush; ``flush`` raises if anything was not delivered.
 
-    Takes kafka-python's producer options (see :data:`PRODUCER_OPTIONS`); a failure
-    reported after a flush timed out counts in the next flush."""
+    Takes kafka-python's producer options (see :data:`PRODUCER_OPTIONS`). Nothing is
+    dropped: a message whose delivery failed (or that librdkafka refused outright) is kept
+    and produced again by the next ``flush``, which raises until every message so far was
+    acknowledged. A fatal producer error raises :class:`FatalClientError` from the next
+    ``send`` or ``flush``: that producer cannot recover, so serve exits for its supervisor."""
 
     def __init__(self, settings: KafkaSettings, linger_ms: int = 5, acks: str | int = "all",
                  **extra: Any) -> None:
         conf = {**base_config(settings), "acks": acks, "linger.ms": linger_ms,
-                "request.timeout.ms": settings.request_timeout_ms}
+                "request.timeout.ms": settings.request_timeout_ms, "error_cb": self._on_error}
         for key, value in extra.items():
             if key in PRODUCER_OPTIONS:
                 conf[PRODUCER_OPTIONS[key]] = value
@@ -276,18 +289,32 @@ class LibrdkafkaSink:
         except KafkaException as exc:
             raise ValueError(f"librdkafka producer configuration: {exc}") from exc
         _check_reachable(self._producer, settings)
-        self._failed = 0
+        self._retry: list[_Message] = []
         self._errors: list[str] = []
+        self._fatal: FatalClientError | None = None
 
-    def _delivered(self, err: RdKafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self._failed += 1
-            if len(self._errors) < 5:
-                self._errors.append(err.str())
+    def _on_error(self, err: RdKafkaError) -> None:
+        if err.fatal():
+            self._fatal = FatalClientError(f"fatal producer error: {err.str()}")
+        else:
+            log.warning("librdkafka producer: %s", err.str())
+
+    def _failed(self, msg: _Message, error: str) -> None:
+        self._retry.append(msg)
+        if len(self._errors) < 5:
+            self._errors.append(error)
 
     def send(self, topic: str, value: bytes, key: bytes | None = None,
              headers: Headers | None = None, partition: int | None = None) -> None:
-        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": self._delivered}
+        if self._fatal is not None:
+            raise self._fatal
+        msg = (topic, value, key, headers, partition)
+
+        def delivered(err: RdKafkaError | None, _: Any) -> None:
+            if err is not None:
+                self._failed(msg, err.str())
+
+        kwargs: dict[str, Any] = {"value": value, "key": key, "on_delivery": delivered}
         if headers:
             kwargs["headers"] = headers
         if partition is not None:
@@ -299,22 +326,27 @@ class LibrdkafkaSink:
             except BufferError:  # the local queue is full: serve deliveries and retry
                 self._producer.poll(0.1)
             except KafkaException as exc:  # refused outright (e.g. unknown partition)
-                self._failed += 1
-                if len(self._errors) < 5:
-                    self._errors.append(str(exc))
+                self._failed(msg, str(exc))
                 break
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        retry, self._retry = self._retry, []
+        for msg in retry:
+            self.send(*msg)
         deadline = time.monotonic() + timeout
         remaining = self._producer.flush(timeout)
         while remaining and time.monotonic() < deadline:  # flush may return early
             remaining = self._producer.flush(max(0.0, deadline - time.monotonic()))
-        failed, errors = self._failed + remaining, self._errors
-        self._failed, self._errors = 0, []
+        failed, errors = len(self._retry) + remaining, self._errors
+        self._errors = []
         if failed:
             detail = f" ({'; '.join(errors)})" if errors else ""
-            raise ProducerFlushError(f"{failed} message(s) not acknowledged{detail}")
+            raise ProducerFlushError(f"{failed} message(s) not acknowledged; the refused ones "
+                                     f"are sent again on the next flush{detail}")
 
     def close(self) -> None:
         self._producer.flush(5)
+

@@ -36,6 +36,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from stream.events import TeacherEvent
@@ -184,17 +185,28 @@ def sample_case(scenario: Scenario, seed: int, index: int) -> Case:
                      scenario.task.prior_weights(), scenario.task.cue_rate)
 
 
-def generate(scenario: Scenario, seed: int = 0) -> Iterator[TeacherEvent]:
-    """All events of the scenario: ``samples`` x teachers, ordered by sample then latency."""
+def generate(scenario: Scenario, seed: int = 0,
+             images_dir: Path | None = None) -> Iterator[TeacherEvent]:
+    """All events of the scenario: ``samples`` x teachers, ordered by sample then latency.
+
+    ``images_dir`` turns on the multimodal mode (:mod:`stream.simulator.images`): each case's
+    two studies are written there and referenced from its events, relative to it.
+    """
     states = _States(scenario)
     order = {t.name: k for k, t in enumerate(scenario.teachers)}
     for index in range(scenario.samples):
         case = sample_case(scenario, seed, index)
+        refs = None
+        if images_dir is not None:
+            from stream.simulator.images import render_case
+
+            case, refs = render_case(case, images_dir, seeded_rng(seed, index, "\x00image"),
+                                     scenario.task.cue_rate)
         answered = [teacher_event(scenario, seed, index, case, name, states.at(name, index))
                     for name in order]
         answered.sort(key=lambda le: (le[0], order[le[1].teacher]))
         for _, event in answered:
-            yield event
+            yield event if refs is None else replace(event, images=refs)
 
 
 def change_points(scenario: Scenario) -> list[dict[str, Any]]:

@@ -1,0 +1,203 @@
+"""The vision-language student: any local Hugging Face image-text-to-text model directory
+(``AutoModelForImageTextToText`` + ``AutoProcessor``: Qwen2-VL / Qwen2.5-VL, Idefics3 /
+SmolVLM, LLaVA), trained with LoRA or fully, its vision tower frozen by default (the
+method's reference setup trains the language side only).
+
+* :func:`is_vision_student` tells a VLM directory from a causal-LM one by its config (a
+  ``vision_config``), which is the switch :func:`distill.apo.student.load_student` uses.
+* :func:`build_tiny_vlm` makes a tiny LLaVA offline (random weights: a 2-layer CLIP vision
+  tower, a 2-layer Qwen2 language model, a BPE trained on the task text and a 16x16 image
+  processor), saved like any downloaded checkpoint, for tests and CPU benchmarks.
+* :func:`load_group_images` opens a group's images by reference through
+  :func:`stream.images.read_image_bytes` (roots confined, hash checked); a missing or
+  changed image fails that group with a counted reason, never the whole run.
+
+Inputs, scoring and the trainers are in :mod:`distill.apo.vision_encode`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from distill.groups import TeacherGroup
+from stream.images import ImageUnavailable, read_image_bytes
+
+IMAGE_TOKEN = "<image>"
+#: ChatML whose user content may be a list of parts: an image part becomes the processor's
+#: image placeholder (the tiny students' template, extended for images).
+VISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>' }}{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+#: Parameter-name parts of the vision encoders of the supported families (LLaVA's
+#: ``vision_tower``, Qwen2-VL's ``visual``, Idefics3 / SmolVLM's ``vision_model``).
+VISION_TOWER_NAMES = ("vision_tower", "visual", "vision_model", "image_encoder")
+
+
+def is_vision_student(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds an image-text-to-text model (its config has a vision part)."""
+    path = Path(model_dir) / "config.json"
+    if not path.exists():
+        return False
+    config = json.loads(path.read_text())
+    return "vision_config" in config or "vision_tower" in config
+
+
+def freeze_vision_tower(model: Any) -> int:
+    """Stop gradients to the vision encoder; returns how many parameters were frozen."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if any(part in name.split(".") for part in VISION_TOWER_NAMES):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
+def load_vision_student(model_dir: Path, *, device: Any = None, dtype: Any = None,
+                        trainable: bool = False, freeze_vision: bool = True
+                        ) -> tuple[Any, Any]:
+    """(model, processor) from a local directory; the processor's tokenizer is left with a
+    pad token. ``trainable`` keeps fp32 weights and freezes the vision tower unless told."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.utils import logging as hf_logging
+
+    from distill.apo.student import device_and_dtype
+
+    auto_device, auto_dtype = device_and_dtype()
+    if trainable:
+        auto_dtype = torch.float32
+    hf_logging.disable_progress_bar()
+    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=dtype or auto_dtype)
+    model.to(device or auto_device)
+    processor = AutoProcessor.from_pretrained(str(model_dir))
+    tok = processor.tokenizer
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    if not getattr(processor, "chat_template", None):
+        processor.chat_template = VISION_CHAT_TEMPLATE
+    if trainable and freeze_vision:
+        freeze_vision_tower(model)
+    return model, processor
+
+
+def apply_vision_lora(model: Any, r: int = 8, alpha: int = 32, dropout: float = 0.0) -> Any:
+    """LoRA on every linear layer of the language side; the vision tower gets no adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    exclude = r".*\b(" + "|".join(VISION_TOWER_NAMES) + r")\b.*"
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules="all-linear", exclude_modules=exclude)
+    return get_peft_model(model, config)
+
+
+def save_vision_student(model: Any, processor: Any, out_dir: Path) -> Path:
+    """``save_pretrained`` of the merged model and its processor: a plain VLM directory."""
+    from distill.apo.student import unwrap
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unwrap(model).save_pretrained(str(out_dir), safe_serialization=True)
+    processor.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def build_tiny_vlm(out_dir: Path, texts: Iterable[str], *, hidden_size: int = 64,
+                   num_layers: int = 2, vocab_size: int = 400, image_size: int = 16,
+                   patch_size: int = 4, seed: int = 0) -> Path:
+    """A tiny LLaVA (random weights) with its processor, saved to ``out_dir`` (module doc)."""
+    import torch
+    from transformers import (
+        AutoModelForImageTextToText,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaProcessor,
+        Qwen2Config,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from distill.apo.tiny import train_tokenizer
+
+    tok = train_tokenizer(texts, vocab_size)
+    tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, "<|im_start|>",
+                                                          "<|endoftext|>"]})
+    tok.chat_template = VISION_CHAT_TEMPLATE
+    images = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size,
+                                                       "width": image_size},
+        do_center_crop=False, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    images.size = {"height": image_size, "width": image_size}  # squash, keep both halves
+    processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=patch_size,
+                               vision_feature_select_strategy="default",
+                               num_additional_image_tokens=1, chat_template=VISION_CHAT_TEMPLATE)
+    vision = CLIPVisionConfig(hidden_size=hidden_size // 2, intermediate_size=hidden_size,
+                              num_hidden_layers=num_layers, num_attention_heads=2,
+                              image_size=image_size, patch_size=patch_size,
+                              projection_dim=hidden_size // 2)
+    text = Qwen2Config(vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                       num_attention_heads=4, num_key_value_heads=2,
+                       intermediate_size=2 * hidden_size, max_position_embeddings=512,
+                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                       bos_token_id=None, tie_word_embeddings=True)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+                         image_seq_length=(image_size // patch_size) ** 2,
+                         vision_feature_layer=-1, vision_feature_select_strategy="default",
+                         tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return save_vision_student(model, processor, out_dir)
+
+
+def open_image(data: bytes) -> Any:
+    """Decoded RGB pixels of an image file's bytes (PIL)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")
+
+
+ImagePrep = Callable[[TeacherGroup, list[Any]], list[Any]]
+
+
+def load_group_images(groups: Sequence[TeacherGroup], roots: Sequence[str | Path],
+                      prepare: ImagePrep | None = None,
+                      ) -> tuple[list[tuple[TeacherGroup, list[Any]]], Counter[str]]:
+    """Each group with its opened images, and the count of groups dropped per reason.
+
+    A group without references gets no images; one whose image is missing, changed or
+    outside the roots is dropped and counted under that reason (the other groups go on).
+    ``prepare`` turns a group's opened images into what the student sees (e.g. one crop).
+    """
+    kept: list[tuple[TeacherGroup, list[Any]]] = []
+    failed: Counter[str] = Counter()
+    cache: dict[tuple[str, str], Any] = {}
+    for group in groups:
+        images: list[Any] = []
+        for ref in group.images or ():
+            key = (ref.uri, ref.sha256)
+            if key not in cache:
+                data = read_image_bytes(ref, roots)
+                cache[key] = data if isinstance(data, ImageUnavailable) else open_image(data)
+            images.append(cache[key])
+        bad = next((i for i in images if isinstance(i, ImageUnavailable)), None)
+        if bad is not None:
+            failed[bad.reason] += 1
+            continue
+        kept.append((group, prepare(group, images) if prepare else images))
+    return kept, failed

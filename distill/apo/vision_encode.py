@@ -1,0 +1,211 @@
+"""Image + text inputs of the vision-language student, built by its own processor, and the
+scoring, SFT and APO pieces that take them.
+
+The text path (:mod:`distill.apo.encode`) left-pads and shares each prompt's KV cache; a
+VLM's prompt holds image tokens whose features the model computes from ``pixel_values``
+(and, per family, ``image_grid_thw`` or ``pixel_attention_mask``), and some families build
+their own position ids (Qwen2-VL's 3-D rope). So here every candidate is one row, RIGHT
+padded (positions start at 0 in every row, whatever the family), the processor's image
+tensors travel with the rows (concatenated along the first dimension, which is the image
+axis of LLaVA and Qwen2-VL, and the row axis of Idefics3 when each row has the same number
+of images), and the full logits are taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from distill.apo.trainer import APOTrainer
+
+_TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+
+
+@dataclass(frozen=True, slots=True)
+class VisionEncoded:
+    """One prompt (images included) + response; ``image_inputs`` are the processor's tensors."""
+
+    input_ids: list[int]
+    prompt_len: int
+    image_inputs: dict[str, Any]
+
+    @property
+    def response_len(self) -> int:
+        return len(self.input_ids) - self.prompt_len
+
+
+def vision_prompt(processor: Any, prompt: str, images: Sequence[Any]) -> str:
+    """The user turn (one image part per image, then the text) and the assistant header."""
+    parts = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
+    return processor.apply_chat_template([{"role": "user", "content": parts}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def encode_prompt(processor: Any, prompt: str, images: Sequence[Any]) -> tuple[list[int],
+                                                                             dict[str, Any]]:
+    """Prompt token ids (image tokens expanded by the processor) and its image tensors."""
+    out = processor(text=[vision_prompt(processor, prompt, images)],
+                    images=[list(images)] if images else None, return_tensors="pt")
+    ids = out["input_ids"][0].tolist()
+    return ids, {k: v for k, v in out.items() if k not in _TEXT_KEYS}
+
+
+def encode_vision_pair(processor: Any, prompt: str, images: Sequence[Any], response: str,
+                       max_length: int,
+                       prompt_cache: dict[Any, Any] | None = None) -> VisionEncoded:
+    """The response keeps its start and an EOS; at least one response token survives.
+
+    The prompt is never cut (cutting would drop image tokens the pixels must match), so
+    ``max_length`` bounds the response. ``prompt_cache`` (keyed by prompt and image ids)
+    saves re-processing a prompt shared by the candidates of one group.
+    """
+    key = (prompt, tuple(id(i) for i in images))
+    cached = prompt_cache.get(key) if prompt_cache is not None else None
+    if cached is None:
+        cached = encode_prompt(processor, prompt, images)
+        if prompt_cache is not None:
+            prompt_cache[key] = cached
+    p_ids, image_inputs = cached
+    tok = processor.tokenizer
+    r_ids = [*tok(response, add_special_tokens=False).input_ids, tok.eos_token_id]
+    r_ids = r_ids[: max(1, max_length - len(p_ids))]
+    return VisionEncoded(p_ids + r_ids, len(p_ids), image_inputs)
+
+
+def collate_vision(batch: Sequence[VisionEncoded], pad_id: int) -> dict[str, Any]:
+    """Right-padded ids, attention and response masks, and the rows' image tensors."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    resp = torch.zeros((len(batch), width), dtype=torch.bool)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids, dtype=torch.long)
+        attn[i, :n] = 1
+        resp[i, e.prompt_len:n] = True
+    out: dict[str, Any] = {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
+    keys = [k for k in batch[0].image_inputs if all(k in e.image_inputs for e in batch)]
+    for k in keys:
+        out[k] = torch.cat([e.image_inputs[k] for e in batch], 0)
+    return out
+
+
+def vision_logps(model: Any, batch: dict[str, Any]) -> tuple[Any, Any]:
+    """Summed response log-probs per row and the response token counts (grad if enabled)."""
+    inputs = {k: v for k, v in batch.items() if k not in ("response_mask", "labels")
+              and k in _model_keys(batch)}
+    out = model(**inputs, use_cache=False)
+    logits = out.logits[:, :-1].float()
+    targets = batch["input_ids"][:, 1:]
+    mask = batch["response_mask"][:, 1:]
+    token_logps = -torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets,
+                                                     reduction="none")
+    return (token_logps * mask).sum(1), mask.sum(1)
+
+
+def _model_keys(batch: dict[str, Any]) -> set[str]:
+    skip = {"group_index", "weights", "neg_mask", "ref_logps", "response_mask", "labels"}
+    return {k for k in batch if k not in skip}
+
+
+def vision_score_all(model: Any, encoded: Sequence[VisionEncoded], pad_id: int,
+                     batch_size: int = 32, device: Any = None) -> list[float]:
+    """Summed response log-probs of many rows, without gradients (reference, evaluation)."""
+    scores: list[float] = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(encoded), batch_size):
+            batch = collate_vision(encoded[start:start + batch_size], pad_id)
+            if device is not None:
+                batch = {k: v.to(device) for k, v in batch.items()}
+            scores.extend(vision_logps(model, batch)[0].tolist())
+    model.train(was_training)
+    return scores
+
+
+class VisionSFTCollator:
+    """Right-padded rows with ``labels`` = ids on response tokens, -100 elsewhere."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, batch: Sequence[VisionEncoded]) -> dict[str, Any]:
+        out = collate_vision(batch, self.pad_id)
+        out["labels"] = out["input_ids"].masked_fill(~out.pop("response_mask"), -100)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class VisionGroup:
+    """Candidates of one preference group (positive first), same fields as ``EncodedGroup``."""
+
+    sample_id: str
+    candidates: tuple[VisionEncoded, ...]
+    weights: tuple[float, ...]
+    ref_logps: tuple[float, ...] | None = None
+
+
+class VisionGroupCollator:
+    """All candidates of a batch of groups as rows, plus the group layout of the APO loss."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, groups: Sequence[VisionGroup]) -> dict[str, Any]:
+        if any(g.ref_logps is None for g in groups):
+            raise ValueError("reference log-probs missing: score the groups with pi_st first")
+        width = max(len(g.candidates) for g in groups)
+        index = torch.full((len(groups), width), -1, dtype=torch.long)
+        weights = torch.zeros((len(groups), width - 1))
+        flat: list[VisionEncoded] = []
+        refs: list[float] = []
+        for gi, g in enumerate(groups):
+            n = len(g.candidates)
+            index[gi, :n] = torch.arange(len(flat), len(flat) + n)
+            weights[gi, :n - 1] = torch.tensor(g.weights, dtype=torch.float32)
+            flat.extend(g.candidates)
+            refs.extend(g.ref_logps or ())
+        batch = collate_vision(flat, self.pad_id)
+        batch.update(group_index=index, weights=weights, neg_mask=index[:, 1:] >= 0,
+                     ref_logps=torch.tensor(refs, dtype=torch.float32))
+        return batch
+
+
+class VisionAPOTrainer(APOTrainer):
+    """:class:`~distill.apo.trainer.APOTrainer` on image + text rows (one row per candidate;
+    the loss, weights, metrics and logging are the text trainer's)."""
+
+    def __init__(self, model: Any, args: Any, train_dataset: Any, processing_class: Any,
+                 **kwargs: Any) -> None:
+        if args.micro_batch_candidates:
+            raise ValueError("micro_batch_candidates: not supported for vision students; "
+                             "set 0 and lower per_device_train_batch_size instead")
+        kwargs.setdefault("data_collator", VisionGroupCollator(processing_class.pad_token_id))
+        super().__init__(model=model, args=args, train_dataset=train_dataset,
+                         processing_class=processing_class, **kwargs)
+        self.share_prompt = False
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        logps, n_tokens = vision_logps(model, inputs)
+        loss, stats = self._loss_from_logps(logps, n_tokens, inputs)
+        self._record(stats, inputs)
+        return (loss, {"logps": logps}) if return_outputs else loss
+
+
+def attach_vision_reference(groups: Sequence[VisionGroup], reference: Any, pad_id: int,
+                            batch_size: int = 32, device: Any = None) -> list[VisionGroup]:
+    """The frozen reference's log-prob of every candidate, once, carried with its group."""
+    from dataclasses import replace
+
+    flat = [c for g in groups for c in g.candidates]
+    scores = vision_score_all(reference, flat, pad_id, batch_size, device)
+    out, i = [], 0
+    for g in groups:
+        out.append(replace(g, ref_logps=tuple(scores[i:i + len(g.candidates)])))
+        i += len(g.candidates)
+    return out
