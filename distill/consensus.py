@@ -19,8 +19,11 @@ Consensus(answer='yes', support=1, tie=False, labels=None)
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from distill.groups import Consensus
 
@@ -128,3 +131,410 @@ def _strict_top(counts: dict[str, int]) -> str | None:
         elif n == best_n and n > 0:
             tied = True
     return None if tied else best
+
+
+# --- reliability-weighted online consensus -------------------------------------------------
+
+RELIABILITY_STATE_VERSION = 1
+OPEN_KEY_CLASSES = 101.0  # a wrong free-form answer (a number) rarely matches another's
+RENORMALISE_BELOW = 1e-150
+REFRESH_EVERY = 20  # questions between recomputations of the agreement accuracies
+_EMPTY: dict[str, Any] = {}
+ANSWER_KEY = "answer"  # the question of a group's whole answer; structured labels add one per key
+
+
+@dataclass(frozen=True)
+class ReliabilityConfig:
+    """Priors and memory of :class:`ReliabilityConsensus`. Chosen from principles, not tuned:
+    an unseen teacher is believed right a bit more often than not (``prior_accuracy``) on the
+    strength of a few cases; evidence fades over ``memory`` questions so a slow change is
+    followed; a key with more than ``max_classes`` distinct answers (numbers, free text) has
+    no per-class rows, only the one-coin accuracy."""
+
+    prior_accuracy: float = 0.7
+    prior_strength: float = 4.0  # pseudo-cases behind prior_accuracy
+    class_strength: float = 50.0  # pseudo-cases tying a per-class row to the one-coin accuracy
+    correlation_strength: float = 10.0  # pseudo-errors behind "no excess agreement"
+    memory: int = 2000
+    max_classes: int = 12
+    min_teachers: int = 4  # fewer answers: the plurality decides, reliability breaks its ties
+    correlation: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {"prior_accuracy": 0.0 < self.prior_accuracy < 1.0,
+                  "prior_strength": self.prior_strength > 0,
+                  "class_strength": self.class_strength > 0,
+                  "correlation_strength": self.correlation_strength > 0,
+                  "memory": self.memory >= 1, "max_classes": self.max_classes >= 2,
+                  "min_teachers": self.min_teachers >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"reliability.{name}: invalid value {getattr(self, name)!r}")
+
+
+class _KeyModel:
+    """What is known about one question key: per teacher its soft hit count and per-class
+    confusion rows, the class prior, and per ordered teacher pair how often the second says
+    the same thing when the first is (by the posterior) wrong (the first's wrong mass counts
+    questions the second skipped too: a slight underestimate of the overlap, never more).
+
+    Counts fade by a factor per question; rather than touching every count each time, they
+    are stored divided by ``scale`` (the product of the factors so far) and renormalised
+    when ``scale`` gets small, so an update costs only what it adds."""
+
+    __slots__ = ("acc_cache", "agree", "class_counts", "classes", "closed", "conf", "hits",
+                 "same", "scale", "since", "wrong")
+
+    def __init__(self) -> None:
+        self.classes: list[str] = []  # distinct values seen while the key is closed
+        self.closed = True
+        self.class_counts: dict[str, float] = {}
+        self.hits: dict[str, list[float]] = {}  # teacher -> [cases, soft hits]
+        # teacher -> true -> said -> weight; the row total under the key "" (not a label)
+        self.conf: dict[str, dict[str, dict[str, float]]] = {}
+        self.wrong: dict[str, float] = {}  # teacher -> mass of its answers called wrong
+        self.same: dict[str, dict[str, float]] = {}  # u -> v -> of that, v said the same
+        self.agree: dict[str, dict[str, list[float]]] = {}  # u < v -> [both answered, agreed]
+        self.scale = 1.0
+        self.acc_cache: dict[str, float] | None = None  # from agreement; None: to compute
+        self.since = 0  # questions since acc_cache was computed
+
+    def renormalise(self) -> None:
+        """Fold ``scale`` into every stored count (keeps floats far from underflow)."""
+        k = self.scale
+        for c in self.class_counts:
+            self.class_counts[c] *= k
+        for counts in self.hits.values():
+            counts[0] *= k
+            counts[1] *= k
+        for u in self.wrong:
+            self.wrong[u] *= k
+        for row in self.same.values():
+            for v in row:
+                row[v] *= k
+        for pairs in self.agree.values():
+            for counts in pairs.values():
+                counts[0] *= k
+                counts[1] *= k
+        for rows in self.conf.values():
+            for row in rows.values():
+                for said in row:
+                    row[said] *= k
+        self.scale = 1.0
+
+    def to_state(self) -> dict[str, Any]:
+        self.renormalise()
+        return {"classes": self.classes, "closed": self.closed,
+                "class_counts": self.class_counts, "hits": self.hits, "conf": self.conf,
+                "wrong": self.wrong, "same": self.same, "agree": self.agree,
+                "acc_cache": self.acc_cache, "since": self.since}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> _KeyModel:
+        m = cls()
+        m.classes, m.closed = list(d["classes"]), bool(d["closed"])
+        m.class_counts = dict(d["class_counts"])
+        m.hits = {k: list(v) for k, v in d["hits"].items()}
+        m.conf = {t: {c: dict(row) for c, row in rows.items()} for t, rows in d["conf"].items()}
+        m.wrong = dict(d["wrong"])
+        m.same = {u: dict(row) for u, row in d["same"].items()}
+        m.agree = {u: {v: list(c) for v, c in row.items()} for u, row in d["agree"].items()}
+        cache = d["acc_cache"]
+        m.acc_cache, m.since = (None if cache is None else dict(cache)), int(d["since"])
+        return m
+
+
+class ReliabilityConsensus:
+    """Online consensus that learns each teacher's reliability from agreement alone.
+
+    Dawid-Skene in spirit, one online EM step per question: the posterior over the answers
+    given is the class prior times each teacher's likelihood of what it said under each
+    candidate truth (its per-class confusion row, shrunk to its one-coin accuracy), and that
+    posterior then updates the counts it was computed from. No gold is read.
+
+    Two guards: :meth:`forget` drops what is known about a teacher (the monitor calls it
+    when a detector flags the teacher on its own history: length, vocabulary, answers,
+    format, refusals; not on agreement, which is this model's own view); and teachers that
+    agree on what the posterior calls wrong more often than independent teachers would are
+    counted as partly one voter (each voter's weight is divided by one plus its excess
+    agreement with the others voting the same way), so a colluding bloc does not outvote
+    reliable dissenters by numbers alone.
+
+    >>> import random
+    >>> rng, rc = random.Random(0), ReliabilityConsensus()
+    >>> def say(truth, accuracy):
+    ...     return truth if rng.random() < accuracy else {"yes": "no", "no": "yes"}[truth]
+    >>> for i in range(600):  # "g" is right 95% of the time, "x", "y", "z" 60%
+    ...     truth = rng.choice(["yes", "no"])
+    ...     _ = rc.decide({"g": say(truth, 0.95), **{t: say(truth, 0.6) for t in "xyz"}})
+    >>> round(rc.accuracy("answer", "g"), 1), round(rc.accuracy("answer", "x"), 1)
+    (0.9, 0.6)
+    >>> majority({"g": "yes", "x": "no", "y": "no", "z": "yes"}).answer  # a tie: smallest
+    'no'
+    >>> rc.decide({"g": "yes", "x": "no", "y": "no", "z": "yes"}).answer
+    'yes'
+    >>> rc.forget("g"); rc.accuracy("answer", "g")  # back to the prior
+    0.7
+    """
+
+    def __init__(self, config: ReliabilityConfig | None = None) -> None:
+        self.config = config or ReliabilityConfig()
+        self.keys: dict[str, _KeyModel] = {}
+        self._keep = 1.0 - 1.0 / self.config.memory
+
+    # -- the decision --------------------------------------------------------------------
+
+    def decide(self, answers: Mapping[str, str | None],
+               labels: Mapping[str, Mapping[str, Any] | None] | None = None) -> Consensus:
+        """The consensus of one group, then one update of the model with it."""
+        posterior = self.observe(ANSWER_KEY, answers)
+        out_labels: dict[str, str] | None = None
+        if labels:
+            per_key: dict[str, dict[str, str]] = {}
+            for teacher, lab in labels.items():
+                for key, value in (lab or {}).items():
+                    if value is not None:
+                        per_key.setdefault(str(key), {})[teacher] = str(value)
+            out_labels = {}
+            for key in sorted(per_key):
+                best = self._pick(self.observe(f"label:{key}", per_key[key]), per_key[key])
+                if best is not None:
+                    out_labels[key] = best[0]
+            out_labels = out_labels or None
+        best = self._pick(posterior, answers)
+        if best is None:
+            return Consensus(None, support=0, tie=False, labels=out_labels)
+        answer, tie = best
+        support = sum(1 for a in answers.values() if a == answer)
+        return Consensus(answer, support=support, tie=tie, labels=out_labels)
+
+    def _pick(self, posterior: Mapping[str, float],
+              answers: Mapping[str, str | None]) -> tuple[str, bool] | None:
+        """The decision: the most probable answer; with fewer than ``min_teachers`` answers
+        only among the plurality's (three teachers identify a one-coin model exactly, with
+        no redundancy to notice two of them erring together, which real teachers do)."""
+        given = [a for a in answers.values() if a]
+        if len(given) >= self.config.min_teachers or not posterior:
+            return _best(posterior)
+        counts = Counter(given)
+        top = max(counts.values())
+        return _best({a: p for a, p in posterior.items() if counts[a] == top})
+
+    def observe(self, key: str, answers: Mapping[str, str | None]) -> dict[str, float]:
+        """Posterior over the values given for ``key``, then the EM update with it."""
+        said = {t: a for t, a in answers.items() if a}  # "" is no answer (and a row key)
+        if not said:
+            return {}
+        model = self.keys.get(key)
+        if model is None:
+            model = self.keys[key] = _KeyModel()
+        self._note_classes(model, said.values())
+        posterior = self.posterior(model, said)
+        self._update(model, said, posterior)
+        return posterior
+
+    def posterior(self, model: _KeyModel, said: Mapping[str, str]) -> dict[str, float]:
+        cands = sorted(set(said.values()))
+        if len(cands) == 1:
+            return {cands[0]: 1.0}
+        k_eff = self._k_eff(model)
+        acc = {t: self._accuracy(model, t) for t in said}
+        discount = self._discounts(model, said, acc, k_eff)
+        scale, b = model.scale, self.config.class_strength
+        total = sum(model.class_counts.values()) * scale
+        logp = {}
+        for c in cands:
+            lp = (math.log((model.class_counts.get(c, 0.0) * scale + 1.0) / (total + k_eff))
+                  if model.closed else 0.0)
+            for teacher, s in said.items():
+                a = acc[teacher]
+                base = a if s == c else (1.0 - a) / (k_eff - 1.0)
+                if model.closed:
+                    row = model.conf.get(teacher, _EMPTY).get(c, _EMPTY)
+                    base = ((row.get(s, 0.0) * scale + b * base)
+                            / (row.get("", 0.0) * scale + b))
+                lp += discount[teacher] * math.log(max(base, 1e-12))
+            logp[c] = lp
+        top = max(logp.values())
+        z = sum(math.exp(v - top) for v in logp.values())
+        return {c: math.exp(v - top) / z for c, v in logp.items()}
+
+    def accuracy(self, key: str, teacher: str) -> float:
+        """The teacher's current one-coin accuracy estimate for ``key`` (prior if unseen)."""
+        model = self.keys.get(key)
+        return self._accuracy(model, teacher) if model else self.config.prior_accuracy
+
+    def forget(self, teacher: str) -> None:
+        """Drop everything known about ``teacher`` (a new version starts from the prior)."""
+        for model in self.keys.values():
+            model.hits.pop(teacher, None)
+            model.conf.pop(teacher, None)
+            model.wrong.pop(teacher, None)
+            model.same.pop(teacher, None)
+            model.agree.pop(teacher, None)
+            for row in (*model.same.values(), *model.agree.values()):
+                row.pop(teacher, None)
+            model.acc_cache = None
+
+    # -- the parts -----------------------------------------------------------------------
+
+    def _note_classes(self, model: _KeyModel, values: Iterable[str]) -> None:
+        if not model.closed:
+            return
+        for v in values:
+            if v not in model.classes:
+                model.classes.append(v)
+        if len(model.classes) > self.config.max_classes:
+            model.closed, model.classes, model.conf, model.class_counts = False, [], {}, {}
+
+    def _k_eff(self, model: _KeyModel) -> float:
+        """Effective number of answers: the classes seen, or, for an open key, large (a
+        wrong number rarely equals another teacher's wrong number by chance)."""
+        return float(max(len(model.classes), 2)) if model.closed else OPEN_KEY_CLASSES
+
+    def _accuracy(self, model: _KeyModel, teacher: str) -> float:
+        """From pairwise agreement (:meth:`_agreement_accuracies`) where three or more
+        teachers overlap, else from the EM soft hits; both shrunk to the prior."""
+        cache = model.acc_cache
+        if cache is None or model.since >= REFRESH_EVERY:
+            cache = model.acc_cache = self._agreement_accuracies(model)
+            model.since = 0
+        cached = cache.get(teacher)
+        if cached is not None:
+            return cached
+        counts = model.hits.get(teacher)
+        a = self.config.prior_strength
+        if counts is None:
+            return self.config.prior_accuracy
+        return (counts[1] * model.scale + a * self.config.prior_accuracy) / (
+            counts[0] * model.scale + a)
+
+    def _agreement_accuracies(self, model: _KeyModel) -> dict[str, float]:
+        """One-coin accuracies from pairwise agreement alone (the triplet method of moments
+        for the one-coin Dawid-Skene model): for independent teachers with centred accuracies
+        c = (K a - 1) / (K - 1), the centred agreement of i and j is c_i c_j, so
+        c_i^2 = m_ij m_ik / m_jk for any two others j, k; summing numerators and
+        denominators over all (j, k) first keeps weak pairs (m near 0) from blowing it up.
+        No posterior feeds back into it: an online EM step judges each case with the
+        parameters of its time, lags, and settles where the early majority put it."""
+        k_eff = self._k_eff(model)
+        p0, a0 = self.config.prior_accuracy, self.config.prior_strength
+        chance = p0 * p0 + (1 - p0) ** 2 / (k_eff - 1)
+        teachers = sorted(model.hits)
+        m: dict[tuple[str, str], float] = {}
+        for i, u in enumerate(teachers):
+            row = model.agree.get(u, _EMPTY)
+            for v in teachers[i + 1:]:
+                n, same = row.get(v, (0.0, 0.0))
+                rate = (same * model.scale + a0 * chance) / (n * model.scale + a0)
+                m[u, v] = m[v, u] = (k_eff * rate - 1.0) / (k_eff - 1.0)
+        out = {}
+        for u in teachers:
+            others = [t for t in teachers if t != u]
+            num = den = 0.0
+            for x, j in enumerate(others):
+                for k in others[x + 1:]:
+                    num += m[u, j] * m[u, k]
+                    den += m[j, k]
+            if den <= 0.0:
+                continue
+            c = math.sqrt(min(1.0, max(0.0, num / den)))
+            a = (c * (k_eff - 1.0) + 1.0) / k_eff
+            n = model.hits[u][0] * model.scale
+            out[u] = (n * a + a0 * p0) / (n + a0)
+        return out
+
+    def _excess(self, model: _KeyModel, u: str, v: str, acc_v: float, k_eff: float) -> float:
+        """How much more often ``v`` repeats ``u``'s errors than an independent teacher."""
+        same = model.same.get(u, _EMPTY).get(v)
+        if same is None:
+            return 0.0
+        rate = same / (model.wrong.get(u, 0.0) + self.config.correlation_strength / model.scale)
+        chance = (1.0 - acc_v) / (k_eff - 1.0)
+        return min(1.0, max(0.0, (rate - chance) / (1.0 - chance)))
+
+    def _discounts(self, model: _KeyModel, said: Mapping[str, str], acc: Mapping[str, float],
+                   k_eff: float) -> dict[str, float]:
+        out = dict.fromkeys(said, 1.0)
+        if not self.config.correlation or not model.same:
+            return out
+        voters: dict[str, list[str]] = {}
+        for t, s in said.items():
+            voters.setdefault(s, []).append(t)
+        for group in voters.values():
+            for i, u in enumerate(group):
+                for v in group[i + 1:]:
+                    excess = 0.5 * (self._excess(model, u, v, acc[v], k_eff)
+                                    + self._excess(model, v, u, acc[u], k_eff))
+                    out[u] += excess
+                    out[v] += excess
+        return {t: 1.0 / x for t, x in out.items()}
+
+    def _update(self, model: _KeyModel, said: Mapping[str, str],
+                posterior: Mapping[str, float]) -> None:
+        model.since += 1
+        model.scale *= self._keep
+        if model.scale < RENORMALISE_BELOW:
+            model.renormalise()
+        inc = 1.0 / model.scale  # one unit of today's evidence in stored units
+        for teacher, s in said.items():
+            counts = model.hits.get(teacher)
+            if counts is None:
+                counts = model.hits[teacher] = [0.0, 0.0]
+            counts[0] += inc
+            counts[1] += inc * posterior.get(s, 0.0)
+            if model.closed:
+                rows = model.conf.setdefault(teacher, {})
+                for c, p in posterior.items():
+                    row = rows.get(c)
+                    if row is None:
+                        row = rows[c] = {}
+                    row[s] = row.get(s, 0.0) + inc * p
+                    row[""] = row.get("", 0.0) + inc * p
+        if model.closed:
+            for c, p in posterior.items():
+                model.class_counts[c] = model.class_counts.get(c, 0.0) + inc * p
+        ordered = sorted(said)
+        for i, u in enumerate(ordered):
+            row = model.agree.setdefault(u, {})
+            for v in ordered[i + 1:]:
+                counts = row.get(v)
+                if counts is None:
+                    counts = row[v] = [0.0, 0.0]
+                counts[0] += inc
+                if said[u] == said[v]:
+                    counts[1] += inc
+        if self.config.correlation and len(said) > 1:
+            voters: dict[str, list[str]] = {}
+            for t, s in said.items():
+                voters.setdefault(s, []).append(t)
+            for s, group in voters.items():
+                wrong = inc * (1.0 - posterior.get(s, 0.0))
+                for u in group:
+                    model.wrong[u] = model.wrong.get(u, 0.0) + wrong
+                    if len(group) > 1:
+                        row = model.same.setdefault(u, {})
+                        for v in group:
+                            if v != u:
+                                row[v] = row.get(v, 0.0) + wrong
+
+    # -- checkpointing -------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {"version": RELIABILITY_STATE_VERSION,
+                "keys": {k: m.to_state() for k, m in self.keys.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != RELIABILITY_STATE_VERSION:
+            raise ValueError(f"consensus state version {state.get('version')!r}, expected "
+                             f"{RELIABILITY_STATE_VERSION}")
+        self.keys = {k: _KeyModel.from_state(m) for k, m in state["keys"].items()}
+
+
+def _best(posterior: Mapping[str, float]) -> tuple[str, bool] | None:
+    """The most probable value (ties: the smallest string) and whether it was tied."""
+    if not posterior:
+        return None
+    top = max(posterior.values())
+    winners = sorted(c for c, p in posterior.items() if top - p < 1e-9)
+    return winners[0], len(winners) > 1

@@ -20,6 +20,10 @@ adversarial strings to hold this.
 '4'
 >>> extract_answer("I cannot help with that.") is None
 True
+>>> parse_labels("edema=stable; pneumonia = worsening")
+{'edema': 'stable', 'pneumonia': 'worsening'}
+>>> parse_labels("42") is None
+True
 """
 
 from __future__ import annotations
@@ -59,3 +63,18 @@ def normalise_answer(answer: str) -> str | None:
     """Canonical spelling for comparing answers across teachers."""
     text = answer.strip().rstrip(".").strip()
     return text or None
+
+
+def parse_labels(answer: str | None) -> dict[str, str] | None:
+    """Structured labels from an answer of ``key=value`` pairs separated by ``;`` (the
+    multi-finding final line); None unless every part is such a pair."""
+    if not answer:
+        return None
+    out = {}
+    for part in answer.split(";"):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            return None
+        out[key] = value
+    return out

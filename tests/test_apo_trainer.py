@@ -192,10 +192,13 @@ def test_evaluate_scores_consensus_agreement_and_per_finding_top1(tmp_path: Path
     trained = bootstrap(student, probe, tmp_path / "b",
                         _config(tmp_path, lora=False, max_steps=12, learning_rate=0.01,
                                 per_device_train_batch_size=7))
-    scores = evaluate(trained, probe)
+    scores = evaluate(trained, probe, with_gold=True)
     assert scores["agreement"] == 1.0 and scores["agreement/edema"] == 1.0
     assert scores["top1/edema"] == 1.0 and scores["top1/mean"] == 1.0
     assert scores["n_probe"] == 4
+    gate_view = evaluate(trained, probe)  # what the promotion gate sees: no gold columns
+    assert gate_view["agreement"] == 1.0
+    assert not any(k == "accuracy" or k.startswith("top1") for k in gate_view)
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [

@@ -12,7 +12,13 @@ from click.testing import CliRunner
 
 from distill.cli import main
 from distill.consensus import majority
-from distill.experiments.consensus import answer_matches, chain_tasks, run, score_groups
+from distill.experiments.consensus import (
+    answer_matches,
+    gold_tasks,
+    run,
+    run_simulated,
+    score_groups,
+)
 from distill.groups import DriftState, TeacherAnswer, TeacherGroup
 from stream.datapack import build_drift_stream, load_chains, read_pack
 
@@ -76,10 +82,12 @@ def test_drift_aware_vote_overturns_a_majority_of_drifting_teachers() -> None:
     assert drifting["best_teacher"] == 1.0 and drifting["best_teacher_name"] == "a"
 
 
-def test_only_ground_truth_tasks_are_run() -> None:
-    assert chain_tasks({"task": "*"}, {"prime", "opinion", "count_happy_numbers"}) == ["prime"]
-    assert chain_tasks({"task": "opinion"}, {"opinion"}) == []
-    assert chain_tasks({"task": "gsm8k"}, set()) == ["gsm8k"]
+def test_every_task_with_gold_is_run_whatever_it_is_called() -> None:
+    gold = {"prime": True, "opinion": False, "count_happy_numbers": True, "new_task": True}
+    assert gold_tasks({"task": "*"}, gold) == ["count_happy_numbers", "new_task", "prime"]
+    assert gold_tasks({"task": "opinion"}, gold) == []
+    assert gold_tasks({"task": "new_task"}, gold) == ["new_task"]
+    assert gold_tasks({"task": "gsm8k"}, gold) == []
 
 
 def test_bench_scores_every_group_of_the_chain(tmp_path: Path) -> None:
@@ -100,6 +108,10 @@ def test_bench_scores_every_group_of_the_chain(tmp_path: Path) -> None:
     assert row["majority"] == expected
     assert row["best_teacher"] == max(row["teachers"].values())
     assert 0.0 <= row["drift_aware"] <= 1.0
+    # The reliability consensus learns that m-v1 (0.95) outranks the peers and that m-v2
+    # (0.2) does not: it beats the plain majority here; crowd-kit's DS row is present.
+    assert row["reliability"] > row["majority"]
+    assert 0.0 <= row["dawid_skene"] <= 1.0
     agg = result["aggregate"]
     assert agg["chains"] == 1 and agg["majority_mean"] == row["majority"]
 
@@ -108,7 +120,16 @@ def test_cli_writes_the_json(tmp_path: Path) -> None:
     chains = write_fixture(tmp_path)
     out = tmp_path / "consensus.json"
     res = CliRunner().invoke(main, ["bench", "consensus", "--data", str(tmp_path),
-                                    "--chains", str(chains), "--json", str(out)])
+                                    "--chains", str(chains), "--json", str(out),
+                                    "--sim-samples", "0"])
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     assert doc["benchmark"] == "consensus" and doc["rows"][0]["groups"] == N
+
+
+def test_simulated_rows_have_every_rule_and_a_spread() -> None:
+    sim = run_simulated(("confusion",), seeds=(0, 1), samples=60, with_dawid_skene=False)
+    summary = sim["scenarios"]["confusion"]["summary"]
+    assert set(summary) >= {"majority", "reliability", "reliability_no_forget",
+                            "reliability_no_correlation", "best_teacher"}
+    assert all(0.0 <= m <= 1.0 and sd >= 0.0 for m, sd in summary.values())

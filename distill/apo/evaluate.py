@@ -3,17 +3,21 @@
 Choice by likelihood, not generation: for each probe case the student scores every
 candidate answer ``"Final answer: <option>"`` after the prompt (mean log-prob per token,
 so options of different token lengths compete fairly) and picks the best. The options are
-the teachers' distinct answers plus the ground truth where one exists. This is one batched
+the teachers' distinct answers and nothing else: the ground truth is never added (a student
+cannot pick an answer no teacher gave, so a case the teachers all got wrong counts as
+wrong, as it would for a generated answer). This is one batched
 forward pass per option instead of a decode loop, and it still measures what matters for
 a tiny or early student: which answer it prefers.
 
 Multi-finding tasks (MS-CXR-T: 5 findings x {improving, stable, worsening}): where the
 teachers' ``labels`` or the ground truth are dicts, each finding is scored separately
-(option text ``"<finding>=<value>"``); the result has ``top1/<finding>`` (accuracy against
-the ground truth), ``top1/mean`` (their plain mean, as in the paper's table) and
-``agreement/<finding>`` (against the teachers' majority for that finding).
+(option text ``"<finding>=<value>"``); the result has ``agreement/<finding>`` (against the
+teachers' majority for that finding) and, only with ``with_gold=True`` (experiments),
+``top1/<finding>`` (accuracy against the ground truth), ``top1/mean`` (their plain mean, as
+in the paper's table) and ``accuracy``.
 
-Ground truth is read here only, never by a training stage.
+The promotion gate calls :func:`evaluate` without gold, so no training or gating decision
+depends on the ground truth; only experiments ask for the gold columns.
 """
 
 from __future__ import annotations
@@ -36,22 +40,23 @@ def _majority(values: list[str]) -> str | None:
     return counts[0][0]
 
 
-def _questions(group: TeacherGroup) -> list[tuple[str, list[str], str | None, Any]]:
-    """(key, options, consensus, truth) per question: "answer" and/or one per finding."""
+def _questions(group: TeacherGroup, with_gold: bool = False
+               ) -> list[tuple[str, list[str], str | None, Any]]:
+    """(key, options, consensus, truth) per question: "answer" and/or one per finding.
+    Options are the teachers' answers only; ``truth`` is None unless ``with_gold``."""
     out = []
     answers = sorted({a.answer for a in group.answers if a.answer})
-    truth = group.ground_truth
-    if answers or isinstance(truth, str):
-        opts = sorted(set(answers) | ({truth} if isinstance(truth, str) else set()))
-        out.append(("answer", opts, group.consensus.answer,
+    truth = group.ground_truth if with_gold else None
+    if answers:
+        out.append(("answer", answers, group.consensus.answer,
                     truth if isinstance(truth, str) else None))
     labels = [a.labels for a in group.answers if isinstance(a.labels, dict)]
     truth_map = truth if isinstance(truth, dict) else {}
-    findings = sorted({k for lab in labels for k in lab} | set(truth_map))
+    findings = sorted({k for lab in labels for k in lab})
     for k in findings:
         values = [str(lab[k]) for lab in labels if lab.get(k) is not None]
         gt = truth_map.get(k)
-        opts = sorted(set(values) | ({str(gt)} if gt is not None else set()))
+        opts = sorted(set(values))
         if opts:
             out.append((f"finding:{k}", opts, _majority(values),
                         str(gt) if gt is not None else None))
@@ -65,14 +70,15 @@ def _option_text(key: str, option: str) -> str:
 
 
 def evaluate(model_dir: Path, probe: Sequence[TeacherGroup], max_length: int = 512,
-             batch_size: int = 32) -> dict[str, float]:
-    """Agreement with the consensus and accuracy where ground truth exists (see module)."""
+             batch_size: int = 32, with_gold: bool = False) -> dict[str, float]:
+    """Agreement with the consensus; with ``with_gold``, also accuracy where ground truth
+    exists (see module)."""
     from distill.apo.encode import encode_pair, score_all
     from distill.apo.student import load_student
 
     model, tokenizer = load_student(Path(model_dir))
     device = next(model.parameters()).device
-    items = [(g, q) for g in probe for q in _questions(g)]
+    items = [(g, q) for g in probe for q in _questions(g, with_gold)]
     encoded, spans = [], []
     for g, (key, opts, _, _) in items:
         start = len(encoded)

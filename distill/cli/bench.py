@@ -180,11 +180,20 @@ def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
               help="Drift-aware vote weight 1 / (1 + scale * evidence).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write every chain's row and the aggregate here.")
+@click.option("--sim-seeds", default="0,1,2", show_default=True,
+              help="Seeds of the simulated scenarios (comma-separated).")
+@click.option("--sim-samples", default=1000, show_default=True,
+              help="Cases per simulated scenario and seed (0: skip the simulator).")
 def consensus_bench(data: Path, chains: Path, seed: int, drift_scale: float,
-                    json_out: Path | None) -> None:
-    """Answer-level consensus on real drift streams: plain majority vs drift-aware vote
-    (live detectors down-weight teachers in drift) vs the best single teacher."""
-    run_consensus(data, chains, seed, drift_scale, json_out)
+                    json_out: Path | None, sim_seeds: str, sim_samples: int) -> None:
+    """Consensus against gold: majority, drift-aware vote, the reliability-weighted online
+    consensus (and its ablations), crowd-kit's batch Dawid-Skene and the best single
+    teacher in hindsight, on real drift streams and on the simulated scenarios."""
+    try:
+        seeds = tuple(int(s) for s in sim_seeds.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter("comma-separated integers", param_hint="--sim-seeds") from None
+    run_consensus(data, chains, seed, drift_scale, json_out, seeds, sim_samples)
 
 
 # -- running the distill and consensus benchmarks: print the tables, write the JSON ------
@@ -337,36 +346,67 @@ def _print_targets(console: Console, result: dict[str, Any]) -> None:
         f"{result['seconds']['total']} s")
 
 
+_CONSENSUS_COLS = (("majority", "majority"), ("drift_aware", "drift-aware"),
+                   ("reliability", "reliability"), ("reliability_no_forget", "no forget"),
+                   ("reliability_no_correlation", "no correlation"),
+                   ("dawid_skene", "DS batch"))
+
+
 def run_consensus(data: Path, chains: Path, seed: int, scale: float,
-                  json_out: Path | None) -> dict[str, Any]:
+                  json_out: Path | None, sim_seeds: tuple[int, ...] = (0, 1, 2),
+                  sim_samples: int = 1000) -> dict[str, Any]:
     from rich.table import Table
 
-    from distill.experiments.consensus import run
+    from distill.experiments.consensus import run, run_simulated
 
     console = _console()
     with console.status("chains") as status:
         result = run(data, chains, seed, scale, progress=lambda s: status.update(s))
-    table = Table(title="Consensus accuracy per chain (drift stream: watched teacher + peers)")
-    for col in ("task", "chain", "groups", "majority", "drift-aware", "best teacher",
+    table = Table(title="Consensus accuracy per chain (drift stream: watched teacher + peers; "
+                        "DS batch sees the whole stream, best teacher is chosen in hindsight)")
+    for col in ("task", "chain", "groups", *(c for _, c in _CONSENSUS_COLS), "best teacher",
                 "alerts"):
         table.add_column(col, justify="right" if col not in ("task", "chain") else "left")
     for r in result["rows"]:
-        table.add_row(r["task"], r["chain"], str(r["groups"]), _fmt(r["majority"]),
-                      _fmt(r["drift_aware"]),
+        table.add_row(r["task"], r["chain"], str(r["groups"]),
+                      *(_fmt(r.get(k)) for k, _ in _CONSENSUS_COLS),
                       f"{_fmt(r['best_teacher'])} {r['best_teacher_name']}", str(r["alerts"]))
     console.print(table)
     a = result["aggregate"]
-    console.print(f"{a['chains']} chains, {a['groups']} groups. Mean over chains: majority "
-                  f"{_fmt(a['majority_mean'])}, drift-aware {_fmt(a['drift_aware_mean'])}, "
-                  f"best single teacher (hindsight) {_fmt(a['best_teacher_mean'])}; "
-                  f"drift-aware better on {a['drift_aware_wins']}, worse on "
-                  f"{a['drift_aware_losses']}")
+    console.print(f"{a['chains']} chains, {a['groups']} groups. Mean over chains: " + ", ".join(
+        f"{c} {_fmt(a[f'{k}_mean'])}" for k, c in _CONSENSUS_COLS)
+        + f", best single teacher (hindsight) {_fmt(a['best_teacher_mean'])}; reliability at "
+        f"or above the best teacher on {a['reliability_at_or_above_best']}, above majority on "
+        f"{a['reliability_above_majority']}, below majority on "
+        f"{a['reliability_below_majority']}")
     for s in result["skipped"]:
         console.print(f"skipped {s['chain']}: {s['reason']}")
+    if sim_samples > 0:
+        with console.status("simulated") as status:
+            result["simulated"] = run_simulated(seeds=sim_seeds, samples=sim_samples,
+                                                progress=lambda s: status.update(s))
+        console.print(consensus_sim_table(result["simulated"]))
     if json_out is not None:
         _write(json_out, result)
         console.print(f"wrote {json_out}")
     return result
+
+
+def consensus_sim_table(sim: dict[str, Any]) -> Table:
+    """Mean and sd over seeds, per-finding accuracy averaged over the five findings."""
+    from rich.table import Table
+
+    table = Table(title=f"Consensus on simulated teachers: mean per-finding accuracy, mean ± sd "
+                        f"over seeds {sim['seeds']} ({sim['samples']} cases each)")
+    table.add_column("scenario")
+    for _, c in (*_CONSENSUS_COLS, ("", "best teacher")):
+        table.add_column(c, justify="right")
+    for name, doc in sim["scenarios"].items():
+        summary = doc["summary"]
+        cells = [f"{summary[k][0]:.3f} ± {summary[k][1]:.3f}" if k in summary else "-"
+                 for k, _ in (*_CONSENSUS_COLS, ("best_teacher", ""))]
+        table.add_row(name, *cells)
+    return table
 
 
 def _write(path: Path, doc: Any) -> None:

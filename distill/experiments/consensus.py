@@ -1,15 +1,24 @@
-"""``distill bench consensus``: answer-level consensus on real teacher outputs.
+"""``distill bench consensus``: consensus against gold on real and simulated teachers.
 
-For every chain of ``drift_chains.json`` whose task has ground truth (prime, GSM8K,
-MMLU-Pro health, MedQA), build the chain's drift stream (the watched teacher switches
-version; up to four stable peers answer throughout), run the monitor pipeline over it as
-``serve`` would, and score each completed group's answer chosen three ways:
+Real streams: every chain of ``drift_chains.json`` and every task of its file whose records
+carry a gold answer, whatever the task is called. Each chain's drift stream (the watched
+teacher switches version; up to four stable peers answer throughout) runs through the
+monitor pipeline as ``serve`` would, and each completed group's answer is chosen by:
 
-* **majority**: plain majority vote (ties: the smallest answer, as the pipeline does);
-* **drift-aware**: a vote where teacher u counts ``1 / (1 + scale * evidence_u)``, with
-  ``evidence_u`` the live detectors' drift evidence for u when the group completed;
-* **best teacher**: the single teacher with the best accuracy over the whole stream,
-  chosen in hindsight (an oracle no online system has).
+* **majority**: plain majority vote (ties: the smallest answer);
+* **drift-aware**: a vote where teacher u counts ``1 / (1 + scale * evidence_u)``;
+* **reliability**: the pipeline's own online consensus
+  (:class:`~distill.consensus.ReliabilityConsensus`, decided when the group closed, with
+  only the groups before it learnt from), and two ablations run beside it on the same
+  groups and alerts: without forgetting on alerts, and without the correlation discount;
+* **Dawid-Skene (batch)**: crowd-kit's EM over the whole stream at once (the classic
+  confusion-matrix model for closed label sets, its one-coin form for open answers); it
+  sees every group before deciding any, which no online system can;
+* **best teacher**: the single teacher with the best accuracy over the whole stream, chosen
+  in hindsight (an oracle).
+
+Simulated streams: the packaged scenarios (confusion matrices, colluding blocs, drifts),
+scored per finding against the case's truth, mean over the five findings, over seeds.
 
 Answers match the ground truth after :func:`stream.signals.canonical_answer`, or as
 numbers for numeric gold (GSM8K's "18" vs "18.00").
@@ -21,15 +30,30 @@ numbers for numeric gold (GSM8K's "18" vs "18.00").
 from __future__ import annotations
 
 import re
+import statistics
+import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from distill.consensus import majority, weighted_vote
+from distill.consensus import (
+    ReliabilityConfig,
+    ReliabilityConsensus,
+    label_majority,
+    majority,
+    weighted_vote,
+)
 from stream.signals import canonical_answer
 
-GROUND_TRUTH_TASKS = ("prime", "gsm8k", "mmlu_pro_health", "medqa_usmle")
+#: the consensus rules every table row compares (best teacher is added per stream)
+RULES = ("majority", "drift_aware", "reliability", "reliability_no_forget",
+         "reliability_no_correlation", "dawid_skene")
+#: ablations of the pipeline's consensus, run beside it: (name, config change, forgets)
+ABLATIONS = (("reliability_no_forget", {}, False),
+             ("reliability_no_correlation", {"correlation": False}, True))
+SIM_SCENARIOS = ("default", "confusion", "collusion", "harsh")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -51,43 +75,134 @@ def drift_weights(drift: Mapping[str, Any], scale: float) -> dict[str, float]:
     return {t: 1.0 / (1.0 + scale * s.evidence) for t, s in drift.items()}
 
 
-def score_groups(groups: Iterable[Any], scale: float) -> dict[str, Any]:
-    """Accuracy of majority, drift-aware vote and every single teacher over ``groups``."""
-    n = 0
+def dawid_skene(questions: Sequence[Mapping[str, str | None]],
+                max_classes: int = ReliabilityConfig().max_classes) -> list[str | None]:
+    """crowd-kit's batch Dawid-Skene over all ``questions`` (teacher -> answer each): the
+    confusion-matrix model when at most ``max_classes`` distinct answers occur, else its
+    one-coin form on answers renamed per question to their rank among that question's
+    answers (a full confusion matrix over hundreds of numbers is not estimable, and
+    crowd-kit's one-coin form is quadratic in the label count: minutes for 100 GSM8K-like
+    questions; the one-coin model only asks which teachers agree, which renaming keeps)."""
+    import pandas as pd
+    from crowdkit.aggregation import DawidSkene, OneCoinDawidSkene
+
+    rows = [(t, i, a) for i, q in enumerate(questions) for t, a in q.items() if a is not None]
+    if not rows:
+        return [None] * len(questions)
+    closed = len({a for _, _, a in rows}) <= max_classes
+    local = [sorted({a for a in q.values() if a is not None}) for q in questions]
+    if not closed:
+        rows = [(t, i, str(local[i].index(a))) for t, i, a in rows]
+    df = pd.DataFrame(rows, columns=["worker", "task", "label"])
+    model = DawidSkene(n_iter=100) if closed else OneCoinDawidSkene(n_iter=100)
+    with warnings.catch_warnings():  # crowd-kit's pandas calls warn about pandas' future
+        warnings.simplefilter("ignore")
+        picked = model.fit_predict(df)
+    out = [picked.get(i) for i in range(len(questions))]
+    return out if closed else [None if p is None else local[i][int(p)]
+                               for i, p in enumerate(out)]
+
+
+class _Beside:
+    """The ablations of the pipeline's consensus, fed the same groups and alerts."""
+
+    def __init__(self, config: ReliabilityConfig) -> None:
+        self.models = {name: (ReliabilityConsensus(replace(config, **change)), forgets)
+                       for name, change, forgets in ABLATIONS}
+        self.decisions: dict[str, list[Any]] = {name: [] for name in self.models}
+
+    def feed(self, out: Any) -> None:
+        for alert in out.alerts:
+            if alert.signal != "agreement":  # as the pipeline does: own-history alerts
+                for model, forgets in self.models.values():
+                    if forgets:
+                        model.forget(alert.teacher)
+        for g in out.groups:
+            answers = {a.teacher: a.answer for a in g.answers}
+            labels = {a.teacher: a.labels for a in g.answers}
+            for name, (model, _) in self.models.items():
+                self.decisions[name].append(model.decide(answers, labels))
+
+
+def run_pipeline(events: Iterable[Any], teachers: Sequence[str],
+                 config: ReliabilityConfig | None = None) -> tuple[list[Any], dict, int]:
+    """The monitor pipeline over ``events``: its groups, the ablations' decisions for the
+    same groups, and the number of alerts."""
+    from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
+
+    config = config or ReliabilityConfig()
+    pipeline = MonitorPipeline(PipelineConfig(expected_teachers=tuple(teachers),
+                                              consensus=config))
+    beside = _Beside(config)
+    groups, alerts = [], []
+    for event in events:
+        out = pipeline.process(event)
+        beside.feed(out)
+        groups.extend(out.groups)
+        alerts.extend(out.alerts)
+    out = pipeline.flush()
+    beside.feed(out)
+    groups.extend(out.groups)
+    alerts.extend(out.alerts)
+    return groups, beside.decisions, alerts
+
+
+def score_groups(groups: Sequence[Any], scale: float,
+                 beside: Mapping[str, Sequence[Any]] | None = None,
+                 with_dawid_skene: bool = True) -> dict[str, Any]:
+    """Accuracy of every rule and every single teacher over the groups with gold."""
+    keep = [i for i, g in enumerate(groups) if g.ground_truth is not None]
+    n = len(keep)
     hits: Counter[str] = Counter()
     per_teacher: Counter[str] = Counter()
     in_drift = 0
-    for g in groups:
-        if g.ground_truth is None:
-            continue
-        n += 1
-        answers = {a.teacher: a.answer for a in g.answers}
-        hits["majority"] += answer_matches(majority(answers).answer, g.ground_truth)
+    questions = [{a.teacher: a.answer for a in groups[i].answers} for i in keep]
+    ds = dawid_skene(questions) if with_dawid_skene and n else None
+    for k, i in enumerate(keep):
+        g, answers = groups[i], questions[k]
+        truth = g.ground_truth
+        hits["majority"] += answer_matches(majority(answers).answer, truth)
         vote = weighted_vote(answers, drift_weights(g.drift, scale))
-        hits["drift_aware"] += answer_matches(vote.answer, g.ground_truth)
+        hits["drift_aware"] += answer_matches(vote.answer, truth)
+        hits["reliability"] += answer_matches(g.consensus.answer, truth)
+        for name, decisions in (beside or {}).items():
+            hits[name] += answer_matches(decisions[i].answer, truth)
+        if ds is not None:
+            hits["dawid_skene"] += answer_matches(ds[k], truth)
         in_drift += any(s.in_drift for s in g.drift.values())
         for a in g.answers:
-            per_teacher[a.teacher] += answer_matches(a.answer, g.ground_truth)
+            per_teacher[a.teacher] += answer_matches(a.answer, truth)
     teachers = {t: per_teacher[t] / n for t in sorted(per_teacher)} if n else {}
     best = max(teachers, key=lambda t: teachers[t]) if teachers else None
-    return {"groups": n, "majority": hits["majority"] / n if n else None,
-            "drift_aware": hits["drift_aware"] / n if n else None,
-            "best_teacher": teachers.get(best) if best else None, "best_teacher_name": best,
-            "teachers": teachers, "groups_with_teacher_in_drift": in_drift}
+    rules = ["majority", "drift_aware", "reliability", *(beside or {}),
+             *(["dawid_skene"] if ds is not None else [])]
+    row: dict[str, Any] = {"groups": n, **{r: hits[r] / n if n else None for r in rules}}
+    row.update(best_teacher=teachers.get(best) if best else None, best_teacher_name=best,
+               teachers=teachers, groups_with_teacher_in_drift=in_drift)
+    return row
 
 
-def chain_tasks(entry: Mapping[str, Any], tasks_in_file: set[str]) -> list[str]:
-    """The ground-truth tasks a chain entry covers (``*`` = those present in its file)."""
+def gold_tasks(entry: Mapping[str, Any], gold_by_task: Mapping[str, bool]) -> list[str]:
+    """The tasks a chain entry covers whose records carry a gold answer (``*``: every such
+    task of its file), whatever they are called."""
     task = str(entry.get("task", "*"))
     if task == "*":
-        return [t for t in GROUND_TRUTH_TASKS if t in tasks_in_file]
-    return [task] if task in GROUND_TRUTH_TASKS else []
+        return sorted(t for t, gold in gold_by_task.items() if gold)
+    return [task] if gold_by_task.get(task) else []
+
+
+def _gold_by_task(records: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for r in records:
+        t = str(r.get("task"))
+        out[t] = out.get(t, False) or r.get("ground_truth") is not None
+    return out
 
 
 def run(data_dir: Path, chains_file: Path, seed: int = 0, scale: float = 3.0,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Every ground-truth chain: the three accuracies, per chain and pooled."""
-    from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
+        progress: Callable[[str], None] | None = None,
+        config: ReliabilityConfig | None = None) -> dict[str, Any]:
+    """Every gold-carrying chain: the rules' accuracies, per chain and aggregated."""
     from stream.datapack import build_drift_stream, load_chains, read_pack
 
     rows, skipped = [], []
@@ -99,7 +214,7 @@ def run(data_dir: Path, chains_file: Path, seed: int = 0, scale: float = 3.0,
             skipped.append({"chain": name, "reason": f"missing file {entry['file']}"})
             continue
         records = cache.setdefault(entry["file"], list(read_pack(path)))
-        for task in chain_tasks(entry, {r.get("task") for r in records}):
+        for task in gold_tasks(entry, _gold_by_task(records)):
             if progress:
                 progress(f"{task}: {name}")
             try:
@@ -107,27 +222,100 @@ def run(data_dir: Path, chains_file: Path, seed: int = 0, scale: float = 3.0,
             except ValueError as exc:
                 skipped.append({"chain": name, "task": task, "reason": str(exc)})
                 continue
-            pipeline = MonitorPipeline(PipelineConfig(
-                expected_teachers=(stream.watched, *stream.peers)))
-            out = pipeline.run(stream.events)
-            row = score_groups(out.groups, scale)
+            groups, beside, alerts = run_pipeline(stream.events,
+                                                  (stream.watched, *stream.peers), config)
+            row = score_groups(groups, scale, beside)
             row.update(chain=name, task=task, watched=stream.watched, peers=stream.peers,
-                       alerts=sum(a.teacher == stream.watched for a in out.alerts),
-                       peer_alerts=sum(a.teacher != stream.watched for a in out.alerts))
+                       alerts=sum(a.teacher == stream.watched for a in alerts),
+                       peer_alerts=sum(a.teacher != stream.watched for a in alerts))
             rows.append(row)
     return {"benchmark": "consensus", "seed": seed, "drift_scale": scale, "rows": rows,
             "aggregate": aggregate(rows), "skipped": skipped}
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean over chains, and pooled over all groups (weighted by group count)."""
+    """Mean over chains, pooled over all groups, and chains at/above the best teacher."""
     scored = [r for r in rows if r["groups"]]
     total = sum(r["groups"] for r in scored)
     out: dict[str, Any] = {"chains": len(scored), "groups": total}
-    for key in ("majority", "drift_aware", "best_teacher"):
-        out[f"{key}_mean"] = (sum(r[key] for r in scored) / len(scored)) if scored else None
-        out[f"{key}_pooled"] = (sum(r[key] * r["groups"] for r in scored) / total
-                                if total else None)
+    for key in (*RULES, "best_teacher"):
+        have = [r for r in scored if r.get(key) is not None]
+        out[f"{key}_mean"] = (sum(r[key] for r in have) / len(have)) if have else None
+        n = sum(r["groups"] for r in have)
+        out[f"{key}_pooled"] = (sum(r[key] * r["groups"] for r in have) / n if n else None)
     out["drift_aware_wins"] = sum(r["drift_aware"] > r["majority"] for r in scored)
     out["drift_aware_losses"] = sum(r["drift_aware"] < r["majority"] for r in scored)
+    out["reliability_at_or_above_best"] = sum(r["reliability"] >= r["best_teacher"] - 1e-12
+                                              for r in scored)
+    out["reliability_above_majority"] = sum(r["reliability"] > r["majority"] for r in scored)
+    out["reliability_below_majority"] = sum(r["reliability"] < r["majority"] for r in scored)
+    return out
+
+
+# --- simulated teachers --------------------------------------------------------------------
+
+def score_simulated(groups: Sequence[Any], beside: Mapping[str, Sequence[Any]],
+                    with_dawid_skene: bool = True) -> dict[str, Any]:
+    """Per-finding accuracy (mean over findings) of every rule and every teacher."""
+    keep = [i for i, g in enumerate(groups) if isinstance(g.ground_truth, dict)]
+    findings = sorted({f for i in keep for f in groups[i].ground_truth})
+    picks: dict[str, list[dict[str, str] | None]] = {
+        "majority": [label_majority({a.teacher: a.labels for a in groups[i].answers})
+                     for i in keep],
+        "reliability": [groups[i].consensus.labels for i in keep],
+        **{name: [d[i].labels for i in keep] for name, d in beside.items()}}
+    ds: list[dict[str, str]] = [{} for _ in keep]
+    for f in findings if with_dawid_skene else ():
+        qs = [{a.teacher: (a.labels or {}).get(f) for a in groups[i].answers} for i in keep]
+        for k, label in enumerate(dawid_skene(qs)):
+            if label is not None:
+                ds[k][f] = label
+    if with_dawid_skene:
+        picks["dawid_skene"] = list(ds)
+    teachers = sorted({a.teacher for i in keep for a in groups[i].answers})
+    for t in teachers:
+        picks[f"teacher:{t}"] = [next((a.labels for a in groups[i].answers if a.teacher == t),
+                                      None) for i in keep]
+
+    def acc(rows: list[dict[str, str] | None]) -> float:
+        per = [sum((r or {}).get(f) == groups[i].ground_truth[f]
+                   for r, i in zip(rows, keep, strict=True)) / len(keep) for f in findings]
+        return sum(per) / len(per)
+
+    out = {name: acc(rows) for name, rows in picks.items()}
+    best = max(teachers, key=lambda t: out[f"teacher:{t}"])
+    return {"groups": len(keep), **{r: out[r] for r in RULES if r in out},
+            "best_teacher": out[f"teacher:{best}"], "best_teacher_name": best,
+            "teachers": {t: out[f"teacher:{t}"] for t in teachers}}
+
+
+def run_simulated(scenarios: Sequence[str] = SIM_SCENARIOS, seeds: Sequence[int] = (0, 1, 2),
+                  samples: int = 1000, progress: Callable[[str], None] | None = None,
+                  config: ReliabilityConfig | None = None,
+                  with_dawid_skene: bool = True) -> dict[str, Any]:
+    """Every scenario over ``seeds`` (first ``samples`` cases): per-seed rows, mean and sd."""
+    from stream.simulator import generate, load_scenario
+
+    out: dict[str, Any] = {"samples": samples, "seeds": list(seeds), "scenarios": {}}
+    for name in scenarios:
+        scenario = load_scenario(name).with_samples(samples)
+        runs = []
+        for seed in seeds:
+            if progress:
+                progress(f"simulated {name}, seed {seed}")
+            groups, beside, _ = run_pipeline(generate(scenario, seed),
+                                             [t.name for t in scenario.teachers], config)
+            runs.append(score_simulated(groups, beside, with_dawid_skene))
+        out["scenarios"][name] = {"runs": runs, "summary": spread(runs)}
+    return out
+
+
+def spread(runs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
+    """(mean, sample sd) over seeds of every rule and of the best teacher."""
+    out = {}
+    for key in (*RULES, "best_teacher"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[key] = (statistics.fmean(values), sd)
     return out

@@ -9,9 +9,10 @@ Per event: admit it (not later than the join allows, not further ahead of ``now`
 clock skew allows, a teacher the bounded roster tracks; else ``StepOutput.rejected`` says
 why and nothing changes), dedupe by ``event_id``, compute the teacher's signals, update its
 detectors, and join by ``sample_id``. When a sample's group closes (all expected teachers
-answered, or the event-time timeout passed) the consensus answer is taken, each teacher's
-agreement with the others updates its ``agreement`` detector, and the group is emitted with
-every teacher's drift state at that moment.
+answered, or the event-time timeout passed) the reliability-weighted consensus answer is taken
+(:class:`~distill.consensus.ReliabilityConsensus`; a teacher's own-history alert makes it
+relearn that teacher), each teacher's agreement with the others updates its ``agreement``
+detector, and the group is emitted with every teacher's drift state at that moment.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
 from distill.config import ServeConfig
-from distill.consensus import LabelVotes, majority
+from distill.consensus import LabelVotes, ReliabilityConfig, ReliabilityConsensus
 from distill.groups import TeacherAnswer, TeacherGroup, image_refs
 from stream.dedup import DedupWindow
 from stream.events import Invalid, TeacherEvent, format_timestamp
@@ -65,6 +66,7 @@ class PipelineConfig:
     max_teachers: int = _SERVE_DEFAULTS["max_teachers"].default
     allowed_lateness_s: float | None = _SERVE_DEFAULTS["allowed_lateness_s"].default
     max_clock_skew_s: float = _SERVE_DEFAULTS["max_clock_skew_s"].default
+    consensus: ReliabilityConfig = field(default_factory=ReliabilityConfig)
 
 
 class MonitorPipeline:
@@ -76,6 +78,7 @@ class MonitorPipeline:
                                    self.config.allowed_lateness_s)
         self.roster = TeacherRoster(self.config.expected_teachers, self.config.max_teachers)
         self.dedup = DedupWindow(self.config.dedup_window)
+        self.consensus = ReliabilityConsensus(self.config.consensus)
         self.events: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self._strays = RateLimitedLog(log)
@@ -98,6 +101,8 @@ class MonitorPipeline:
         self.events[event.teacher] += 1
         signals = event_signals(event, self.config.bank.hist_bins)
         out = StepOutput(alerts=self._note(self.bank.update(event.teacher, signals, at)))
+        if out.alerts:  # the teacher changed on its own history: relearn its reliability
+            self.consensus.forget(event.teacher)
         payload = _answer_payload(event, signals.get("answer"))
         payload["length"] = signals["length"]
         strays = self.joiner.strays
@@ -142,7 +147,7 @@ class MonitorPipeline:
         for teacher, peer in self._peer_signals(sample, agreement).items():
             if any(v is not None for v in peer.values()):
                 alerts.extend(self.bank.update(teacher, peer, at))
-        group = self._group(sample, answers, votes)
+        group = self._group(sample, answers, labels)
         return StepOutput(alerts=self._note(alerts), groups=[group])
 
     def _peer_signals(self, sample: JoinedSample, agreement: dict[str, Any],
@@ -158,7 +163,7 @@ class MonitorPipeline:
         return out
 
     def _group(self, sample: JoinedSample, answers: dict[str, str | None],
-               votes: LabelVotes) -> TeacherGroup:
+               labels: dict[str, Any]) -> TeacherGroup:
         first = next(iter(sample.answers.values()))
         drift = {teacher: self.bank.drift_state(teacher) for teacher in sample.answers}
         return TeacherGroup(
@@ -170,7 +175,7 @@ class MonitorPipeline:
                                    teacher_version=a.get("teacher_version"),
                                    produced_at=a.get("produced_at"))
                      for t, a in sample.answers.items()],
-            consensus=majority(answers, labels=votes.majority()),
+            consensus=self.consensus.decide(answers, labels),
             drift=drift,
             ground_truth=first.get("ground_truth"),
             completed_at=format_timestamp_float(self.joiner.watermark),
@@ -203,6 +208,7 @@ class MonitorPipeline:
             "joiner": self.joiner.to_state(),
             "dedup": self.dedup.to_state(),
             "roster": self.roster.to_state(),
+            "consensus": self.consensus.to_state(),
             "counters": self.counters(),
             "last_alert": self.last_alert,
         }
@@ -214,6 +220,8 @@ class MonitorPipeline:
         self.bank = DetectorBank.from_state(state["bank"])
         self.joiner.load_state(state["joiner"])
         self.dedup.load_state(state["dedup"])
+        if "consensus" in state:  # checkpoints written before it start from the prior
+            self.consensus.load_state(state["consensus"])
         c = state["counters"]
         self.events = Counter(c["events"])
         self.rejected = Counter(c.get("rejected", {}))

@@ -8,7 +8,10 @@ simulated latency (a seeded draw), so ``produced_at`` never goes backwards.
 
 Each teacher draws its five correctness coins, its five wrong-label coins and its refusal
 coin first, before any style draw, so two scenarios that differ only in a drift see the
-same coins: a drift changes exactly what it schedules.
+same coins: a drift changes exactly what it schedules. A bloc's shared coins come from
+their own stream (seed, sample index, bloc), so adding a bloc leaves every other draw as
+it was. An event carries ``labels`` only when its output states them in a form the
+monitor's answer parser reads (a refusal or a hidden format has none).
 
 >>> from stream.simulator.scenario import load_scenario
 >>> scenario = load_scenario("default").with_samples(2)
@@ -39,11 +42,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from stream.answers import parse_labels
 from stream.events import TeacherEvent
 from stream.simulator.case import FINDINGS, LABELS, Case, make_case
 from stream.simulator.profiles import PROFILES
 from stream.simulator.scenario import (
     AccuracyParams,
+    Confusion,
     DriftSpec,
     FormatParams,
     RefusalParams,
@@ -65,6 +70,7 @@ class TeacherState:
     version: str
     accuracy: dict[str, float]
     wrong_label: dict[str, str | None]
+    confusion: dict[str, dict[str, float]] | None
     verbosity: float
     refusal_rate: float
     format: str
@@ -78,8 +84,16 @@ def seeded_rng(*parts: object) -> random.Random:
 
 def base_state(spec: TeacherSpec) -> TeacherState:
     return TeacherState(spec.profile, spec.version, spec.accuracy.as_dict(),
-                        dict.fromkeys(FINDINGS, spec.wrong_label), spec.verbosity,
+                        dict.fromkeys(FINDINGS, spec.wrong_label), _plain(spec.confusion),
+                        spec.verbosity,
                         spec.refusal_rate, spec.format)
+
+
+def _plain(confusion: Confusion | None) -> dict[str, dict[str, float]] | None:
+    """A scenario's confusion matrix keyed by plain label strings."""
+    if confusion is None:
+        return None
+    return {str(t): {str(w): float(x) for w, x in row.items()} for t, row in confusion.items()}
 
 
 def _ramp(old: float, new: float, progress: float) -> float:
@@ -96,7 +110,8 @@ def apply_drift(state: TeacherState, drift: DriftSpec, progress: float) -> Teach
             acc[f] = _ramp(acc[f], min(1.0, max(0.0, target)), progress)
             if p.wrong_label is not None:
                 wrong[f] = p.wrong_label
-        return replace(state, accuracy=acc, wrong_label=wrong)
+        confusion = _plain(p.confusion) if p.confusion is not None else state.confusion
+        return replace(state, accuracy=acc, wrong_label=wrong, confusion=confusion)
     if isinstance(p, VerbosityParams):
         return replace(state, verbosity=_ramp(state.verbosity, state.verbosity * p.factor,
                                               progress))
@@ -143,18 +158,56 @@ def _labels(truth: dict[str, str], state: TeacherState, coins: list[float],
         if u < state.accuracy[f]:
             out[f] = truth[f]
             continue
-        wrong = state.wrong_label[f]
-        others = [label for label in LABELS if label != truth[f]]
-        out[f] = wrong if wrong is not None and wrong != truth[f] else others[int(v * 2)]
+        out[f] = wrong_label(truth[f], state.wrong_label[f], state.confusion, v)
+    return out
+
+
+def wrong_label(truth: str, fixed: str | None, confusion: dict[str, dict[str, float]] | None,
+                pick: float) -> str:
+    """What a wrong teacher says: its fixed wrong label, else a draw from its confusion row
+    for the true label, else one of the other labels uniformly (``pick`` in [0, 1))."""
+    if fixed is not None and fixed != truth:
+        return fixed
+    row = (confusion or {}).get(truth)
+    if row:
+        total, acc = sum(row.values()), 0.0
+        for label in LABELS:
+            acc += row.get(label, 0.0)
+            if pick * total < acc:
+                return label
+    others = [label for label in LABELS if label != truth]
+    return others[int(pick * len(others))]
+
+
+def bloc_coins(scenario: Scenario, seed: int, index: int
+               ) -> dict[str, tuple[list[bool], list[float], list[float]]]:
+    """Per bloc member: which findings use the bloc's shared draws, and those draws."""
+    out = {}
+    for bloc in scenario.blocs:
+        if index < bloc.at:
+            continue
+        rng = seeded_rng(seed, index, "\x00bloc", bloc.name)
+        coins = [rng.random() for _ in FINDINGS]
+        picks = [rng.random() for _ in FINDINGS]
+        shared = [rng.random() < bloc.strength for _ in FINDINGS]
+        for teacher in bloc.teachers:
+            out[teacher] = (shared, coins, picks)
     return out
 
 
 def teacher_event(scenario: Scenario, seed: int, index: int, case: Case, teacher: str,
-                  state: TeacherState) -> tuple[float, TeacherEvent]:
-    """One teacher's answer to one case, with its latency in seconds."""
+                  state: TeacherState,
+                  bloc: tuple[list[bool], list[float], list[float]] | None = None
+                  ) -> tuple[float, TeacherEvent]:
+    """One teacher's answer to one case, with its latency in seconds; ``bloc`` (from
+    :func:`bloc_coins`) replaces the teacher's own draws where its bloc shares them."""
     rng = seeded_rng(seed, index, teacher)
     coins = [rng.random() for _ in FINDINGS]
     picks = [rng.random() for _ in FINDINGS]
+    if bloc is not None:
+        shared, bloc_c, bloc_p = bloc
+        coins = [b if use else own for use, b, own in zip(shared, bloc_c, coins, strict=True)]
+        picks = [b if use else own for use, b, own in zip(shared, bloc_p, picks, strict=True)]
     refuse = rng.random() < state.refusal_rate
     latency = 1.0 + rng.random() * (scenario.interval_s * LATENCY_FRACTION - 1.0)
     latency = round(latency, 3)
@@ -164,10 +217,11 @@ def teacher_event(scenario: Scenario, seed: int, index: int, case: Case, teacher
     if refuse:
         output = refusal(rng, profile)
     else:
-        labels = _labels(case.truth, state, coins, picks)
-        output = render(rng, profile, case, labels, state.verbosity, state.format)
+        said = _labels(case.truth, state, coins, picks)
+        output = render(rng, profile, case, said, state.verbosity, state.format)
         if state.format in ("final_line", "json_answer"):
-            answer = answer_string(labels)
+            answer = answer_string(said)
+            labels = parse_labels(answer)  # what the output states, as the parser reads it
     produced_at = scenario.start + timedelta(seconds=index * scenario.interval_s + latency)
     event = TeacherEvent(
         event_id=f"{case.sample_id}-{teacher}", sample_id=case.sample_id, teacher=teacher,
@@ -202,7 +256,9 @@ def generate(scenario: Scenario, seed: int = 0,
 
             case, refs = render_case(case, images_dir, seeded_rng(seed, index, "\x00image"),
                                      scenario.task.cue_rate)
-        answered = [teacher_event(scenario, seed, index, case, name, states.at(name, index))
+        blocs = bloc_coins(scenario, seed, index) if scenario.blocs else {}
+        answered = [teacher_event(scenario, seed, index, case, name, states.at(name, index),
+                                  blocs.get(name))
                     for name in order]
         answered.sort(key=lambda le: (le[0], order[le[1].teacher]))
         for _, event in answered:

@@ -3,8 +3,11 @@
 A scenario is TOML. Top level: ``name``, ``samples``, ``start`` (RFC 3339), ``interval_s``;
 a ``[task]`` table (label prior, how often the case text states the change outright);
 ``[[teachers]]`` (name, version, writing ``profile``, per-finding ``accuracy``, optional
-``verbosity``, ``refusal_rate``, ``format``); ``[[drift]]`` events (``teacher``, ``at`` =
-sample index, ``kind``, ``params``, optional ``over`` = ramp length in samples).
+``verbosity``, ``refusal_rate``, ``format``, and what it says when wrong: one fixed
+``wrong_label`` or a ``confusion`` matrix, true label -> weights of the wrong labels);
+``[[blocs]]`` (teachers whose errors fall on the same cases with the same wrong draw, from
+sample ``at``, on a share ``strength`` of the findings); ``[[drift]]`` events (``teacher``,
+``at`` = sample index, ``kind``, ``params``, optional ``over`` = ramp length in samples).
 
 Validation names the bad field as a dotted path, so a typo fails at start with a message:
 
@@ -75,6 +78,20 @@ class Accuracy(_Model):
         return {f: getattr(self, f) for f in FINDINGS}
 
 
+Confusion = dict[Label, dict[Label, float]]
+
+
+def _check_confusion(value: Confusion | None) -> Confusion | None:
+    """Each row (a true label) weighs the labels said instead of it: >= 0, positive sum,
+    and the true label itself is not among them (accuracy decides when it is said)."""
+    for truth, row in (value or {}).items():
+        if truth in row:
+            raise ValueError(f"row {truth!r} may not weigh {truth!r} itself (accuracy does)")
+        if any(w < 0 for w in row.values()) or sum(row.values()) <= 0:
+            raise ValueError(f"row {truth!r}: weights must be >= 0 with a positive sum")
+    return value
+
+
 class TeacherSpec(_Model):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
     version: str = Field(min_length=1)
@@ -84,9 +101,23 @@ class TeacherSpec(_Model):
     refusal_rate: float = Field(0.0, ge=0, le=1)
     format: str = "final_line"
     wrong_label: Label | None = None
+    confusion: Confusion | None = None
 
     _profile = field_validator("profile")(_check_profile)
     _format = field_validator("format")(_check_format)
+    _confusion = field_validator("confusion")(_check_confusion)
+
+
+class BlocSpec(_Model):
+    """Teachers whose errors are correlated: from sample ``at``, on each (case, finding)
+    with probability ``strength`` the members share one correctness coin and one wrong-label
+    draw, so the less accurate members are wrong whenever a more accurate one is, and say
+    the same wrong label where their confusion rows agree."""
+
+    name: str = Field(min_length=1)
+    teachers: list[str] = Field(min_length=2)
+    at: int = Field(0, ge=0)
+    strength: float = Field(1.0, ge=0, le=1)
 
 
 _DEFAULT_PRIOR: dict[Label, float] = {"improving": 0.3, "stable": 0.4, "worsening": 0.3}
@@ -118,6 +149,9 @@ class AccuracyParams(_Model):
     accuracy: float | None = Field(None, ge=0, le=1)
     delta: float | None = Field(None, ge=-1, le=1)
     wrong_label: Label | None = None
+    confusion: Confusion | None = None
+
+    _confusion = field_validator("confusion")(_check_confusion)
 
     @model_validator(mode="after")
     def _one_of(self) -> AccuracyParams:
@@ -183,6 +217,7 @@ class Scenario(_Model):
     task: TaskSpec = TaskSpec()
     teachers: list[TeacherSpec] = Field(min_length=1)
     drift: list[DriftSpec] = Field(default_factory=list)
+    blocs: list[BlocSpec] = Field(default_factory=list)
 
     @field_validator("start")
     @classmethod
@@ -229,6 +264,14 @@ def scenario_from_dict(data: dict[str, Any], name: str | None = None) -> Scenari
     for i, t in enumerate(names):
         if t in names[:i]:
             raise ScenarioInvalid(f"teachers[{i}].name", f"duplicate teacher {t!r}")
+    in_bloc: set[str] = set()
+    for i, b in enumerate(scenario.blocs):
+        for t in b.teachers:
+            if t not in names:
+                raise ScenarioInvalid(f"blocs[{i}].teachers", f"unknown teacher {t!r}")
+            if t in in_bloc:
+                raise ScenarioInvalid(f"blocs[{i}].teachers", f"{t!r} is in two blocs")
+            in_bloc.add(t)
     for i, d in enumerate(scenario.drift):
         if d.teacher not in names:
             raise ScenarioInvalid(f"drift[{i}].teacher", f"unknown teacher {d.teacher!r}")
