@@ -16,6 +16,10 @@ there, else the parity toy task with long reasoning trajectories (no pydantic ne
     python3 benchmarks/gpu_apo_round.py                 # on the GPU host
     python3 benchmarks/gpu_apo_round.py --steps 2 --groups 4 --small   # CPU smoke test
 
+It is the smoke test of the GPU benchmark, which is then
+``distill bench distill --student smollm2 --budget gpu --seed 0 --seed 1 --seed 2``
+(full trajectories, every preference group).
+
 Writes the same JSON to $OUT/gpu_apo_round.json when $OUT is set.
 """
 
@@ -47,7 +51,7 @@ def pick_groups(n: int) -> tuple[list, str]:
 
 
 def pick_student(opts: argparse.Namespace, groups: list, tmp: Path) -> tuple[Path, str]:
-    from distill.apo.student import convert_smollm2, smollm2_gguf
+    from distill.apo.student import smollm2_gguf
     from distill.apo.tiny import TinySpec, build_tiny_student
 
     if opts.model:
@@ -55,7 +59,9 @@ def pick_student(opts: argparse.Namespace, groups: list, tmp: Path) -> tuple[Pat
     gguf = smollm2_gguf()
     if gguf is not None and not opts.small and not opts.no_gguf:
         try:
-            return convert_smollm2(tmp / "smollm2", gguf), "SmolLM2-135M-Instruct (gguf)"
+            from distill.experiments.students import smollm2_dir
+
+            return smollm2_dir(), "SmolLM2-135M-Instruct (gguf, converted once, cached)"
         except Exception as exc:  # e.g. the gguf package is missing
             print(f"SmolLM2 conversion failed ({exc!r}); using its shape", file=sys.stderr)
     texts = [g.prompt or "" for g in groups] + [a.output for g in groups for a in g.answers]

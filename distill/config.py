@@ -208,8 +208,14 @@ class TrainConfig(_Section):
                              "buffer or the held-out probe (one answer has no negative)")
     group_id: str = Field("distill-trainer", description="consumer group of `distill train`")
     metrics_address: Address = Field("127.0.0.1:9109", description="trainer /metrics, /healthz")
+    # A round's size: the first round (bootstrap SFT, synthesis, APO, gate) with the tiny
+    # student fits a few minutes on 2 CPU cores; raise them for a real student on a GPU.
     steps: int = Field(20, gt=0, description="APO optimizer steps per round")
-    max_new_groups: int = Field(256, gt=0, description="new groups trained on per round")
+    max_new_groups: int = Field(32, gt=0, description="new groups trained on per round")
+    bootstrap_max_groups: int = Field(256, gt=0,
+                                      description="groups the first round's SFT learns from")
+    synthesis_max_new_tokens: int = Field(
+        32, gt=0, description="tokens the student writes per consensus positive")
     replay_fraction: float = Field(0.5, ge=0, le=4, description="replayed old groups per new")
     probe_fraction: float = Field(0.1, ge=0, lt=1, description="samples held out for the gate")
     gate_tolerance: float = Field(0.0, ge=0, description="promote if score >= current - this")

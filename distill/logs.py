@@ -1,4 +1,10 @@
-"""Logging: readable text by default, one JSON object per line with --log-format json."""
+"""Logging: readable text by default, one JSON object per line with --log-format json.
+
+Library output goes the same way: Python warnings (``FutureWarning`` from transformers,
+``UserWarning`` from torch) through ``logging.captureWarnings``, and the ``transformers``
+logger, which installs its own stderr handler, is made to propagate to ours instead
+(:func:`adopt_library_loggers`, called again once transformers is imported).
+"""
 
 from __future__ import annotations
 
@@ -37,3 +43,16 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.captureWarnings(True)
+    adopt_library_loggers()
+
+
+def adopt_library_loggers() -> None:
+    """Route the ``transformers`` logger through the root handler (no import if unused)."""
+    if "transformers" not in sys.modules:
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+    hf_logging.set_verbosity_warning()

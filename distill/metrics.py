@@ -44,7 +44,7 @@ from stream.signals import SIGNALS as SIGNALS  # re-exported: the `signal` label
 
 log = logging.getLogger(__name__)
 
-RETRAIN_STATUSES = ("promoted", "kept", "failed")
+RETRAIN_STATUSES = ("promoted", "kept", "failed", "interrupted")
 """How a round ended; the ``status`` label of ``distill_retrain_runs_total``."""
 
 PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,

@@ -12,6 +12,8 @@
       trainer/buffer.sqlite                  the trainer's group buffer
       trainer/registry/registry.json         student versions (models/ beside it)
       trainer/round.lock                     one round at a time
+      trainer/follower.lock                  held by `distill train --follow` (pid, topics)
+      trainer/retrain-request.json           a round `distill retrain` handed to the follower
 
 Every reader and writer asks :class:`StateDir` for a path; the checkpoint file names
 themselves belong to :mod:`stream.checkpoint`, which :meth:`StateDir.checkpoint` calls.
@@ -109,6 +111,16 @@ class StateDir:
     @property
     def round_lock(self) -> Path:
         return self.trainer / "round.lock"
+
+    @property
+    def follower_lock(self) -> Path:
+        """Held by `distill train --follow` while it runs; holds its pid and topics."""
+        return self.trainer / "follower.lock"
+
+    @property
+    def retrain_request(self) -> Path:
+        """A round asked for by `distill retrain` while a follower runs."""
+        return self.trainer / "retrain-request.json"
 
 
 def jsonl_line(doc: Any) -> bytes:

@@ -119,7 +119,7 @@ def test_retrain_runs_end_to_end_on_groups_from_serve(
     seen = []
     for line in follow.stderr:
         seen.append(line)
-        if re.search(r"distill\.trainer\.round: round count-\S+: train ", line):
+        if re.search(r"distill\.trainer\.progress: round count-\S+: train ", line):
             break  # the reference is committed and the APO round has begun
     watchdog.cancel()
     time.sleep(random.Random(5).uniform(0.0, 1.0))  # somewhere inside the round

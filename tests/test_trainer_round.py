@@ -22,6 +22,7 @@ from distill.metrics import TrainerMetrics
 from distill.trainer.buffer import GroupBuffer
 from distill.trainer.exceptions import RoundBusyError
 from distill.trainer.follow import Follower, FollowSettings
+from distill.trainer.progress import RoundControl
 from distill.trainer.registry import Registry
 from distill.trainer.round import (
     RoundSettings,
@@ -54,14 +55,14 @@ class StandIn:
         self.trained_on: list[list[str]] = []
 
     def bootstrap(self, student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
-                  settings: RoundSettings) -> Path:
+                  settings: RoundSettings, control: RoundControl) -> Path:
         self.calls["bootstrap"] += 1
         shutil.copytree(student_dir, out_dir, dirs_exist_ok=True)
         (out_dir / "score.txt").write_text("0.5")
         return out_dir
 
     def train(self, policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
-              out_dir: Path, settings: RoundSettings, progress: bool) -> TrainOutput:
+              out_dir: Path, settings: RoundSettings, control: RoundControl) -> TrainOutput:
         self.calls["train"] += 1
         self.trained_on.append([g.sample_id for g in groups])
         (out_dir / "model.safetensors").write_bytes(b"partial")

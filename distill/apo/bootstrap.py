@@ -46,12 +46,14 @@ def _sft_args(config: APOConfig) -> APOConfig:
 
 
 def bootstrap(student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
-              config: APOConfig) -> Path:
+              config: APOConfig, callbacks: Sequence[Any] = ()) -> Path:
     """SFT ``student_dir`` on all teachers' trajectories of ``groups``; returns ``out_dir``.
 
     ``out_dir`` holds a plain model (LoRA merged when ``config.lora``) and its tokenizer.
+    ``callbacks``: ``transformers.TrainerCallback`` objects (progress, stop flag). With
+    ``disable_tqdm`` the loss dicts are not printed (they reach the callbacks' ``on_log``).
     """
-    from transformers import Trainer
+    from transformers import PrinterCallback, Trainer
 
     from distill.apo.student import apply_lora, load_student, save_student
     from distill.apo.vision import is_vision_student
@@ -72,6 +74,8 @@ def bootstrap(student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
     out_dir = Path(out_dir)
     trainer = Trainer(model=model, args=_sft_args(config), train_dataset=data,
                       data_collator=SFTCollator(tokenizer.pad_token_id),
-                      processing_class=tokenizer)
+                      processing_class=tokenizer, callbacks=list(callbacks) or None)
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     return save_student(trainer.model, tokenizer, out_dir)

@@ -7,7 +7,7 @@ can then be freed, so a round holds one model in memory while it trains.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,7 +46,8 @@ def encode_groups(groups: Sequence[PreferenceGroup], tokenizer: Any, max_length:
 
 def attach_reference(groups: Sequence[EncodedGroup], reference: Any, pad_id: int,
                      batch_size: int = 16, device: Any = None,
-                     cache: ReferenceCache | None = None) -> list[EncodedGroup]:
+                     cache: ReferenceCache | None = None,
+                     on_batch: Callable[[int, int], None] | None = None) -> list[EncodedGroup]:
     """One no-grad pass of the reference over every candidate; results cached per group.
 
     Groups are scored a few at a time (about ``batch_size`` candidates), each prompt once.
@@ -57,7 +58,7 @@ def attach_reference(groups: Sequence[EncodedGroup], reference: Any, pad_id: int
     known = cache.get_many(k for ks in keys for k in ks) if cache is not None else {}
     todo = [g for g, ks in zip(groups, keys, strict=True) if not all(k in known for k in ks)]
     fresh: dict[str, float] = {}
-    for g in _score(todo, reference, pad_id, batch_size, device):
+    for g in _score(todo, reference, pad_id, batch_size, device, on_batch):
         fresh.update(zip((candidate_key(c.input_ids, c.prompt_len) for c in g.candidates),
                          g.ref_logps or (), strict=True))
     if cache is not None:
@@ -71,12 +72,15 @@ def attach_reference(groups: Sequence[EncodedGroup], reference: Any, pad_id: int
 
 
 def _score(groups: Sequence[EncodedGroup], reference: Any, pad_id: int, batch_size: int,
-           device: Any) -> list[EncodedGroup]:
+           device: Any, on_batch: Callable[[int, int], None] | None = None
+           ) -> list[EncodedGroup]:
     import torch
 
     out: list[EncodedGroup] = []
     was_training = reference.training
     reference.eval()
+    if on_batch is not None and groups:
+        on_batch(0, len(groups))
     with torch.no_grad():
         for chunk in _chunks(groups, batch_size):
             batch = collate_shared([g.candidates for g in chunk], pad_id)
@@ -87,6 +91,8 @@ def _score(groups: Sequence[EncodedGroup], reference: Any, pad_id: int, batch_si
             for g in chunk:
                 out.append(replace(g, ref_logps=tuple(scores[i:i + len(g.candidates)])))
                 i += len(g.candidates)
+            if on_batch is not None:
+                on_batch(len(out), len(groups))
     reference.train(was_training)
     return out
 

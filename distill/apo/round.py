@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,12 @@ from distill.apo.config import APOConfig
 from distill.apo.evaluate import evaluate
 from distill.groups import TeacherGroup
 
-__all__ = ["RoundResult", "evaluate", "make_preference_groups", "train_round"]
+__all__ = ["RoundResult", "TrainingStopped", "evaluate", "make_preference_groups",
+           "train_round"]
+
+
+class TrainingStopped(Exception):
+    """A callback stopped the APO steps early; nothing was saved."""
 
 
 @dataclass
@@ -39,7 +44,8 @@ class RoundResult:
 
 
 def make_preference_groups(groups: Sequence[TeacherGroup], config: APOConfig,
-                           model: Any = None, tokenizer: Any = None) -> list[Any]:
+                           model: Any = None, tokenizer: Any = None,
+                           on_batch: Callable[[int, int], None] | None = None) -> list[Any]:
     """Synthesis then weighting; ``model`` writes the positives when ``synthesis='generate'``."""
     from distill.apo.preference import build_preference_group
     from distill.apo.synthesis import hf_generate_fn, synthesize
@@ -54,7 +60,7 @@ def make_preference_groups(groups: Sequence[TeacherGroup], config: APOConfig,
     made = synthesize(usable, generate, template=config.synthesis_template,
                       trajectory_template=config.synthesis_trajectory_template,
                       max_chars=config.synthesis_max_chars_per_teacher,
-                      batch_size=config.synthesis_batch_size)
+                      batch_size=config.synthesis_batch_size, on_batch=on_batch)
     return [build_preference_group(g, s.positive, fallback=s.fallback,
                                    weighting=config.weighting,
                                    consensus_weight=config.consensus_weight,
@@ -63,7 +69,8 @@ def make_preference_groups(groups: Sequence[TeacherGroup], config: APOConfig,
 
 
 def _reference_logps(reference_dir: Path, encoded: list[Any], pad_id: int,
-                     config: APOConfig) -> tuple[list[Any], int]:
+                     config: APOConfig, on_batch: Callable[[int, int], None] | None = None
+                     ) -> tuple[list[Any], int]:
     """Reference log-probs of every candidate, and how many came from the cross-round cache."""
     import torch
 
@@ -77,7 +84,7 @@ def _reference_logps(reference_dir: Path, encoded: list[Any], pad_id: int,
     reference, _ = load_student(reference_dir)
     device = next(reference.parameters()).device
     out = attach_reference(encoded, reference, pad_id, config.reference_batch_size, device,
-                           cache)
+                           cache, on_batch)
     del reference
     gc.collect()
     if torch.cuda.is_available():
@@ -86,8 +93,17 @@ def _reference_logps(reference_dir: Path, encoded: list[Any], pad_id: int,
 
 
 def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
-                out_dir: Path, config: APOConfig, progress: bool = True) -> RoundResult:
-    """One APO round over ``groups``; the merged policy is saved to ``out_dir``."""
+                out_dir: Path, config: APOConfig, progress: bool = True,
+                callbacks: Sequence[Any] = (),
+                on_batch: Callable[[str, int, int], None] | None = None) -> RoundResult:
+    """One APO round over ``groups``; the merged policy is saved to ``out_dir``.
+
+    ``callbacks`` are ``transformers.TrainerCallback`` objects (the trainer's progress and
+    stop flag); when one stops training before ``max_steps``, :class:`TrainingStopped` is
+    raised instead of saving a model that did not finish.
+    ``on_batch(stage, done, total)`` runs after each batch of the stages without optimizer
+    steps (``synthesis``, ``reference``); it may raise to end the round there.
+    """
     from transformers import PrinterCallback
 
     from distill.apo.data import encode_groups
@@ -102,24 +118,31 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
                                   Path(out_dir), config, progress)
     started = time.perf_counter()
     model, tokenizer = load_student(Path(policy_dir), trainable=not config.lora)
-    prefs = [p for p in make_preference_groups(groups, config, model, tokenizer) if p.negatives]
+    def stage(name: str) -> Callable[[int, int], None] | None:
+        return None if on_batch is None else (lambda done, total: on_batch(name, done, total))
+
+    prefs = [p for p in make_preference_groups(groups, config, model, tokenizer,
+                                               stage("synthesis")) if p.negatives]
     if not prefs:
         raise ValueError("no usable preference group: every group lacks teacher answers")
     encoded = encode_groups(prefs, tokenizer, config.max_length, config.max_prompt_length)
     encoded, ref_hits = _reference_logps(Path(reference_dir), encoded, tokenizer.pad_token_id,
-                                         config)
+                                         config, stage("reference"))
     if config.lora:
         model = apply_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout,
                            config.lora_target_modules)
     args = copy.deepcopy(config)
     args.disable_tqdm = not progress
     trainer = APOTrainer(model=model, args=args, train_dataset=encoded,
-                         processing_class=tokenizer)
+                         processing_class=tokenizer, callbacks=list(callbacks) or None)
     if not progress:
         trainer.remove_callback(PrinterCallback)
     train_started = time.perf_counter()
     output = trainer.train()
     train_seconds = time.perf_counter() - train_started
+    if trainer.state.global_step < trainer.state.max_steps:
+        raise TrainingStopped(f"stopped after {trainer.state.global_step} of "
+                              f"{trainer.state.max_steps} steps")
     save_student(trainer.model, tokenizer, Path(out_dir))
     hist = trainer.round_history
     margins = hist.get("rewards/margins") or [0.0]

@@ -89,16 +89,25 @@ def synthesis_prompt(group: TeacherGroup, template: str, trajectory_template: st
 
 def synthesize(groups: Sequence[TeacherGroup], generate: GenerateFn | None, *,
                template: str, trajectory_template: str, max_chars: int = 2000,
-               batch_size: int = 8) -> list[Synthesis]:
-    """One positive per group. ``generate=None`` skips the student (``best_teacher`` mode)."""
+               batch_size: int = 8,
+               on_batch: Callable[[int, int], None] | None = None) -> list[Synthesis]:
+    """One positive per group. ``generate=None`` skips the student (``best_teacher`` mode).
+
+    ``on_batch(done, total)`` runs after each generated batch (progress; it may raise to
+    abandon the synthesis, e.g. on a stop request).
+    """
     if generate is None:
         return [Synthesis(*choose_positive(g, None)) for g in groups]
     out: list[Synthesis] = []
+    if on_batch is not None and groups:
+        on_batch(0, len(groups))
     for start in range(0, len(groups), batch_size):
         chunk = groups[start:start + batch_size]
         prompts = [synthesis_prompt(g, template, trajectory_template, max_chars) for g in chunk]
         texts = generate(prompts)
         out.extend(Synthesis(*choose_positive(g, t)) for g, t in zip(chunk, texts, strict=True))
+        if on_batch is not None:
+            on_batch(len(out), len(groups))
     return out
 
 

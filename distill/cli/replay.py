@@ -104,8 +104,8 @@ def _republish(cfg: Any, src: Any, topic: str, bootstrap_servers: str | None,
                speed: float | None) -> dict:
     from contextlib import ExitStack
 
+    from distill.kafka import kafka_settings
     from distill.monitor.replay import republish
-    from distill.monitor.service import kafka_settings
     from stream.kafka import KafkaSink, ensure_topics
 
     servers = bootstrap_servers or cfg.kafka.bootstrap_servers

@@ -2,7 +2,9 @@
 
 Exit status: 0 when a model was promoted or deliberately kept (the gate rejected the
 candidate), 1 when the round failed, 2 for a usage problem (no student, bad flag),
-3 when there was nothing to train, 4 when another round holds the state directory.
+3 when there was nothing to train, 4 when another round holds the state directory,
+5 when a signal stopped the round (recorded as interrupted), 6 when a follower
+(`distill train --follow`) runs on the state directory: the round was handed to it.
 """
 
 from __future__ import annotations
@@ -10,24 +12,22 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from distill.cli.common import config_option, load_or_exit
-from distill.cli.train import (
-    check_apo,
-    do_rollback,
+from distill.cli.common import (
+    config_option,
+    load_or_exit,
+    rollback_or_exit,
     round_options,
-    round_settings,
-    state_dir_of,
+    settings_or_exit,
 )
 
-EXIT = {"promoted": 0, "kept": 0, "failed": 1, "skipped": 3}
+EXIT = {"promoted": 0, "kept": 0, "failed": 1, "skipped": 3, "interrupted": 5}
 EXIT_BUSY = 4
-STAGES = ("import", "bootstrap", "train", "evaluate", "gate", "done")
+EXIT_HANDED_OFF = 6
 
 
 def parse_since(text: str | None) -> float | None:
@@ -63,68 +63,76 @@ def parse_since(text: str | None) -> float | None:
 @click.option("--rollback", default=None, metavar="VERSION|parent",
               help="Make VERSION (or the current version's parent) current again and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (log lines instead).")
 def command(config_path: Path | None, state_dir: Path | None, student: Path | None,
             steps: int | None, max_new_groups: int | None, replay_fraction: float | None,
             tolerance: float | None, keep_rejected: bool, keep_versions: int,
-            apo_fields: tuple[str, ...], since: str | None, run_id: str | None,
-            from_archive: Path | None, rollback: str | None, as_json: bool,
-            no_progress: bool) -> None:
+            apo_fields: tuple[str, ...], log_format: str | None, since: str | None,
+            run_id: str | None, from_archive: Path | None, rollback: str | None,
+            as_json: bool, no_progress: bool) -> None:
     """Run one training round by hand over the stored groups.
 
     Same round as `distill train --follow`: bootstrap the reference if none is registered,
     APO on the new groups (plus replayed older ones), the evaluation gate on the held-out
-    probe, then promote or keep. Idempotent by --run-id.
+    probe, then promote or keep. Idempotent by --run-id. When a follower runs on the same
+    state dir, the round is handed to it at once (exit 6). SIGTERM/SIGINT stop the round at
+    the next step boundary (exit 5).
 
     Exit status: 0 promoted or deliberately kept, 1 the round failed, 2 usage (no student
-    to bootstrap from, a bad flag), 3 nothing new to train on, 4 another round is running.
+    to bootstrap from, a bad flag), 3 nothing new to train on, 4 another round is running,
+    5 interrupted, 6 handed to the running follower.
     """
-    cfg = load_or_exit(config_path, {"train": {"student": student}})
-    state = state_dir_of(cfg, state_dir)
+    cfg = load_or_exit(config_path, {"train": {"student": student},
+                                     "serve": {"state_dir": state_dir,
+                                               "log_format": log_format}})
+    from distill.logs import setup_logging
+
+    setup_logging(cfg.serve.log_format)
+    state = Path(cfg.serve.state_dir)
     if rollback is not None:
-        do_rollback(state, rollback)
+        rollback_or_exit(state, rollback)
         return
     since_ts = parse_since(since)
-    settings = round_settings(cfg, steps, max_new_groups, replay_fraction, tolerance,
-                              keep_rejected, apo_fields, keep_versions)
+    from distill.trainer.service import hand_off
+
+    handed = hand_off(state, run_id, since_ts)  # before torch is imported: answers at once
+    if handed is not None:
+        f = handed.follower
+        click.echo(f"distill retrain: a follower (pid {f.get('pid')}, consuming "
+                   f"{f.get('groups_topic')}) runs on {state}; round {handed.run_id} was "
+                   "handed to it. Follow it with `distill status`.", err=True)
+        if as_json:
+            click.echo(json.dumps(handed.to_dict(), indent=1, sort_keys=True))
+        sys.exit(EXIT_HANDED_OFF)
+    settings = settings_or_exit(cfg, steps, max_new_groups, replay_fraction, tolerance,
+                                keep_rejected, keep_versions, apo_fields)
     sys.exit(_retrain(cfg, state, settings, since_ts, run_id, from_archive, as_json,
-                      not no_progress))
+                      progress=not no_progress))
 
 
 def _retrain(cfg: Any, state: Path, settings: Any, since_ts: float | None,
              run_id: str | None, from_archive: Path | None, as_json: bool,
              progress: bool) -> int:
-    from distill.trainer.buffer import GroupBuffer
-    from distill.trainer.exceptions import RoundBusyError
-    from distill.trainer.registry import Registry
-    from distill.trainer.round import TrainerPaths, run_round
+    from distill.trainer.exceptions import RoundBusyError, TrainerError
+    from distill.trainer.progress import RoundControl, make_view
+    from distill.trainer.service import ManualRound, UsageError, manual_round
 
-    paths = TrainerPaths(state)
-    registry = Registry(paths.registry)
-    finished = registry.run(run_id) if run_id else None
-    if not (finished and finished.get("status") in ("promoted", "kept")):
-        check_apo(settings)
-        with GroupBuffer(paths.buffer, cfg.train.buffer_max_groups,
-                         cfg.train.probe_fraction, cfg.train.min_group_answers) as buffer:
-            archive = from_archive or (paths.archive if paths.archive.is_dir() else None)
-            added = buffer.import_archive(archive) if archive else 0
-            counts = buffer.counts()
-        click.echo(f"buffer: {counts.train} training + {counts.probe} probe groups "
-                   f"({added} imported{f' from {archive}' if archive else ''})", err=True)
-        if registry.reference() is None and cfg.train.student is None:
-            click.echo("distill retrain: no reference model registered yet: pass --student "
-                       "DIR", err=True)
-            return 2
-    student = cfg.train.student
+    view = make_view(cfg.serve.log_format, bar=None if progress else False)
+    request = ManualRound(since_ts=since_ts, run_id=run_id, from_archive=from_archive)
     try:
-        # Trainer logs go to stderr, so stdout holds only the outcome (--json).
-        with contextlib.redirect_stdout(sys.stderr), _Stages(progress) as stages:
-            outcome = run_round(paths, settings, run_id=run_id, trigger="manual",
-                                since_ts=since_ts, student=student, stage=stages.update,
-                                progress=False)
+        # Library output goes to stderr, so stdout holds only the outcome (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            outcome = manual_round(cfg, state, settings, request, RoundControl(view),
+                                   note=lambda text: click.echo(text, err=True))
     except RoundBusyError as exc:
         click.echo(f"distill retrain: {exc}", err=True)
         return EXIT_BUSY
+    except UsageError as exc:
+        click.echo(f"distill retrain: {exc}", err=True)
+        return 2
+    except TrainerError as exc:
+        click.echo(f"distill retrain: {exc}", err=True)
+        return 1
     _report(outcome, as_json)
     return EXIT[outcome.status]
 
@@ -142,43 +150,3 @@ def _report(outcome: Any, as_json: bool) -> None:
         keys = [k for k in ("loss", "reward_margin", "eval_score", "current_eval_score",
                             "synthesis_fallbacks", "tokens_per_s") if k in m]
         click.echo("  " + ", ".join(f"{k}={m[k]:.4g}" for k in keys))
-
-
-class _Stages:
-    """A rich progress bar over the round's stages (bootstrap, train, evaluate, gate)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._progress: Any = None
-        self._task: Any = None
-        self._started = datetime.now()
-
-    def __enter__(self) -> _Stages:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
-                                      BarColumn(), TextColumn("{task.fields[detail]}"),
-                                      TimeElapsedColumn(), console=Console(stderr=True))
-            self._progress.start()
-            self._task = self._progress.add_task("retrain", total=len(STAGES) - 1,
-                                                 detail="starting")
-        return self
-
-    def update(self, name: str, detail: str) -> None:
-        if not self.enabled:
-            click.echo(f"{name}: {detail}", err=True)
-            return
-        done = STAGES.index(name) if name in STAGES else 0
-        self._progress.update(self._task, completed=done, description=name, detail=detail)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()

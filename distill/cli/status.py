@@ -77,5 +77,23 @@ def _print(doc: dict[str, Any]) -> None:
         console.print(f"[red]broker data lost[/red]: {r['partition']} checkpointed offset "
                       f"{r['checkpointed']} outside its log [{r['log_start']}, {r['log_end']}]"
                       f"; {r['policy']}")
-    if doc.get("registry"):
-        console.print(f"student registry: {doc['registry']}")
+    reg = doc.get("registry")
+    if reg and reg.get("present"):
+        _print_registry(console, reg)
+
+
+def _print_registry(console: Console, reg: dict[str, Any]) -> None:
+    """Current and reference versions, and the recent runs (a dead run shows abandoned)."""
+    if "error" in reg:
+        console.print(f"student registry: {reg['error']}")
+        return
+    console.print(f"student registry: current {reg['current']}, reference {reg['reference']}, "
+                  f"{reg['versions_total']} versions, last success {reg['last_success']}")
+    table = Table(title="training runs (newest last)")
+    for col in ("run id", "status", "trigger", "version", "started", "reason"):
+        table.add_column(col)
+    for r in reg["runs"]:
+        table.add_row(r["run_id"], str(r["status"]), str(r.get("trigger") or "-"),
+                      str(r.get("version") or "-"), str(r.get("started_at") or "-"),
+                      str(r.get("reason") or "")[:60])
+    console.print(table)

@@ -103,6 +103,10 @@ def run(settings: BenchSettings, workdir: Path,
     dirs = {"bootstrap": boot}
     history: dict[str, dict[str, list[float]]] = {"bootstrap": {"loss": boot_loss}}
     usable = [g for g in train if g.consensus.answer is not None]
+    if t.max_groups and len(usable) > t.max_groups:  # a CPU budget for a real student
+        import random
+
+        usable = random.Random(settings.seed).sample(usable, t.max_groups)
     positives = [label_text(g.consensus.answer) for g in usable]
     say("sft_majority")
     dirs["sft_majority"], loss = st.sft(boot, [(g.prompt, p) for g, p in zip(

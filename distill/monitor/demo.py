@@ -21,7 +21,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from distill.config import Config
-from distill.monitor.service import MonitorService, RunLimits, kafka_settings
+from distill.kafka import kafka_settings
+from distill.monitor.service import MonitorService, RunLimits
 from distill.statedir import StateDir
 from stream.broker import EmbeddedBroker
 from stream.durable import write_json_atomic

@@ -41,6 +41,7 @@ from distill.exceptions import (
 )
 from distill.groups import fit_record
 from distill.http import start_http_server
+from distill.kafka import kafka_settings
 from distill.metrics import MonitorMetrics
 from distill.monitor import observations as obs_codec
 from distill.monitor.driftstate import DriftStateReader
@@ -49,6 +50,7 @@ from distill.monitor.observations import FLUSH_SEQ, Watermark
 from distill.monitor.partition import PartitionState
 from distill.monitor.pipeline import PipelineConfig, format_timestamp_float
 from distill.monitor.status import merge_summaries
+from distill.retry import Backoff
 from distill.statedir import StateDir, jsonl_line
 from stream.broker import EmbeddedBroker
 from stream.checkpoint import OFFSET_RESETS, commit_checkpoint, resume_offset
@@ -86,14 +88,6 @@ def pipeline_config(cfg: Config) -> PipelineConfig:
         join_buffer_max=cfg.serve.join_buffer_max,
         dedup_window=cfg.serve.dedup_window,
     )
-
-
-def kafka_settings(cfg: Config, bootstrap_servers: str) -> KafkaSettings:
-    k = cfg.kafka
-    return KafkaSettings(bootstrap_servers=bootstrap_servers,
-                         session_timeout_ms=k.session_timeout_ms,
-                         heartbeat_interval_ms=k.heartbeat_interval_ms, security=k.security,
-                         client=k.client)
 
 
 def partition_count(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> int:
@@ -276,19 +270,19 @@ class MonitorService:
     def _loop(self) -> None:
         assert self.source is not None
         idle_since: float | None = None  # idle time counts once the first record arrived
-        backoff = 0.5
+        backoff = Backoff()
         while self.running:
             try:
                 records = self.source.poll(timeout_ms=200)
-                backoff = 0.5
+                backoff.succeeded()
             except FatalClientError as exc:
                 log.error("the Kafka client failed fatally (%s); stopping", exc)
                 self._fatal = exc
                 break
             except (KafkaError, StreamError) as exc:
-                log.warning("poll failed (%s); retrying in %.1fs", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                delay = backoff.failed()
+                log.warning("poll failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
                 continue
             if self._offsets_to_check:
                 with self._lock:

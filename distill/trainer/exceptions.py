@@ -26,3 +26,7 @@ class NoStudentError(TrainerError):
 
 class NothingToTrainError(TrainerError):
     """The buffer holds no training groups for this round."""
+
+
+class RoundInterruptedError(TrainerError):
+    """A stop was asked for (SIGTERM, SIGINT) while a round ran; it ended at a step boundary."""

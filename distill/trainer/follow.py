@@ -8,12 +8,16 @@ moves the monitor's offsets. Per poll, in order:
    alert in the same store;
 3. commit the offsets of everything polled: an offset is committed only once the groups it
    covers are on disk (a crash in between re-delivers them; inserts are idempotent);
-4. if no round is running, ask the trigger policy; a due round runs in a worker thread on
-   the same code path as ``distill retrain`` (:func:`distill.trainer.round.run_round`),
-   so polling (and the consumer-group heartbeat) goes on while the model trains.
+4. if no round is running, take a round `distill retrain` handed over
+   (:mod:`distill.trainer.handoff`) or ask the trigger policy; a due round runs in a
+   worker thread on the same code path as ``distill retrain``
+   (:func:`distill.trainer.round.run_round`), so polling (and the consumer-group
+   heartbeat) goes on while the model trains.
 
-``stop()`` (from a signal handler) ends polling; the loop waits for a running round, then
-closes. ``run(timeout_s=..., max_rounds=..., until_idle=...)`` lets a test run the real loop.
+A failed poll is retried with the daemons' exponential backoff (:mod:`distill.retry`).
+``stop()`` (from a signal handler) ends polling and asks a running round to stop at its
+next step boundary (it is recorded as ``interrupted``); the loop waits for it, then closes.
+``run(timeout_s=..., max_rounds=..., until_idle=...)`` lets a test run the real loop.
 """
 
 from __future__ import annotations
@@ -27,10 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kafka.errors import KafkaError
+
 from distill.config import DEFAULTS
 from distill.groups import TeacherGroup
+from distill.retry import Backoff
 from distill.trainer.buffer import GroupBuffer
 from distill.trainer.exceptions import RoundBusyError
+from distill.trainer.handoff import FollowerLock, take_request
+from distill.trainer.progress import RoundControl, View
 from distill.trainer.registry import Registry
 from distill.trainer.round import (
     Engine,
@@ -40,6 +49,7 @@ from distill.trainer.round import (
     run_round,
 )
 from distill.trainer.triggers import TriggerPolicy
+from stream.exceptions import FatalClientError, StreamError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +58,8 @@ ALERT_META = "alert_pending"
 RETRAIN_ALERTS = frozenset({"DriftDetected", "DriftSustained", "SeveralTeachersDrifting",
                             "StudentRegressed", "RetrainStale"})
 BUSY_RETRY_S = 5.0
+TRANSIENT = (KafkaError, StreamError)
+"""Poll errors retried with backoff, as in `distill serve` (a FatalClientError stops)."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +83,13 @@ class Follower:
     def __init__(self, paths: TrainerPaths, settings: FollowSettings, source: Any,
                  student: Path | None = None, metrics: Any = None,
                  engine: Engine | None = None,
-                 on_round: Callable[[RoundOutcome], None] | None = None) -> None:
+                 on_round: Callable[[RoundOutcome], None] | None = None,
+                 view: View | None = None) -> None:
         self.paths, self.settings, self.source = paths, settings, source
         self.student, self.metrics, self.engine = student, metrics, engine
-        self.on_round = on_round
+        self.on_round, self.view = on_round, view
+        self._request: dict[str, Any] | None = None  # a round handed over by retrain
+        self._backoff = Backoff()
         self.buffer = GroupBuffer(paths.buffer, settings.buffer_max_groups,
                                   settings.probe_fraction, settings.min_group_answers)
         self.registry = Registry(paths.registry)
@@ -103,7 +118,8 @@ class Follower:
     # -- control -----------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Safe from a signal handler: only sets a flag."""
+        """Safe from a signal handler: only sets a flag (polling ends, and a running round
+        ends at its next step boundary)."""
         self._stop.set()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -130,7 +146,11 @@ class Follower:
         round is running or due."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         active = None  # last time a record arrived (or partitions were first assigned)
+        info = {"groups_topic": self.settings.groups_topic,
+                "alerts_topic": self.settings.alerts_topic, "group_id": self.settings.group_id}
+        lock = FollowerLock(self.paths, info)
         try:
+            lock.__enter__()
             while not self._stop.is_set():
                 if self._poll_once() or (active is None and self.source.assignment()):
                     active = time.monotonic()
@@ -148,16 +168,21 @@ class Follower:
             self._collect()
             self.source.close()
             self.buffer.close()
+            lock.__exit__()
         return self.outcomes
 
     def _poll_once(self) -> int:
         try:
             records = self.source.poll(self.settings.poll_timeout_ms)
             self.broker_up = True
-        except Exception:  # the client retries by itself; report and poll again
-            log.exception("poll failed; retrying")
+            self._backoff.succeeded()
+        except FatalClientError:
+            raise
+        except TRANSIENT as exc:
+            delay = self._backoff.failed()
+            log.warning("poll failed (%s); retrying in %.1fs", exc, delay)
             self.broker_up = False
-            self._stop.wait(1.0)
+            self._stop.wait(delay)
             return 0
         if not records:
             return 0
@@ -209,6 +234,11 @@ class Follower:
     def _due(self) -> str | None:
         if time.monotonic() < self._hold_until:
             return None
+        request = take_request(self.paths)
+        if request is not None:
+            log.info("running round %s handed over by distill retrain", request["run_id"])
+            self._request = request
+            return "manual"
         new = self.buffer.count_new(self.registry.watermark())
         if self._webhook.is_set() and new >= self.settings.policy.min_groups:
             self._webhook.clear()  # a queued webhook waits until there is something to train
@@ -227,14 +257,18 @@ class Follower:
         if trigger is None:
             return
         log.info("starting a round: trigger=%s", trigger)
-        self._worker = threading.Thread(target=self._round, args=(trigger,),
+        request, self._request = self._request or {}, None
+        self._worker = threading.Thread(target=self._round, args=(trigger, request),
                                         name="distill-round", daemon=True)
         self._worker.start()
 
-    def _round(self, trigger: str) -> None:
+    def _round(self, trigger: str, request: dict[str, Any]) -> None:
+        control = RoundControl(self.view, stop_event=self._stop)
         try:
             outcome = run_round(self.paths, self.settings.round, trigger=trigger,
-                                student=self.student, engine=self.engine, metrics=self.metrics)
+                                run_id=request.get("run_id"), since_ts=request.get("since_ts"),
+                                student=self.student, engine=self.engine, metrics=self.metrics,
+                                control=control)
         except RoundBusyError as exc:  # a `distill retrain` holds the lock; try again later
             log.info("%s; retrying in %.0f s", exc, BUSY_RETRY_S)
             self._hold_until = time.monotonic() + BUSY_RETRY_S

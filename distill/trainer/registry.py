@@ -274,9 +274,43 @@ class Registry:
             run = data["runs"].setdefault(run_id, {})
             run.update(result, finished_at=now_iso())
 
+    def note_run(self, run_id: str, **fields: Any) -> None:
+        """Add fields to a running run (what it selected), so a run that dies can still be
+        finished from the registry by :meth:`recover_run`."""
+        with self._locked(write=True) as data:
+            data["runs"].setdefault(run_id, {}).update(fields)
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self._locked() as data:
             return data["runs"].get(run_id)
+
+    def abandon_running(self) -> list[str]:
+        """Mark every run still ``running`` as ``abandoned``; call it holding the round lock,
+        when no live process can be running a round."""
+        with self._locked(write=True) as data:
+            dead = [rid for rid, r in data["runs"].items() if r.get("status") == "running"]
+            for rid in dead:
+                data["runs"][rid].update(status="abandoned", finished_at=now_iso(),
+                                         reason="the process running it died")
+        return dead
+
+    def recover_run(self, run_id: str) -> dict[str, Any] | None:
+        """Finish the record of a run whose model was committed but whose process died
+        before the run was recorded (the version names its run id); None when no version
+        of that run was promoted or rejected."""
+        with self._locked(write=True) as data:
+            made = [v for v in data["versions"].values()
+                    if v.get("run_id") == run_id and v["status"] in ("promoted", "rejected")]
+            if not made:
+                return None
+            v = made[-1]
+            run = data["runs"].setdefault(run_id, {})
+            run.update(status="promoted" if v["status"] == "promoted" else "kept",
+                       version=v["version"], current=data["current"], metrics=v["metrics"],
+                       trigger=v.get("trigger") or run.get("trigger", "manual"),
+                       reason="recorded after a restart: the process died after the "
+                              "registry commit", finished_at=now_iso())
+            return dict(run)
 
     def watermark(self) -> int:
         """Highest buffer sequence number a finished round trained on (0 if none)."""
@@ -339,6 +373,7 @@ def registry_summary(state_dir: str | Path, last: int = 10) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         return {"present": True, "error": f"unreadable registry: {exc}"}
     versions = [data["versions"][k] for k in sorted(data["versions"])]
+    lock_free = round_lock_free(StateDir(Path(state_dir)).round_lock)
     runs = sorted(data["runs"].items(), key=lambda kv: kv[1].get("started_at", ""))
     return {
         "present": True,
@@ -351,9 +386,33 @@ def registry_summary(state_dir: str | Path, last: int = 10) -> dict[str, Any]:
         "runs_total": len(runs),
         "runs": [{"run_id": rid, **{k: r.get(k) for k in (
             "status", "trigger", "version", "started_at", "finished_at", "seconds",
-            "groups", "reason")}} for rid, r in runs[-last:]],
+            "groups", "reason")}, **_liveness(r, lock_free)} for rid, r in runs[-last:]],
         "last_success": max((r.get("finished_at", "") for _, r in runs
                              if r.get("status") in ("promoted", "kept")), default=None),
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                     time.gmtime(path.stat().st_mtime)),
     }
+
+
+def round_lock_free(lock: Path) -> bool:
+    """True when no process holds the round lock (or it does not exist): a run recorded
+    as ``running`` then belongs to a process that died."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _liveness(run: dict[str, Any], lock_free: bool) -> dict[str, Any]:
+    """A ``running`` run whose process died shows as ``abandoned`` (the next round writes
+    that down; reading the status changes nothing on disk)."""
+    if run.get("status") == "running" and lock_free:
+        return {"status": "abandoned", "reason": "the process running it died"}
+    return {}

@@ -3,8 +3,10 @@
 Numbered steps, each recorded in the registry under the run id:
 
 1. take the round lock of the state directory (one round at a time across processes);
+   runs still marked ``running`` belong to a process that died: they become ``abandoned``;
 2. a run id that already finished (promoted or kept) is answered from the registry and
-   nothing runs again: rounds are idempotent by run id;
+   nothing runs again: rounds are idempotent by run id, also when the process died after
+   the registry commit but before the run was recorded (the version names its run id);
 3. bootstrap the frozen reference (SFT on all teachers) if none is registered;
 4. select the new training groups since the last finished round (or since ``--since``)
    plus a seeded replay sample of older ones; probe groups are never selected;
@@ -14,8 +16,10 @@ Numbered steps, each recorded in the registry under the run id:
    the current version; the registry commit is atomic (see :mod:`distill.trainer.registry`);
 8. record the run (status, version, watermark, metrics) and update the Prometheus metrics.
 
-A failure at any step is recorded as a ``failed`` run and returned as a value; the staging
-directory is removed, so the registry never points at a partial model.
+A failure at any step is recorded as a ``failed`` run and returned as a value; a stop
+asked for through :class:`~distill.trainer.progress.RoundControl` (SIGTERM) ends the round
+at the next step boundary as ``interrupted``. Either way the staging directory is removed,
+so the registry never points at a partial model.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import shutil
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -36,15 +40,19 @@ from distill.config import DEFAULTS
 from distill.groups import TeacherGroup
 from distill.statedir import StateDir
 from distill.trainer.buffer import GroupBuffer
-from distill.trainer.exceptions import NoStudentError, NothingToTrainError, RoundBusyError
+from distill.trainer.exceptions import (
+    NoStudentError,
+    NothingToTrainError,
+    RoundBusyError,
+    RoundInterruptedError,
+)
+from distill.trainer.progress import RoundControl, hf_callback
 from distill.trainer.registry import Registry, Version
 from distill.trainer.triggers import TRIGGERS
 
 log = logging.getLogger(__name__)
 
-RoundStatus = Literal["promoted", "kept", "skipped", "failed"]
-Stage = Callable[[str, str], None]
-"""Progress callback: ``stage(name, detail)``; the retrain CLI draws it with rich."""
+RoundStatus = Literal["promoted", "kept", "skipped", "failed", "interrupted"]
 
 
 TrainerPaths = StateDir
@@ -63,7 +71,7 @@ class RoundSettings:
     gate_metrics: tuple[str, ...] = ("agreement", "accuracy")
     keep_rejected: bool = False
     keep_versions: int = 5  # newest versions whose weights are kept (+ current, reference)
-    bootstrap_max_groups: int = 1024
+    bootstrap_max_groups: int = DEFAULTS.train.bootstrap_max_groups
     seed: int = 0
     apo: Mapping[str, Any] = field(default_factory=dict)
 
@@ -88,10 +96,10 @@ class Engine(Protocol):
     """The training backend: :class:`ApoEngine` in production, a stand-in in logic tests."""
 
     def bootstrap(self, student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
-                  settings: RoundSettings) -> Path: ...
+                  settings: RoundSettings, control: RoundControl) -> Path: ...
 
     def train(self, policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
-              out_dir: Path, settings: RoundSettings, progress: bool) -> TrainOutput: ...
+              out_dir: Path, settings: RoundSettings, control: RoundControl) -> TrainOutput: ...
 
     def evaluate(self, model_dir: Path, probe: Sequence[TeacherGroup]) -> dict[str, float]: ...
 
@@ -101,6 +109,9 @@ class ApoEngine:
 
     def _config(self, out_dir: Path, settings: RoundSettings) -> Any:
         from distill.apo import APOConfig
+        from distill.logs import adopt_library_loggers
+
+        adopt_library_loggers()  # transformers is imported now
 
         fields = {"disable_tqdm": True, "seed": settings.seed, **dict(settings.apo)}
         return APOConfig(output_dir=str(out_dir / ".hf-trainer"), max_steps=settings.steps,
@@ -119,20 +130,28 @@ class ApoEngine:
         return None
 
     def bootstrap(self, student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
-                  settings: RoundSettings) -> Path:
+                  settings: RoundSettings, control: RoundControl) -> Path:
         from distill.apo import bootstrap
 
-        path = Path(bootstrap(student_dir, list(groups), out_dir, self._config(out_dir, settings)))
+        path = Path(bootstrap(student_dir, list(groups), out_dir, self._config(out_dir, settings),
+                              callbacks=[hf_callback(control)]))
         shutil.rmtree(out_dir / ".hf-trainer", ignore_errors=True)
+        control.check()  # a stop mid-SFT leaves a model that must not be registered
         return path
 
     def train(self, policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
-              out_dir: Path, settings: RoundSettings, progress: bool) -> TrainOutput:
-        from distill.apo import train_round
+              out_dir: Path, settings: RoundSettings, control: RoundControl) -> TrainOutput:
+        from distill.apo.round import TrainingStopped, train_round
 
-        result = train_round(policy_dir, reference_dir, list(groups), out_dir,
-                             self._config(out_dir, settings), progress=progress)
-        shutil.rmtree(out_dir / ".hf-trainer", ignore_errors=True)
+        try:
+            result = train_round(policy_dir, reference_dir, list(groups), out_dir,
+                                 self._config(out_dir, settings), progress=False,
+                                 callbacks=[hf_callback(control)], on_batch=control.batch)
+        except TrainingStopped as exc:
+            raise RoundInterruptedError(f"stopped by a signal: {exc}") from exc
+        finally:
+            shutil.rmtree(out_dir / ".hf-trainer", ignore_errors=True)
+        control.check()
         return TrainOutput(Path(result.model_dir), {k: float(v) for k, v in
                                                      result.metrics.items()})
 
@@ -213,25 +232,40 @@ def gate(current: Mapping[str, float], candidate: Mapping[str, float],
 def run_round(paths: TrainerPaths, settings: RoundSettings, *, run_id: str | None = None,
               trigger: str = "manual", since_ts: float | None = None,
               student: Path | None = None, engine: Engine | None = None,
-              metrics: Any = None, stage: Stage | None = None,
-              progress: bool = False) -> RoundOutcome:
-    """Run one round (see the module docstring); raises only :class:`RoundBusyError`."""
+              metrics: Any = None, control: RoundControl | None = None) -> RoundOutcome:
+    """Run one round (see the module docstring); raises only :class:`RoundBusyError`.
+
+    ``control`` reports the round's stages and steps and carries its stop flag; the
+    default logs them.
+    """
     run_id = run_id or new_run_id(trigger)
-    stage = stage or (lambda name, detail: log.info("round %s: %s %s", run_id, name, detail))
+    control = control or RoundControl()
+    control.run_id = run_id
     with round_lock(paths):
         registry = Registry(paths.registry)
+        for dead in registry.abandon_running():
+            log.warning("run %s was left running by a process that died: marked abandoned",
+                        dead)
         done = registry.run(run_id)
+        if not (done and done.get("status") in ("promoted", "kept")):
+            done = registry.recover_run(run_id) or done
         if done and done.get("status") in ("promoted", "kept"):
-            stage("done", f"run {run_id} already finished: {done['status']}")
+            control.stage("done", f"run {run_id} already finished: {done['status']}")
             return _from_record(run_id, done)
         started = time.monotonic()
         registry.start_run(run_id, {"trigger": trigger, "since_ts": since_ts,
                                     "steps": settings.steps})
         try:
+            control.check()
             outcome = _round(paths, registry, settings, run_id, trigger, since_ts, student,
-                             engine or ApoEngine(), stage, progress, started)
+                             engine or ApoEngine(), control, started)
         except NothingToTrainError as exc:
             outcome = RoundOutcome(run_id, "skipped", trigger, reason=str(exc),
+                                   current=_name(registry.current()),
+                                   seconds=time.monotonic() - started)
+        except RoundInterruptedError as exc:
+            log.warning("round %s interrupted: %s", run_id, exc)
+            outcome = RoundOutcome(run_id, "interrupted", trigger, reason=str(exc),
                                    current=_name(registry.current()),
                                    seconds=time.monotonic() - started)
         except Exception as exc:
@@ -243,33 +277,38 @@ def run_round(paths: TrainerPaths, settings: RoundSettings, *, run_id: str | Non
         record.pop("reused")
         registry.finish_run(run_id, record)
     observe(metrics, outcome, paths)
-    stage("done", f"{outcome.status}: {outcome.reason}")
+    control.stage("done", f"{outcome.status}: {outcome.reason}")
     return outcome
 
 
 def _round(paths: TrainerPaths, registry: Registry, settings: RoundSettings, run_id: str,
            trigger: str, since_ts: float | None, student: Path | None, engine: Engine,
-           stage: Stage, progress: bool, started: float) -> RoundOutcome:
+           control: RoundControl, started: float) -> RoundOutcome:
     with GroupBuffer(paths.buffer) as buffer:
         if registry.reference() is None:
-            _bootstrap(registry, buffer, settings, student, engine, stage, run_id)
+            _bootstrap(registry, buffer, settings, student, engine, control, run_id)
         selection = buffer.select(registry.watermark(), settings.max_new_groups,
                                   settings.replay_fraction, seed=_seed(settings, run_id),
                                   since_ts=since_ts)
         probe = buffer.probe(settings.probe_max)
     if not selection.new:
         raise NothingToTrainError("no new training groups in the buffer")
+    registry.note_run(run_id, upto_seq=selection.upto_seq, groups=len(selection.new),
+                      replayed=len(selection.replay))
     current, reference = registry.current(), registry.reference()
     assert current is not None and reference is not None
-    stage("train", f"{len(selection.new)} new + {len(selection.replay)} replayed groups, "
-                   f"{settings.steps} steps from {current.version}")
+    control.stage("train", f"{len(selection.new)} new + {len(selection.replay)} replayed "
+                           f"groups, {settings.steps} steps from {current.version}")
     with registry.staging() as staging:
         out = engine.train(registry.model_dir(current), registry.model_dir(reference),
-                           selection.groups, staging, settings, progress)
+                           selection.groups, staging, settings, control)
+        control.check()
         model_dir, subdir = _inside(out.model_dir, staging)
-        stage("evaluate", f"{len(probe)} probe groups")
+        control.stage("evaluate", f"{len(probe)} probe groups")
         cand = engine.evaluate(model_dir, probe) if probe else {}
+        control.check()
         base = engine.evaluate(registry.model_dir(current), probe) if probe else {}
+        control.check()
         promote, why = gate(base, cand, settings.gate_metrics, settings.tolerance)
         metrics = {**out.metrics, **{f"eval_{k}": v for k, v in cand.items()},
                    **{f"current_eval_{k}": v for k, v in base.items()}}
@@ -278,7 +317,7 @@ def _round(paths: TrainerPaths, registry: Registry, settings: RoundSettings, run
             parent=current.version, run_id=run_id, trigger=trigger,
             model_subdir=subdir, keep_weights=settings.keep_rejected)
     registry.prune(settings.keep_versions)
-    stage("gate", ("promoted " if promote else "kept ") + why)
+    control.stage("gate", ("promoted " if promote else "kept ") + why)
     return RoundOutcome(run_id, "promoted" if promote else "kept", trigger,
                         version=version.version, current=_name(registry.current()), reason=why,
                         seconds=time.monotonic() - started, groups=len(selection.new),
@@ -287,15 +326,18 @@ def _round(paths: TrainerPaths, registry: Registry, settings: RoundSettings, run
 
 
 def _bootstrap(registry: Registry, buffer: GroupBuffer, settings: RoundSettings,
-               student: Path | None, engine: Engine, stage: Stage, run_id: str) -> Version:
+               student: Path | None, engine: Engine, control: RoundControl,
+               run_id: str) -> Version:
     if student is None:
         raise NoStudentError("no reference model registered: pass --student DIR to bootstrap")
     groups = [g for _, g in buffer.new_since(0, limit=settings.bootstrap_max_groups)]
     if not groups:
         raise NothingToTrainError("no training groups to bootstrap the reference from")
-    stage("bootstrap", f"SFT on {len(groups)} groups from {student}")
+    control.stage("bootstrap", f"SFT on {len(groups)} groups from {student}")
     with registry.staging() as staging:
-        _, subdir = _inside(engine.bootstrap(Path(student), groups, staging, settings), staging)
+        made = engine.bootstrap(Path(student), groups, staging, settings, control)
+        control.check()
+        _, subdir = _inside(made, staging)
         return registry.commit(
             staging, status="reference", metrics={"groups": float(len(groups))}, parent=None,
             run_id=run_id, trigger="bootstrap", model_subdir=subdir)
@@ -336,7 +378,7 @@ def observe(metrics: Any, outcome: RoundOutcome, paths: TrainerPaths | None = No
     trigger = outcome.trigger if outcome.trigger in TRIGGERS else "manual"
     metrics.retrain_runs.labels(trigger=trigger, status=outcome.status).inc()
     metrics.retrain_duration.observe(outcome.seconds)
-    if outcome.status == "failed":
+    if outcome.status in ("failed", "interrupted"):
         return
     metrics.retrain_last_success.set(time.time())
     m = outcome.metrics
