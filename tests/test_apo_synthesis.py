@@ -10,8 +10,8 @@ from toy_groups import parity_groups
 
 from distill.apo.config import APOConfig
 from distill.apo.preference import build_preference_group, negative_weights
-from distill.apo.round import make_preference_groups
 from distill.apo.synthesis import best_supported, hf_generate_fn, synthesize
+from distill.apo.training import make_preference_groups
 from distill.groups import Consensus, DriftState, TeacherAnswer, TeacherGroup
 
 pytestmark = pytest.mark.train

@@ -18,9 +18,9 @@ from distill.apo.data import GroupCollator, attach_reference, encode_groups
 from distill.apo.encode import encode_pair, score_all
 from distill.apo.preference import build_preference_group
 from distill.apo.refcache import ReferenceCache, model_identity
-from distill.apo.round import make_preference_groups
 from distill.apo.student import apply_lora, load_student
 from distill.apo.tiny import build_tiny_student
+from distill.apo.training import make_preference_groups
 from distill.groups import Consensus, DriftState, TeacherAnswer, TeacherGroup
 
 pytestmark = pytest.mark.train

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from distill.cli import main
 from distill.consensus import majority
-from distill.experiments.consensus import (
+from distill.experiments.bench_consensus import (
     answer_matches,
     gold_tasks,
     run,

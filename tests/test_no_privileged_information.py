@@ -11,8 +11,8 @@ from dataclasses import replace
 
 from distill.apo.config import APOConfig
 from distill.apo.evaluate import _questions
-from distill.apo.round import make_preference_groups
 from distill.apo.synthesis import synthesis_prompt
+from distill.apo.training import make_preference_groups
 from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
 from stream.answers import extract_answer, parse_labels
 from stream.simulator import generate, load_scenario

@@ -11,8 +11,8 @@ Importing this package imports torch and transformers; the monitor and the CLI's
 
 from distill.apo.bootstrap import bootstrap
 from distill.apo.config import APOConfig
-from distill.apo.round import RoundResult, evaluate, make_preference_groups, train_round
 from distill.apo.trainer import APOTrainer
+from distill.apo.training import RoundResult, evaluate, make_preference_groups, train_round
 
 __all__ = ["APOConfig", "APOTrainer", "RoundResult", "bootstrap", "evaluate",
            "make_preference_groups", "train_round"]

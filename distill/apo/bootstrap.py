@@ -58,8 +58,8 @@ def bootstrap(student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
     from distill.apo.student import apply_lora, load_student, save_student
     from distill.apo.vision import is_vision_student
 
-    if is_vision_student(Path(student_dir)):  # image + text inputs (distill.apo.vision_round)
-        from distill.apo.vision_round import bootstrap_vision
+    if is_vision_student(Path(student_dir)):  # image + text inputs (distill.apo.vision_training)
+        from distill.apo.vision_training import bootstrap_vision
 
         return bootstrap_vision(Path(student_dir), groups, Path(out_dir), config)
     pairs = sft_pairs(groups)

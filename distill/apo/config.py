@@ -74,7 +74,7 @@ class APOConfig(TrainingArguments):
     synthesis, synthesis_template, ...
         How the positive is made; see :mod:`distill.apo.synthesis`.
     image_roots, freeze_vision
-        Vision-language students (:mod:`distill.apo.vision_round`): where group images are
+        Vision-language students (:mod:`distill.apo.vision_training`): where group images are
         read (hash checked), and whether the vision tower stays frozen (the default).
     """
 

@@ -361,7 +361,7 @@ def run_consensus(data: Path, chains: Path, seed: int, scale: float,
                   sim_samples: int = 1000) -> dict[str, Any]:
     from rich.table import Table
 
-    from distill.experiments.consensus import run, run_simulated
+    from distill.experiments.bench_consensus import run, run_simulated
 
     console = _console()
     with console.status("chains") as status:

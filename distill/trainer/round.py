@@ -141,7 +141,7 @@ class ApoEngine:
 
     def train(self, policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
               out_dir: Path, settings: RoundSettings, control: RoundControl) -> TrainOutput:
-        from distill.apo.round import TrainingStopped, train_round
+        from distill.apo.training import TrainingStopped, train_round
 
         try:
             result = train_round(policy_dir, reference_dir, list(groups), out_dir,

@@ -111,8 +111,8 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
     from distill.apo.trainer import APOTrainer
     from distill.apo.vision import is_vision_student
 
-    if is_vision_student(Path(policy_dir)):  # image + text inputs (distill.apo.vision_round)
-        from distill.apo.vision_round import train_round_vision
+    if is_vision_student(Path(policy_dir)):  # image + text inputs (distill.apo.vision_training)
+        from distill.apo.vision_training import train_round_vision
 
         return train_round_vision(Path(policy_dir), Path(reference_dir), groups,
                                   Path(out_dir), config, progress)

@@ -112,8 +112,10 @@ class _Beside:
         self.decisions: dict[str, list[Any]] = {name: [] for name in self.models}
 
     def feed(self, out: Any) -> None:
+        from distill.monitor.pipeline import PEER_ALERT_SIGNALS
+
         for alert in out.alerts:
-            if alert.signal != "agreement":  # as the pipeline does: own-history alerts
+            if alert.signal not in PEER_ALERT_SIGNALS:  # as the pipeline: own-history alerts
                 for model, forgets in self.models.values():
                     if forgets:
                         model.forget(alert.teacher)
@@ -131,8 +133,11 @@ def run_pipeline(events: Iterable[Any], teachers: Sequence[str],
     from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
 
     config = config or ReliabilityConfig()
+    # The streams are in event-time order: no lateness to wait for, so the detect stage
+    # (and the forgetting its alerts trigger) keeps pace with the groups instead of
+    # running a group timeout behind a stream that spans minutes.
     pipeline = MonitorPipeline(PipelineConfig(expected_teachers=tuple(teachers),
-                                              consensus=config))
+                                              consensus=config, allowed_lateness_s=0.0))
     beside = _Beside(config)
     groups, alerts = [], []
     for event in events:

@@ -1,7 +1,7 @@
 """Bootstrap and APO rounds for a vision-language student: the text round's stages with
 image + text inputs from the student's processor.
 
-:func:`distill.apo.bootstrap.bootstrap` and :func:`distill.apo.round.train_round` hand over
+:func:`distill.apo.bootstrap.bootstrap` and :func:`distill.apo.training.train_round` hand over
 here when the student directory is an image-text-to-text model. Each group's images are
 opened by reference under ``config.image_roots`` with the hash checked; a group whose
 image is missing, changed or outside the roots is left out of the round and counted
@@ -69,11 +69,11 @@ def bootstrap_vision(student_dir: Path, groups: Sequence[TeacherGroup], out_dir:
 
 def train_round_vision(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
                        out_dir: Path, config: APOConfig, progress: bool = True) -> Any:
-    """One APO round (see :func:`distill.apo.round.train_round`) for a vision student."""
+    """One APO round (see :func:`distill.apo.training.train_round`) for a vision student."""
     import torch
     from transformers import PrinterCallback
 
-    from distill.apo.round import RoundResult, _mean, make_preference_groups
+    from distill.apo.training import RoundResult, _mean, make_preference_groups
     from distill.apo.vision import load_vision_student, save_vision_student
     from distill.apo.vision_encode import (
         VisionAPOTrainer,
