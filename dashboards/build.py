@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from detectors.bank import JOINT_KEYS
 from stream.signals import SIGNALS
 
 HERE = Path(__file__).resolve().parent
@@ -205,7 +206,7 @@ def teacher_drift() -> dict[str, Any]:
               ["drift"])
     b.query_var("teacher", "label_values(distill_teacher_events_total, teacher)", "Teacher")
     b.query_var("detector", "label_values(distill_drift_statistic, detector)", "Detector")
-    b.custom_var("signal", SIGNALS, "Signal")
+    b.custom_var("signal", (*JOINT_KEYS, *SIGNALS), "Signal")  # joint tests, then per signal
     sel = 'teacher=~"$teacher"'
     b.annotation("Drift detections",
                  f"sum by (teacher, signal, detector) (increase(distill_drift_detections_total"
