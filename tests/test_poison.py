@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from serving import Topics, read_topic, run_in_thread, status_json
 
-from distill.monitor.pipeline import MonitorPipeline, StepOutput
+from distill.monitor.ingest import IngestOutput, IngestStage
 from stream.deadletter import header_dict
 from stream.events import TeacherEvent, format_timestamp
 from stream.kafka import MAX_RECORD_BYTES, KafkaSettings, KafkaSink, ensure_topics
@@ -77,15 +77,15 @@ def test_poison_corpus_is_dead_lettered_and_every_valid_event_counted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     if client == "librdkafka":
         pytest.importorskip("confluent_kafka")
-    process = MonitorPipeline.process
+    process = IngestStage.process  # what serve calls per record
 
-    def failing(self: MonitorPipeline, event: TeacherEvent,
-                now: float | None = None) -> StepOutput:
+    def failing(self: IngestStage, event: TeacherEvent, offset: int = -1,
+                now: float | None = None) -> IngestOutput:
         if event.event_id == BOOM:
             raise RuntimeError("simulated bug")
-        return process(self, event, now)
+        return process(self, event, offset, now)
 
-    monkeypatch.setattr(MonitorPipeline, "process", failing)
+    monkeypatch.setattr(IngestStage, "process", failing)
     events = list(generate(load_scenario("default").with_samples(20), seed=1))
     corpus = poison_corpus()
     stamp = format_timestamp(events[-1].produced_at)  # within the stream's lateness
@@ -114,4 +114,5 @@ def test_poison_corpus_is_dead_lettered_and_every_valid_event_counted(
     assert len(big.value or b"") == MAX_RECORD_BYTES
     status = status_json(tmp_path)
     assert sum(t["events"] for t in status["teachers"].values()) == len(valid)
-    assert status["checkpoints"][0]["offset"] == len(stream)
+    [checkpoint] = [c for c in status["checkpoints"] if c["topic"] == topics.input]
+    assert checkpoint["offset"] == len(stream)

@@ -360,11 +360,11 @@ class MonitorService:
         try:
             if part.archive is not None:
                 self.metrics.messages_consumed.inc()  # the input topic's (as the metric says)
+                self.summary.records += 1  # counted whatever becomes of it
                 self._ingest(part, record)
-                self.summary.records += 1
             else:
-                self._observe(part, record)
                 self.summary.observations += 1
+                self._observe(part, record)
         except (KafkaError, StreamError):
             raise  # the producer or broker, not this record: stop for the supervisor
         except Exception as exc:  # no single record may stop the daemon
