@@ -559,7 +559,8 @@ class MonitorService:
         """Check the offsets of partitions restored from a checkpoint against their logs,
         before their first records are handled; a moved partition's fetched records are
         dropped (they are fetched again from where it now resumes)."""
-        for key in sorted(self._offsets_to_check):
+        # the input topic's first: its lost records are the ones an operator must hear of
+        for key in sorted(self._offsets_to_check, key=lambda k: (k[0] == self.obs_topic, k)):
             part = self.parts.get(key)
             if part is None or part.next_offset is None:
                 continue
