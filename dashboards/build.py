@@ -235,17 +235,16 @@ def teacher_drift() -> dict[str, Any]:
         w=12, description="1.0 is where the detector fires.",
         defaults={"custom": {"thresholdsStyle": {"mode": "line"}},
                   **_thresholds((None, "green"), (1, "red"))})
-    b.panel("timeseries", "KL-window statistic vs threshold", [
-        target(f'distill_drift_statistic{{{sel}, detector="kl_window"}}',
+    b.panel("timeseries", "Window tests: statistic vs threshold", [  # joint MMD or KL window
+        target(f'distill_drift_statistic{{{sel}, detector=~"mmd|kl_window"}}',
                "{{teacher}} {{signal}} statistic"),
-        target(f'distill_drift_threshold{{{sel}, detector="kl_window"}}',
+        target(f'distill_drift_threshold{{{sel}, detector=~"mmd|kl_window"}}',
                "{{teacher}} {{signal}} threshold")], w=12,
         overrides=[{"matcher": {"id": "byRegexp", "options": ".*threshold"},
                     "properties": [{"id": "custom.lineStyle",
                                     "value": {"fill": "dash", "dash": [10, 10]}}]}])
-    b.panel("timeseries", "Agreement with the consensus", [target(
-        f'distill_signal_estimate{{{sel}, signal="agreement"}}', "{{teacher}}")],
-        unit="percentunit", defaults={"min": 0, "max": 1})
+    b.panel("timeseries", "Signal estimates (MMD² for the joint tests)", [target(
+        f'distill_signal_estimate{{{sel}, signal=~"$signal"}}', "{{teacher}} {{signal}}")])
     b.panel("timeseries", "Detector window size", [target(
         f'distill_detector_window_size{{{sel}, detector=~"$detector"}}',
         "{{teacher}} {{signal}}")])
