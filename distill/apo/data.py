@@ -120,25 +120,33 @@ class GroupCollator:
         self.share_prompt = share_prompt
 
     def __call__(self, groups: Sequence[EncodedGroup]) -> dict[str, Any]:
-        import torch
-
         if any(g.ref_logps is None for g in groups):
             raise ValueError("reference log-probs missing: call attach_reference first")
-        width = max(len(g.candidates) for g in groups)
-        index = torch.full((len(groups), width), -1, dtype=torch.long)
-        weights = torch.zeros((len(groups), width - 1))
-        flat: list[Encoded] = []
-        refs: list[float] = []
-        for gi, g in enumerate(groups):
-            n = len(g.candidates)
-            index[gi, :n] = torch.arange(len(flat), len(flat) + n)
-            weights[gi, :n - 1] = torch.tensor(g.weights, dtype=torch.float32)
-            flat.extend(g.candidates)
-            refs.extend(g.ref_logps or ())
+        flat = [c for g in groups for c in g.candidates]
         if self.share_prompt:
             batch = collate_shared([g.candidates for g in groups], self.pad_id)
         else:
             batch = collate(flat, self.pad_id)
-        batch.update(group_index=index, weights=weights, neg_mask=index[:, 1:] >= 0,
-                     ref_logps=torch.tensor(refs, dtype=torch.float32))
+        batch.update(group_layout(groups))
         return batch
+
+
+def group_layout(groups: Sequence[Any]) -> dict[str, Any]:
+    """The APO loss's view of a batch whose candidates are rows in group order: each
+    group's row indices (-1 pads), its negatives' weights and mask, the reference log-probs.
+    Shared by the text and the vision collators."""
+    import torch
+
+    width = max(len(g.candidates) for g in groups)
+    index = torch.full((len(groups), width), -1, dtype=torch.long)
+    weights = torch.zeros((len(groups), width - 1))
+    refs: list[float] = []
+    row = 0
+    for gi, g in enumerate(groups):
+        n = len(g.candidates)
+        index[gi, :n] = torch.arange(row, row + n)
+        weights[gi, :n - 1] = torch.tensor(g.weights, dtype=torch.float32)
+        refs.extend(g.ref_logps or ())
+        row += n
+    return {"group_index": index, "weights": weights, "neg_mask": index[:, 1:] >= 0,
+            "ref_logps": torch.tensor(refs, dtype=torch.float32)}

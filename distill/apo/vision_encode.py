@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from distill.apo.data import group_layout
 from distill.apo.trainer import APOTrainer
 
 _TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
@@ -158,20 +159,8 @@ class VisionGroupCollator:
     def __call__(self, groups: Sequence[VisionGroup]) -> dict[str, Any]:
         if any(g.ref_logps is None for g in groups):
             raise ValueError("reference log-probs missing: score the groups with pi_st first")
-        width = max(len(g.candidates) for g in groups)
-        index = torch.full((len(groups), width), -1, dtype=torch.long)
-        weights = torch.zeros((len(groups), width - 1))
-        flat: list[VisionEncoded] = []
-        refs: list[float] = []
-        for gi, g in enumerate(groups):
-            n = len(g.candidates)
-            index[gi, :n] = torch.arange(len(flat), len(flat) + n)
-            weights[gi, :n - 1] = torch.tensor(g.weights, dtype=torch.float32)
-            flat.extend(g.candidates)
-            refs.extend(g.ref_logps or ())
-        batch = collate_vision(flat, self.pad_id)
-        batch.update(group_index=index, weights=weights, neg_mask=index[:, 1:] >= 0,
-                     ref_logps=torch.tensor(refs, dtype=torch.float32))
+        batch = collate_vision([c for g in groups for c in g.candidates], self.pad_id)
+        batch.update(group_layout(groups))
         return batch
 
 
