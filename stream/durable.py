@@ -6,6 +6,7 @@ interrupts, a path holds either its old or its new content.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -53,3 +54,20 @@ def read_json(path: Path) -> Any | None:
         return orjson.loads(Path(path).read_bytes())
     except FileNotFoundError:
         return None
+
+
+def lock_held(path: Path) -> bool:
+    """Whether a live process holds an exclusive ``flock`` on ``path`` (False when the file
+    does not exist). The kernel drops a dead process's lock, so this tells a running owner
+    from a crashed one; the shared probe never disturbs another prober."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream.durable import write_json_atomic
+from stream.durable import lock_held, write_json_atomic
 
 if TYPE_CHECKING:
     from distill.trainer.round import TrainerPaths
@@ -67,22 +67,13 @@ class FollowerRunningError(RuntimeError):
 
 def follower_info(paths: TrainerPaths) -> dict[str, Any] | None:
     """What the live follower wrote into its lock file, or None when none runs."""
-    try:
-        fd = os.open(paths.follower_lock, os.O_RDONLY)
-    except FileNotFoundError:
+    if not lock_held(paths.follower_lock):
         return None
+    text = Path(paths.follower_lock).read_text() or "{}"
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:  # held: a follower is alive
-            text = Path(paths.follower_lock).read_text() or "{}"
-            try:
-                return dict(json.loads(text))
-            except ValueError:
-                return {}
-        return None
-    finally:
-        os.close(fd)
+        return dict(json.loads(text))
+    except ValueError:
+        return {}
 
 
 def request_round(paths: TrainerPaths, run_id: str, since_ts: float | None) -> None:

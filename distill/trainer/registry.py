@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 from distill.statedir import REGISTRY_FILE, StateDir
 from distill.trainer.exceptions import RegistryCorruptError, UnknownVersionError
-from stream.durable import fsync_dir, write_bytes_atomic
+from stream.durable import fsync_dir, lock_held, write_bytes_atomic
 
 FORMAT = 1
 MANIFEST = "MANIFEST.json"
@@ -152,18 +152,7 @@ class Registry:
 
     @staticmethod
     def _owner_alive(staging: Path) -> bool:
-        lock = staging / ".owner.lock"
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return lock_held(staging / ".owner.lock")
 
     # -- writing models ----------------------------------------------------------------
 
@@ -397,17 +386,7 @@ def registry_summary(state_dir: str | Path, last: int = 10) -> dict[str, Any]:
 def round_lock_free(lock: Path) -> bool:
     """True when no process holds the round lock (or it does not exist): a run recorded
     as ``running`` then belongs to a process that died."""
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+    return not lock_held(lock)
 
 
 def _liveness(run: dict[str, Any], lock_free: bool) -> dict[str, Any]:
