@@ -26,7 +26,7 @@ test-fast: $(STAMP)  # no broker, nothing long: the subset to run while editing
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-typecheck: $(STAMP)  # strict on stream and detectors ([tool.mypy] in pyproject.toml)
+typecheck: $(STAMP)  # strict on stream, detectors and distill ([tool.mypy] in pyproject.toml)
 	$(VENV)/bin/mypy
 
 docs: $(STAMP)  # the documentation site, with link checking; open site/index.html

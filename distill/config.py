@@ -58,7 +58,7 @@ from pydantic_settings import (
 from detectors.bank import BankConfig
 from stream.dedup import DEFAULT_WINDOW
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
-from stream.formats import FORMATS
+from stream.formats import Format
 from stream.join import DEFAULT_MAX_OPEN, DEFAULT_TIMEOUT_S
 from stream.roster import DEFAULT_MAX_TEACHERS
 
@@ -239,7 +239,7 @@ class GatewayConfig(_Section):
 
 
 class IngestConfig(_Section):
-    format: Literal[FORMATS] = Field("auto", description="input format of `distill ingest`")
+    format: Format = Field("auto", description="input format of `distill ingest`")
     map: dict[str, str] = Field(default_factory=dict,
                                 description="event field -> JMESPath into each record")
     rejects: Path = Field(Path("ingest-rejects.jsonl"), description="rejected lines + reason")

@@ -372,8 +372,10 @@ class ReliabilityConsensus:
             model.wrong.pop(teacher, None)
             model.same.pop(teacher, None)
             model.agree.pop(teacher, None)
-            for row in (*model.same.values(), *model.agree.values()):
-                row.pop(teacher, None)
+            for same_row in model.same.values():
+                same_row.pop(teacher, None)
+            for agree_row in model.agree.values():
+                agree_row.pop(teacher, None)
             model.acc_cache = None
 
     # -- the parts -----------------------------------------------------------------------
@@ -446,7 +448,7 @@ class ReliabilityConsensus:
 
     def _excess(self, model: _KeyModel, u: str, v: str, acc_v: float, k_eff: float) -> float:
         """How much more often ``v`` repeats ``u``'s errors than an independent teacher."""
-        same = model.same.get(u, _EMPTY).get(v)
+        same: float | None = model.same.get(u, _EMPTY).get(v)
         if same is None:
             return 0.0
         rate = same / (model.wrong.get(u, 0.0) + self.config.correlation_strength / model.scale)
@@ -496,11 +498,11 @@ class ReliabilityConsensus:
                 model.class_counts[c] = model.class_counts.get(c, 0.0) + inc * p
         ordered = sorted(said)
         for i, u in enumerate(ordered):
-            row = model.agree.setdefault(u, {})
+            pairs = model.agree.setdefault(u, {})
             for v in ordered[i + 1:]:
-                counts = row.get(v)
+                counts = pairs.get(v)
                 if counts is None:
-                    counts = row[v] = [0.0, 0.0]
+                    counts = pairs[v] = [0.0, 0.0]
                 counts[0] += inc
                 if said[u] == said[v]:
                     counts[1] += inc

@@ -329,7 +329,7 @@ def _make_handler(registry: CollectorRegistry, health: HealthFn,
             self._json(status, reply)
 
         def _metrics(self) -> None:
-            encoder, content_type = choose_encoder(self.headers.get("Accept"))
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             try:
                 body = encoder(registry)
             except Exception:

@@ -43,6 +43,7 @@ from stream.events import ADMISSION_REASONS, REJECTION_REASONS
 from stream.signals import SIGNALS as SIGNALS  # re-exported: the `signal` label values
 
 log = logging.getLogger(__name__)
+_Family = GaugeMetricFamily | CounterMetricFamily  # the families that take add_metric
 
 RETRAIN_STATUSES = ("promoted", "kept", "failed", "interrupted")
 """How a round ended; the ``status`` label of ``distill_retrain_runs_total``."""
@@ -275,7 +276,7 @@ class BankCollector(Collector):
         yield fam
 
     @staticmethod
-    def _families() -> dict[str, Metric]:
+    def _families() -> dict[str, _Family]:
         tsd = ["teacher", "signal", "detector"]
         ts = ["teacher", "signal"]
         return {
@@ -305,7 +306,7 @@ def _evidence_family() -> GaugeMetricFamily:
                              labels=["teacher"])
 
 
-def _add(families: dict[str, Metric], teacher: str, signal: str, s: Mapping[str, Any],
+def _add(families: dict[str, _Family], teacher: str, signal: str, s: Mapping[str, Any],
          last_drift: float) -> None:
     detector = str(s.get("detector") or "unknown")
     for key in ("statistic", "threshold", "window_size", "n"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def _events_of(signals: dict[str, Any]) -> int:
     return max(v.get("n") or 0 for k, v in signals.items() if k != "agreement")
 
 
-def _nearest(pts: list[tuple[float, float]], x: float) -> float:
+def _nearest(pts: Sequence[tuple[float, float]], x: float) -> float:
     return min(pts, key=lambda p: abs(p[0] - x))[1]
 
 

@@ -44,14 +44,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jmespath
 
 from stream.events import format_timestamp, parse_timestamp
 
 Record = Mapping[str, Any]
-FORMATS = ("auto", "event", "openai-chat", "openai-responses", "anthropic", "map")
+Format = Literal["auto", "event", "openai-chat", "openai-responses", "anthropic", "map"]
+FORMATS: tuple[str, ...] = get_args(Format)
 #: Wrapper keys gateways use for the time of a call (tried in order when the response has none).
 TIME_KEYS = ("produced_at", "created_at", "created", "timestamp", "start_time", "startTime",
              "time")

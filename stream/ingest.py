@@ -101,12 +101,13 @@ def convert(line: Line, fmt: str, mapping: Mapping[str, str],
     return check(event, max_bytes)
 
 
-def ingest_lines(lines: Iterable[Line], send: Callable[[TeacherEvent], None],
+def ingest_lines(lines: Iterable[Line], send: Callable[[TeacherEvent], object],
                  rejects: IO[bytes] | None, fmt: str = "auto",
                  mapping: Mapping[str, str] | None = None,
                  max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  on_line: Callable[[Line], None] | None = None) -> IngestReport:
-    """Convert and send every line; rejects go to ``rejects`` as JSONL with their reason."""
+    """Convert and send every line (what ``send`` returns is ignored); rejects go to
+    ``rejects`` as JSONL with their reason."""
     report = IngestReport()
     for line in lines:
         report.lines += 1

@@ -136,7 +136,9 @@ class APOConfig(TrainingArguments):
     logging_steps: float = field(default=1, metadata=_help("log every X steps"))
     learning_rate: float = field(default=5e-5, metadata=_help("AdamW learning rate"))
     per_device_train_batch_size: int = field(default=1, metadata=_help("groups per step"))
-    bf16: bool | None = field(default=None, metadata=_help("bf16 autocast; None = on with CUDA"))
+    # None until __post_init__ resolves it (on with CUDA bf16), so wider than the base's bool.
+    bf16: bool | None = field(  # type: ignore[assignment]
+        default=None, metadata=_help("bf16 autocast; None = on with CUDA"))
 
     def __post_init__(self) -> None:
         self._check_names()
@@ -144,7 +146,7 @@ class APOConfig(TrainingArguments):
         self._check_rules()
         if self.bf16 is None:
             self.bf16 = _cuda_bf16() and not self.fp16 and not self.use_cpu
-        super().__post_init__()
+        super().__post_init__()  # type: ignore[no-untyped-call]  # unannotated in transformers
 
     def _check_names(self) -> None:
         for name, valid in (("loss_type", LOSS_TYPES), ("weighting", WEIGHTINGS),

@@ -31,7 +31,8 @@ def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     """The chat-templated user turn plus the assistant header."""
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False).input_ids
+    ids: list[int] = tokenizer(text, add_special_tokens=False).input_ids
+    return ids
 
 
 def encode_pair(tokenizer: Any, prompt: str, response: str, max_length: int,

@@ -73,13 +73,14 @@ def evaluate(model_dir: Path, probe: Sequence[TeacherGroup], max_length: int = 5
              batch_size: int = 32, with_gold: bool = False) -> dict[str, float]:
     """Agreement with the consensus; with ``with_gold``, also accuracy where ground truth
     exists (see module)."""
-    from distill.apo.encode import encode_pair, score_all
+    from distill.apo.encode import Encoded, encode_pair, score_all
     from distill.apo.student import load_student
 
     model, tokenizer = load_student(Path(model_dir))
     device = next(model.parameters()).device
     items = [(g, q) for g in probe for q in _questions(g, with_gold)]
-    encoded, spans = [], []
+    encoded: list[Encoded] = []
+    spans: list[tuple[int, int]] = []
     for g, (key, opts, _, _) in items:
         start = len(encoded)
         encoded.extend(encode_pair(tokenizer, g.prompt or "", _option_text(key, o), max_length,

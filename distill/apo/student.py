@@ -126,7 +126,7 @@ def convert_smollm2(out_dir: Path, gguf_path: Path | None = None) -> Path:
     the state dict. Needs the ``gguf`` package; about 30 s on a CPU.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     path = gguf_path or smollm2_gguf()
     if path is None:
@@ -136,6 +136,8 @@ def convert_smollm2(out_dir: Path, gguf_path: Path | None = None) -> Path:
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     config = loaded.config
+    if not isinstance(config, LlamaConfig):
+        raise ValueError(f"{path}: a {type(config).__name__} checkpoint; SmolLM2 is Llama")
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = LlamaForCausalLM(config)

@@ -132,6 +132,7 @@ def hf_generate_fn(model: Any, tokenizer: Any, max_new_tokens: int,
                                  max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
         model.train(was_training)
-        return tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+        texts: list[str] = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+        return texts
 
     return generate

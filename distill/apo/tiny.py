@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -45,11 +48,11 @@ class TinySpec:
                    num_kv_heads=3, intermediate_size=1536, max_position_embeddings=2048,
                    model_vocab_size=49152)
 
-    def scaled(self, **changes: object) -> TinySpec:
+    def scaled(self, **changes: Any) -> TinySpec:  # field name -> value, as replace takes
         return replace(self, **changes)
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 384):
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 384) -> PreTrainedTokenizerFast:
     """Byte-level BPE trained on ``texts``, wrapped as a fast tokenizer with a ChatML template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -68,7 +71,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 384):
     return fast
 
 
-def build_model(spec: TinySpec, vocab_size: int, pad_id: int, eos_id: int, seed: int = 0):
+def build_model(spec: TinySpec, vocab_size: int, pad_id: int, eos_id: int,
+                seed: int = 0) -> PreTrainedModel:
     """A randomly initialised ``Qwen2ForCausalLM`` / ``LlamaForCausalLM`` of the given shape."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
@@ -82,7 +86,8 @@ def build_model(spec: TinySpec, vocab_size: int, pad_id: int, eos_id: int, seed:
         tie_word_embeddings=spec.tie_word_embeddings, pad_token_id=pad_id, eos_token_id=eos_id,
         bos_token_id=None)
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return model
 
 
 def build_tiny_student(out_dir: Path, texts: Iterable[str], spec: TinySpec | None = None,

@@ -46,6 +46,10 @@ class APOTrainer(Trainer):
         The tokenizer (its ``pad_token_id`` pads the batches).
     """
 
+    # Narrower than Trainer's: __init__ takes only an APOConfig, and a model is required.
+    args: APOConfig
+    model: torch.nn.Module
+
     def __init__(self, model: Any, args: APOConfig, train_dataset: Any,
                  processing_class: Any, **kwargs: Any) -> None:
         if not isinstance(args, APOConfig):
@@ -65,7 +69,7 @@ class APOTrainer(Trainer):
     # -- loss -------------------------------------------------------------------------
     def _loss_from_logps(self, logps: torch.Tensor, n_tokens: torch.Tensor,
                          inputs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        args: APOConfig = self.args
+        args = self.args
         index = inputs["group_index"].clamp_min(0)
         mask = inputs["neg_mask"]
         ref = inputs["ref_logps"].to(logps.dtype)

@@ -151,8 +151,9 @@ def build_tiny_vlm(out_dir: Path, texts: Iterable[str], *, hidden_size: int = 64
                        intermediate_size=2 * hidden_size, max_position_embeddings=512,
                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                        bos_token_id=None, tie_word_embeddings=True)
-    config = LlavaConfig(vision_config=vision, text_config=text,
-                         image_token_index=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+    image_token = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+    assert isinstance(image_token, int)  # one token in, one id out
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token,
                          image_seq_length=(image_size // patch_size) ** 2,
                          vision_feature_layer=-1, vision_feature_select_strategy="default",
                          tie_word_embeddings=True)

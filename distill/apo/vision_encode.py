@@ -41,8 +41,9 @@ class VisionEncoded:
 def vision_prompt(processor: Any, prompt: str, images: Sequence[Any]) -> str:
     """The user turn (one image part per image, then the text) and the assistant header."""
     parts = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
-    return processor.apply_chat_template([{"role": "user", "content": parts}], tokenize=False,
-                                         add_generation_prompt=True)
+    text: str = processor.apply_chat_template([{"role": "user", "content": parts}],
+                                              tokenize=False, add_generation_prompt=True)
+    return text
 
 
 def encode_prompt(processor: Any, prompt: str, images: Sequence[Any]) -> tuple[list[int],

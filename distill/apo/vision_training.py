@@ -20,10 +20,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill.apo.config import APOConfig
 from distill.groups import TeacherGroup
+
+if TYPE_CHECKING:
+    from distill.apo.training import RoundResult
 
 
 def _images(groups: Sequence[TeacherGroup], config: APOConfig
@@ -68,7 +71,7 @@ def bootstrap_vision(student_dir: Path, groups: Sequence[TeacherGroup], out_dir:
 
 
 def train_round_vision(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
-                       out_dir: Path, config: APOConfig, progress: bool = True) -> Any:
+                       out_dir: Path, config: APOConfig, progress: bool = True) -> RoundResult:
     """One APO round (see :func:`distill.apo.training.train_round`) for a vision student."""
     import torch
     from transformers import PrinterCallback

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from distill.cli.common import config_option, load_or_exit
 
 if TYPE_CHECKING:  # rich and the experiments load when a benchmark runs, not for --help
     from rich.console import Console
+    from rich.status import Status
     from rich.table import Table
 
 
@@ -53,12 +55,13 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
     from rich.console import Console
     from rich.progress import Progress
 
-    from distill.experiments.detection import ChainUnbuildable, load_chains, run_benchmark
+    from distill.experiments.detection import ChainUnbuildable, run_benchmark
+    from stream.datapack import load_chains
 
-    cfg = load_or_exit(config_path).detectors
-    chosen = {"signals": tuple(signals.split(","))} if signals else {}
+    default = load_or_exit(config_path).detectors.bank()
     try:
-        bank = replace(cfg.bank(), test=test, **chosen)
+        bank = replace(default, test=test,
+                       signals=tuple(signals.split(",")) if signals else default.signals)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--signals") from exc
     console = Console()
@@ -125,6 +128,11 @@ def _num(x: float | None, digits: int = 0) -> str:
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _seed_progress(status: Status, seed: int) -> Callable[[str], None]:
+    """A run's progress lines on the console's status line, tagged with its seed."""
+    return lambda stage: status.update(f"seed {seed}: {stage}")
 
 
 @command.command(name="distill")
@@ -272,8 +280,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
         with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp, \
                 console.status(f"seed {seed}") as status:
             base = Path(workdir) / f"seed{seed}" if workdir else Path(tmp)
-            result = run(settings, base,
-                         progress=lambda s, n=seed: status.update(f"seed {n}: {s}"))
+            result = run(settings, base, progress=_seed_progress(status, seed))
         result["seconds"]["total"] = round(time.perf_counter() - started, 1)
         console.print(distill_table(result))
         console.print(distill_table(result, "methods_sampled",
@@ -313,8 +320,7 @@ def run_multimodal(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
         with tempfile.TemporaryDirectory(prefix="bench-mm-") as tmp, \
                 console.status(f"seed {seed}") as status:
             where = Path(workdir) / f"seed{seed}" if workdir else Path(tmp)
-            result = run(settings, where,
-                         progress=lambda s, n=seed: status.update(f"seed {n}: {s}"))
+            result = run(settings, where, progress=_seed_progress(status, seed))
         result["seconds"]["total"] = round(time.perf_counter() - started, 1)
         console.print(distill_table(result, title=f"{result['scenario']} multimodal, cue rate "
                                                   f"{cue_rate} (seed {seed}): Top-1 per "

@@ -43,7 +43,7 @@ def log_format_option(f: F) -> F:
 
 def round_options(f: F) -> F:
     """Flags of one training round, shared by ``train`` and ``retrain``."""
-    opts = [
+    opts: list[Callable[[F], F]] = [
         click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
                      default=None, help="Service state dir (trainer/ and archive/ inside). "
                      f"{default('serve', 'state_dir')}"),

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -63,7 +64,7 @@ def command(config_path: Path | None, bootstrap_servers: str | None, address: st
     events.labels(status="accepted").inc(0)
     events.labels(status="rejected").inc(0)
 
-    def handle(body: bytes) -> tuple[int, dict]:
+    def handle(body: bytes) -> tuple[int, dict[str, Any]]:
         before = endpoint.accepted, endpoint.rejected
         status, reply = endpoint(body)
         events.labels(status="accepted").inc(endpoint.accepted - before[0])

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from distill.cli.common import bootstrap_option, config_option, load_or_exit
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @click.command(name="replay")
@@ -66,7 +69,7 @@ def command(config_path: Path | None, source: Path, chain: str | None, data_dir:
         json_out.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _progress(total: int, label: str):
+def _progress(total: int, label: str) -> Progress:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -81,7 +84,7 @@ def _progress(total: int, label: str):
 
 
 def _offline(cfg: Any, src: Any, state_dir: Path, force: bool, speed: float | None,
-             snapshot_every: int) -> dict:
+             snapshot_every: int) -> dict[str, Any]:
     from rich.console import Console
 
     from distill.monitor.replay import Replay, prepare_state_dir
@@ -101,7 +104,7 @@ def _offline(cfg: Any, src: Any, state_dir: Path, force: bool, speed: float | No
 
 
 def _republish(cfg: Any, src: Any, topic: str, bootstrap_servers: str | None,
-               speed: float | None) -> dict:
+               speed: float | None) -> dict[str, Any]:
     from contextlib import ExitStack
 
     from distill.kafka import kafka_settings

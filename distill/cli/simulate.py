@@ -119,6 +119,7 @@ def command(config_path: Path | None, scenario: str, seed: int, samples: int | N
         task = progress.add_task(loaded.name, total=total, rate=0.0)
 
         done = [0]
+        sidecar: Path | None
 
         def tick(_event: TeacherEvent) -> None:
             done[0] += 1

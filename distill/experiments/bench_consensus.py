@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill.consensus import (
     ReliabilityConfig,
@@ -47,11 +47,15 @@ from distill.consensus import (
 )
 from stream.signals import canonical_answer
 
+if TYPE_CHECKING:
+    from detectors.bank import DriftRecord
+    from distill.groups import TeacherGroup
+
 #: the consensus rules every table row compares (best teacher is added per stream)
 RULES = ("majority", "drift_aware", "reliability", "reliability_no_forget",
          "reliability_no_correlation", "dawid_skene")
 #: ablations of the pipeline's consensus, run beside it: (name, config change, forgets)
-ABLATIONS = (("reliability_no_forget", {}, False),
+ABLATIONS: tuple[tuple[str, dict[str, Any], bool], ...] = (("reliability_no_forget", {}, False),
              ("reliability_no_correlation", {"correlation": False}, True))
 SIM_SCENARIOS = ("default", "confusion", "collusion", "harsh")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -127,9 +131,10 @@ class _Beside:
 
 
 def run_pipeline(events: Iterable[Any], teachers: Sequence[str],
-                 config: ReliabilityConfig | None = None) -> tuple[list[Any], dict, int]:
+                 config: ReliabilityConfig | None = None,
+                 ) -> tuple[list[TeacherGroup], dict[str, list[Any]], list[DriftRecord]]:
     """The monitor pipeline over ``events``: its groups, the ablations' decisions for the
-    same groups, and the number of alerts."""
+    same groups, and its alerts."""
     from distill.monitor.pipeline import MonitorPipeline, PipelineConfig
 
     config = config or ReliabilityConfig()
@@ -139,7 +144,8 @@ def run_pipeline(events: Iterable[Any], teachers: Sequence[str],
     pipeline = MonitorPipeline(PipelineConfig(expected_teachers=tuple(teachers),
                                               consensus=config, allowed_lateness_s=0.0))
     beside = _Beside(config)
-    groups, alerts = [], []
+    groups: list[TeacherGroup] = []
+    alerts: list[DriftRecord] = []
     for event in events:
         out = pipeline.process(event)
         beside.feed(out)
@@ -283,7 +289,7 @@ def score_simulated(groups: Sequence[Any], beside: Mapping[str, Sequence[Any]],
                                       None) for i in keep]
 
     def acc(rows: list[dict[str, str] | None]) -> float:
-        per = [sum((r or {}).get(f) == groups[i].ground_truth[f]
+        per: list[float] = [sum((r or {}).get(f) == groups[i].ground_truth[f]
                    for r, i in zip(rows, keep, strict=True)) / len(keep) for f in findings]
         return sum(per) / len(per)
 

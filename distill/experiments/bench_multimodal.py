@@ -23,10 +23,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill.experiments.bench_distill import METHODS, monitor_groups, split, targets
 from distill.experiments.students import PREFERENCE_METHODS, Stopwatch, TrainSettings
+
+if TYPE_CHECKING:
+    from distill.groups import TeacherGroup
 
 TEXT_ONLY_METHODS = ("bootstrap", "apo_drift")
 
@@ -42,7 +45,7 @@ class MultimodalSettings:
         bootstrap_steps=150, stage2_steps=60, sft_batch=32, hidden_size=64))
 
 
-def _finding(group: Any) -> str:
+def _finding(group: TeacherGroup) -> str:
     return group.sample_id.rsplit("/", 1)[1]
 
 
@@ -52,7 +55,7 @@ def _with_images(train: list[Any], groups: list[Any]) -> list[Any]:
     return [replace(fg, images=images[fg.sample_id.rsplit("/", 1)[0]]) for fg in train]
 
 
-def _pair(group: Any, studies: list[Any]) -> list[Any]:
+def _pair(group: TeacherGroup, studies: list[Any]) -> list[Any]:
     from stream.simulator.images import finding_pair
 
     return [finding_pair(studies, _finding(group))]
@@ -221,21 +224,23 @@ def run(settings: MultimodalSettings, workdir: Path,
     items = [(f, finding_prompts(g.prompt)[f], g.ground_truth[f], finding_pair(imgs, f))
              for g, imgs in held_loaded for f in FINDINGS]
     say("initial VLM")
-    texts = [g.prompt for g, _ in loaded] + [a.output for g, _ in loaded[:2000]
+    texts = [g.prompt or "" for g, _ in loaded] + [a.output for g, _ in loaded[:2000]
                                              for a in g.answers]
     init = build_tiny_vlm(workdir / "vlm-init", texts, hidden_size=t.hidden_size,
                           num_layers=t.num_layers, vocab_size=t.vocab_size, seed=t.seed)
     say("bootstrap")
-    boot, boot_loss = vision_sft(init, [(g.prompt, imgs[0], a.output) for g, imgs in loaded
+    boot, boot_loss = vision_sft(init, [(g.prompt or "", imgs[0], a.output) for g, imgs in loaded
                                         for a in g.answers], workdir / "bootstrap", t,
                                  t.bootstrap_steps, t.sft_lr)
     clock.lap("bootstrap")
     dirs, history = {"bootstrap": boot}, {"bootstrap": {"loss": boot_loss}}
     usable = [(g, imgs) for g, imgs in loaded if g.consensus.answer is not None]
-    positives = [label_text(g.consensus.answer) for g, _ in usable]
+    positives = [label_text(answer) for g, _ in usable
+                 if (answer := g.consensus.answer) is not None]  # all of them: usable's filter
     say("sft_majority")
     dirs["sft_majority"], loss = vision_sft(
-        boot, [(g.prompt, imgs[0], p) for (g, imgs), p in zip(usable, positives, strict=True)],
+        boot, [(g.prompt or "", imgs[0], p)
+               for (g, imgs), p in zip(usable, positives, strict=True)],
         workdir / "sft_majority", t, t.stage2_steps, t.stage2_sft_lr)
     history["sft_majority"] = {"loss": loss}
     clock.lap("sft_majority")

@@ -117,7 +117,7 @@ def apo_config(out: Path, settings: TrainSettings, **changes: Any) -> Any:
     """An :class:`~distill.apo.config.APOConfig` for a tiny full fine-tune on CPU or GPU."""
     from distill.apo.config import APOConfig
 
-    base = dict(output_dir=str(out), lora=False, max_length=settings.max_length,
+    base: dict[str, Any] = dict(output_dir=str(out), lora=False, max_length=settings.max_length,
                 max_prompt_length=_prompt_budget(settings), beta=settings.beta,
                 drift_weight_scale=settings.drift_weight_scale,
                 consensus_weight=settings.consensus_weight, seed=settings.seed,

@@ -168,7 +168,7 @@ class IngestStage:
     def _closed_at(self, sample: JoinedSample) -> float:
         """When the group's answers were all in (a complete group), else its deadline:
         properties of the sample, not of the partition it travelled on."""
-        last = max(a["at"] for a in sample.answers.values())
+        last: float = max(a["at"] for a in sample.answers.values())
         if sample.status == "complete":
             return last
         return max(last, sample.opened_at + self.joiner.timeout_s)

@@ -196,7 +196,7 @@ class GroupBuffer:
         """How many training groups arrived after ``watermark`` (the trigger's K)."""
         (n,) = self._db.execute("SELECT COUNT(*) FROM groups WHERE probe = 0 AND seq > ?",
                                 (watermark,)).fetchone()
-        return n
+        return int(n)
 
     def new_since(self, watermark: int, limit: int | None = None,
                   since_ts: float | None = None) -> list[tuple[int, TeacherGroup]]:
@@ -255,7 +255,7 @@ class GroupBuffer:
             with self._tx():
                 self._set_meta(key, default)
             return default
-        return row[0]
+        return str(row[0])
 
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

@@ -129,7 +129,7 @@ class Registry:
             return {"format": FORMAT, "current": None, "reference": None, "versions": {},
                     "runs": {}, "history": []}
         try:
-            data = json.loads(self._file.read_bytes())
+            data: dict[str, Any] = json.loads(self._file.read_bytes())
         except (OSError, ValueError) as exc:
             raise RegistryCorruptError(f"{self._file}: {exc}") from exc
         if data.get("format") != FORMAT:
@@ -271,7 +271,8 @@ class Registry:
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self._locked() as data:
-            return data["runs"].get(run_id)
+            run: dict[str, Any] | None = data["runs"].get(run_id)
+            return run
 
     def abandon_running(self) -> list[str]:
         """Mark every run still ``running`` as ``abandoned``; call it holding the round lock,
@@ -343,7 +344,7 @@ class Registry:
             return False
         directory = self.root / v.path
         try:
-            manifest = json.loads((directory / MANIFEST).read_bytes())
+            manifest: dict[str, int] = json.loads((directory / MANIFEST).read_bytes())
         except (OSError, ValueError):
             return False
         return manifest == _manifest(directory)

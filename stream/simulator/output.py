@@ -15,14 +15,25 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from stream.events import TeacherEvent
 
 FLUSH_EVERY = 5000  # bound the producer's pending futures on long runs
+
+
+class ProducerTuning(TypedDict):
+    """Keyword options of :class:`stream.kafka.KafkaSink`, typed so ``**`` keeps their types."""
+
+    compression_type: str
+    batch_size: int
+    linger_ms: int
+
+
 #: KafkaSink options for simulated streams: events are ~1.7 KB and the 7 answers to a sample
 #: repeat one prompt, so gzip-compressed large batches move several times more events/s.
-PRODUCER_TUNING = {"compression_type": "gzip", "batch_size": 262144, "linger_ms": 20}
+PRODUCER_TUNING: ProducerTuning = {"compression_type": "gzip", "batch_size": 262144,
+                                   "linger_ms": 20}
 
 
 class Sink(Protocol):
