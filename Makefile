@@ -3,6 +3,11 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# `make test` runs the suite on this many pytest-xdist workers (CI has 2 cores; most long
+# tests wait on subprocesses and the broker), one test file per worker so module fixtures
+# build once; PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
+XDIST   := -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: demo test test-fast lint typecheck docs check bench clean
 
@@ -18,10 +23,10 @@ demo: $(STAMP)
 	$(VENV)/bin/distill serve --demo
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  # no broker, nothing long: the subset to run while editing
-	$(PY) -m pytest -m "not slow and not broker" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow and not broker" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
