@@ -43,9 +43,14 @@ def command() -> None:
               help="Only these signals (to measure what each adds). [default: all]")
 @click.option("--test", "test", type=click.Choice(["mmd", "univariate"]), default="mmd",
               show_default=True, help="Joint MMD tests, or one detector per signal.")
+@click.option("--embeddings", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True, help="Content embeddings of the outputs (the embeddings "
+              "extra; auto: on where installed). The model is distilled once into "
+              "detectors.embedding_cache (default <serve.state_dir>/models).")
 def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
            json_out: Path | None, delta_max: int, no_baselines: bool, oracle: bool,
-           allow_skip: bool, signals: str | None, test: str, partitions: int) -> None:
+           allow_skip: bool, signals: str | None, test: str, partitions: int,
+           embeddings: str) -> None:
     """Run the detector bank over real drift chains, as the monitor does (peers and
     agreement included), and score it against River baselines (Cerqueira et al.)."""
     from dataclasses import replace
@@ -55,13 +60,16 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
 
     from distill.experiments.detection import ChainUnbuildable, load_chains, run_benchmark
 
-    cfg = load_or_exit(config_path).detectors
+    full = load_or_exit(config_path)
+    cfg = full.detectors.model_copy(update={"embeddings": embeddings})
+    embedder = cfg.embedder(full.serve.state_dir)
     chosen = {"signals": tuple(signals.split(","))} if signals else {}
     try:
-        bank = replace(cfg.bank(), test=test, **chosen)
+        bank = replace(cfg.bank(embedder.dim if embedder else 0), test=test, **chosen)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--signals") from exc
     console = Console()
+    console.print(f"content embeddings: {embedder.name if embedder else 'off'}")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("chains", total=len(load_chains(chains)))
 
@@ -72,7 +80,7 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
             result = run_benchmark(data, chains, bank, seed=seed, delta_max=delta_max,
                                    baselines=not no_baselines, oracle=oracle,
                                    allow_skip=allow_skip, progress=step,
-                                   partitions=partitions)
+                                   partitions=partitions, embedder=embedder)
         except ChainUnbuildable as exc:
             raise click.ClickException(f"{exc} (--allow-skip counts it as missed)") from exc
     _print(console, result)

@@ -76,10 +76,13 @@ FINAL_CHECKPOINT_S = 20.0  # retrying the last checkpoint; below Kubernetes' 30 
 ROLES = {"ingest": ("input",), "detect": ("observations",), "all": ("input", "observations")}
 
 
-def pipeline_config(cfg: Config) -> PipelineConfig:
+def pipeline_config(cfg: Config, embedder: Any = None) -> PipelineConfig:
+    """The pipeline of ``cfg``; with the embedder of ``cfg.detectors`` loaded by the caller
+    (:meth:`distill.config.DetectorsConfig.embedder`: it may distil a model once)."""
     d = cfg.detectors
     return PipelineConfig(
-        bank=d.bank(),
+        bank=d.bank(embedder.dim if embedder is not None else 0),
+        embedder=embedder,
         expected_teachers=tuple(cfg.serve.expected_teachers),
         group_timeout_s=cfg.serve.group_timeout_s,
         max_teachers=cfg.serve.max_teachers,
@@ -150,7 +153,7 @@ class MonitorService:
         self.on_alert = on_alert
         self.state_dir = Path(cfg.serve.state_dir)
         self.layout = StateDir(self.state_dir)
-        self.pconfig = pipeline_config(cfg)
+        self.pconfig = pipeline_config(cfg, cfg.detectors.embedder(self.state_dir))
         bank = self.pconfig.bank
         self._detector_pairs = [(s, bank.kind_of(s)) for s in bank.signals]
         self._teacher_events: dict[str, Any] = {}  # teacher -> its events counter child
