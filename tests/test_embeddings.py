@@ -96,16 +96,48 @@ def embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
     return found
 
 
-def test_embedding_only_shift_is_detected(embedder: Embedder) -> None:
-    events = _stream(500, change_at=250)
+@pytest.fixture(scope="module")
+def shift() -> list[TeacherEvent]:
+    return _stream(500, change_at=250)
+
+
+@pytest.fixture(scope="module")
+def shift_alarms(shift: list[TeacherEvent], embedder: Embedder) -> list[tuple[str, str, int]]:
+    return _alarms(shift, embedder)
+
+
+def test_embedding_only_shift_is_detected(shift: list[TeacherEvent], embedder: Embedder,
+                                          shift_alarms: list[tuple[str, str, int]]) -> None:
+    events = shift
     without = _alarms(events, None)
     assert without == []  # length, format, answer, vocabulary: nothing to see
-    alarms = _alarms(events, embedder)
+    alarms = shift_alarms
     assert [a for a in alarms if a[0] != "a"] == []
     first = [i for t, _, i in alarms if t == "a"]
     assert first and 250 <= first[0] <= 350, alarms
     # the same alarms on 3 input partitions (observations carry packed float16 vectors)
     assert _alarms(events, embedder, partitions=3) == alarms
+
+
+def test_serve_raises_the_pipelines_alerts(kafka_settings: Any, tmp_path: Path,
+                                          shift: list[TeacherEvent], embedder: Embedder,
+                                          shift_alarms: list[tuple[str, str, int]]) -> None:
+    """Over Kafka: a poll's outputs encoded in one call, the vectors packed on the internal
+    observations topic, the model loaded from the cache the config names."""
+    from serving import Topics, produce_events
+
+    from distill.monitor.service import MonitorService, RunLimits
+
+    cache = tmp_path / "models"
+    load_embedder("on", DIM, cache, build=lambda dim: tiny_model(dim))  # what serve loads
+    topics = Topics.fresh()
+    produce_events(kafka_settings, topics.input, shift)
+    cfg = topics.config(kafka_settings.bootstrap_servers, tmp_path / "state",
+                        expected_teachers=list(TEACHERS))
+    cfg = cfg.model_copy(update={"detectors": cfg.detectors.model_copy(update={
+        "embeddings": "on", "embedding_dim": DIM, "embedding_cache": cache})})
+    summary = MonitorService(cfg, limits=RunLimits(idle_exit_s=2.0, finish=True)).run()
+    assert [(a["teacher"], a["signal"], a["index"]) for a in summary.alerts] == shift_alarms
 
 
 def test_no_change_no_alarm(embedder: Embedder) -> None:
