@@ -47,10 +47,12 @@ def command() -> None:
               show_default=True, help="Content embeddings of the outputs (the embeddings "
               "extra; auto: on where installed). The model is distilled once into "
               "detectors.embedding_cache (default <serve.state_dir>/models).")
+@click.option("--peer-reanchor", is_flag=True,
+              help="An alarm re-anchors every other teacher's peer test (BankConfig).")
 def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
            json_out: Path | None, delta_max: int, no_baselines: bool, oracle: bool,
            allow_skip: bool, signals: str | None, test: str, partitions: int,
-           embeddings: str) -> None:
+           embeddings: str, peer_reanchor: bool) -> None:
     """Run the detector bank over real drift chains, as the monitor does (peers and
     agreement included), and score it against River baselines (Cerqueira et al.)."""
     from dataclasses import replace
@@ -65,7 +67,8 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
     embedder = cfg.embedder(full.serve.state_dir)
     chosen = {"signals": tuple(signals.split(","))} if signals else {}
     try:
-        bank = replace(cfg.bank(embedder.dim if embedder else 0), test=test, **chosen)
+        bank = replace(cfg.bank(embedder.dim if embedder else 0), test=test,
+                       peer_reanchor=peer_reanchor, **chosen)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--signals") from exc
     console = Console()
