@@ -262,7 +262,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
     import time
     from dataclasses import replace
 
-    from distill.experiments.bench_distill import BenchSettings, aggregate, run
+    from distill.experiments.bench_distill import BenchSettings, run
     from distill.experiments.students import (
         case_settings,
         smollm2_gpu_settings,
@@ -301,19 +301,28 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                                                    "own reasoning")))
         _print_targets(console, result)
         results.append(result)
-    doc: Any = results[0]
+        if json_out is not None:  # after every seed, so a long run keeps what it measured
+            _write(json_out, distill_doc(results))
+    doc = distill_doc(results)
     if len(results) > 1:
-        doc = {"benchmark": "distill", "runs": results,
-               "aggregate": {"generated": aggregate(results),
-                             "likelihood": aggregate(results, "methods_likelihood")}}
         console.print(aggregate_table(doc["aggregate"]["generated"], results[0],
                                       "generated answer"))
         console.print(aggregate_table(doc["aggregate"]["likelihood"], results[0],
                                       "most likely label"))
     if json_out is not None:
-        _write(json_out, doc)
         console.print(f"wrote {json_out}")
     return results
+
+
+def distill_doc(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run as it is; several: every run and each row's mean and spread over them."""
+    from distill.experiments.bench_distill import aggregate
+
+    if len(results) == 1:
+        return results[0]
+    return {"benchmark": "distill", "runs": results,
+            "aggregate": {"generated": aggregate(results),
+                          "likelihood": aggregate(results, "methods_likelihood")}}
 
 
 def _title(result: dict[str, Any], what: str) -> str:
