@@ -192,7 +192,8 @@ def _text_only(train: list[Any], usable: list[Any], positives: list[str],
 def run(settings: MultimodalSettings, workdir: Path,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole multimodal benchmark for one seed (module docstring)."""
-    from distill.apo.vision import build_tiny_vlm, load_group_images
+    from distill.apo.vision import load_group_images
+    from distill.apo.vision_tiny import build_tiny_vlm
     from distill.experiments.mscxr import (
         finding_prompts,
         label_text,
