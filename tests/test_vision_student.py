@@ -240,3 +240,6 @@ def test_the_trainer_reads_images_under_the_configs_serve_image_roots(tmp_path: 
     assert config.image_roots == ["/data/cxr", "s3://bucket/cxr"]
     with pytest.raises(click.BadParameter, match=r"serve\.image_roots"):
         settings_or_exit(cfg, None, None, None, None, False, 5, ('image_roots=["/x"]',))
+    from_env = load_config(None, env={"DISTILL_SERVE__IMAGE_ROOTS": "/data/a,s3://b/c"})
+    settings = settings_or_exit(from_env, None, None, None, None, False, 5, ())
+    assert ApoEngine()._config(tmp_path, settings).image_roots == ["/data/a", "s3://b/c"]
