@@ -8,7 +8,7 @@
    of both studies side by side (:func:`stream.simulator.images.finding_pair`), opened by
    reference with the hash checked; a group whose image is missing or changed is dropped
    and counted (``image_failures``).
-3. Train the five methods from one tiny LLaVA (:func:`distill.apo.vision.build_tiny_vlm`),
+3. Train the five methods from one tiny LLaVA (:func:`distill.apo.vision_tiny.build_tiny_vlm`),
    every input built by its own processor, the vision tower frozen.
 4. For comparison, a text-only student (the tiny causal LM of the text benchmark) trained
    on the same groups without the images (bootstrap and APO drift-weighted): with the cue
