@@ -191,6 +191,7 @@ def test_bootstrap_and_round_take_images_and_count_a_bad_one(tiny_vlm: Path,
     result = train_round(boot, boot, groups, tmp_path / "r1", config, progress=False,
                          on_batch=lambda stage, done, total: stages.append((stage, done, total)))
     assert ("synthesis", 2, 2) in stages  # the student wrote the readable groups' positives
+    assert ("reference", 2, 2) in stages
     assert result.metrics["image_failures/image_hash_mismatch"] == 1.0
     assert result.metrics["groups"] == 2.0 and result.metrics["steps"] == 2.0
     assert 0.0 <= result.metrics["synthesis_fallbacks"] <= 2.0

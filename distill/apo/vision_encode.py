@@ -15,7 +15,7 @@ carried with the prompt, zeros over the response and the padding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,14 +222,34 @@ class VisionAPOTrainer(APOTrainer):
 
 
 def attach_vision_reference(groups: Sequence[VisionGroup], reference: Any, pad_id: int,
-                            batch_size: int = 32, device: Any = None) -> list[VisionGroup]:
-    """The frozen reference's log-prob of every candidate, once, carried with its group."""
+                            batch_size: int = 32, device: Any = None,
+                            on_batch: Callable[[int, int], None] | None = None
+                            ) -> list[VisionGroup]:
+    """The frozen reference's log-prob of every candidate, once, carried with its group.
+
+    ``on_batch(groups done, total)`` runs before the first and after each batch of about
+    ``batch_size`` candidates (progress; it may raise to stop the round there).
+    """
     from dataclasses import replace
 
-    flat = [c for g in groups for c in g.candidates]
-    scores = vision_score_all(reference, flat, pad_id, batch_size, device)
-    out, i = [], 0
-    for g in groups:
-        out.append(replace(g, ref_logps=tuple(scores[i:i + len(g.candidates)])))
-        i += len(g.candidates)
+    out: list[VisionGroup] = []
+    if on_batch is not None and groups:
+        on_batch(0, len(groups))
+    start = 0
+    while start < len(groups):
+        end, rows = start, 0
+        while end < len(groups) and (end == start or rows + len(groups[end].candidates)
+                                     <= batch_size):
+            rows += len(groups[end].candidates)
+            end += 1
+        chunk = groups[start:end]
+        scores = vision_score_all(reference, [c for g in chunk for c in g.candidates], pad_id,
+                                  batch_size, device)
+        i = 0
+        for g in chunk:
+            out.append(replace(g, ref_logps=tuple(scores[i:i + len(g.candidates)])))
+            i += len(g.candidates)
+        start = end
+        if on_batch is not None:
+            on_batch(len(out), len(groups))
     return out

@@ -92,7 +92,8 @@ def train_round_vision(policy_dir: Path, reference_dir: Path, groups: Sequence[T
     prefs = make_preference_groups([g for g, _ in loaded], config, model, processor,
                                    stage("synthesis"), images=[imgs for _, imgs in loaded])
     encoded = _encode_with_reference(prefs, {g.sample_id: imgs for g, imgs in loaded},
-                                     Path(reference_dir), config, failures)
+                                     Path(reference_dir), config, failures,
+                                     stage("reference"))
     if config.lora:
         model = apply_vision_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout)
     args = copy.deepcopy(config)
@@ -117,8 +118,8 @@ def train_round_vision(policy_dir: Path, reference_dir: Path, groups: Sequence[T
 
 
 def _encode_with_reference(prefs: Sequence[Any], images: dict[str, list[Any]],
-                           reference_dir: Path, config: APOConfig, failures: Counter[str]
-                           ) -> list[Any]:
+                           reference_dir: Path, config: APOConfig, failures: Counter[str],
+                           on_batch: Callable[[int, int], None] | None = None) -> list[Any]:
     """Every group's candidates through the reference's processor, with the reference's
     log-probs attached (the reference is freed afterwards)."""
     import torch
@@ -136,7 +137,7 @@ def _encode_with_reference(prefs: Sequence[Any], images: dict[str, list[Any]],
         raise ValueError(f"no usable preference group (image failures: {dict(failures)})")
     encoded = attach_vision_reference(encoded, reference, processor.tokenizer.pad_token_id,
                                       config.reference_batch_size,
-                                      next(reference.parameters()).device)
+                                      next(reference.parameters()).device, on_batch)
     del reference
     gc.collect()
     if torch.cuda.is_available():
