@@ -94,6 +94,26 @@ def test_each_family_loads_scores_with_its_images_and_generates(
         assert type(text_model).__name__ == FAMILIES[family][0]
 
 
+def test_a_batch_mixes_cases_with_different_image_counts() -> None:
+    from distill.apo.vision_encode import VisionEncoded, collate_vision
+
+    def row(images: dict[str, torch.Tensor], types: tuple[int, ...] | None = None
+            ) -> VisionEncoded:
+        return VisionEncoded([1, 2, 3, 4], 2, images, types)
+
+    per_row = [row({"pixel_values": torch.ones(1, n, 3, 4, 4),
+                    "pixel_attention_mask": torch.ones(1, n, 4, 4, dtype=torch.long)})
+               for n in (2, 1)] + [row({})]  # Idefics3 / SmolVLM layout: rows x images
+    out = collate_vision(per_row, 0)
+    assert out["pixel_values"].shape == (3, 2, 3, 4, 4)
+    assert out["pixel_values"][1, 1].abs().sum() == 0 and out["pixel_values"][2].abs().sum() == 0
+    assert out["pixel_attention_mask"][:, :, 0, 0].tolist() == [[1, 1], [1, 0], [0, 0]]
+    per_image = [row({"pixel_values": torch.ones(n, 3, 4, 4)}, (0, 1)) for n in (2, 1)]
+    out = collate_vision([row({}), *per_image], 0)  # LLaVA / Qwen2-VL: one entry per image
+    assert out["pixel_values"].shape == (3, 3, 4, 4)
+    assert out["mm_token_type_ids"].tolist() == [[0] * 4, [0, 1, 0, 0], [0, 1, 0, 0]]
+
+
 def test_synthesis_puts_each_case_images_in_the_students_context(tiny_vlm: Path) -> None:
     from distill.apo.vision import IMAGE_TOKEN
 
