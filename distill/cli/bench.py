@@ -446,6 +446,12 @@ def run_consensus(data: Path, chains: Path, seed: int, scale: float,
         f"or above the best teacher on {a['reliability_at_or_above_best']}, above majority on "
         f"{a['reliability_above_majority']}, below majority on "
         f"{a['reliability_below_majority']}")
+    console.print("Hindsight bounds, pooled over groups: any teacher right "
+                  f"{_fmt(a['any_teacher_right_pooled'])}, one-coin vote with the true "
+                  f"accuracies {_fmt(a['hindsight_vote_pooled'])}, best teacher right while "
+                  f"the others agree on a wrong answer "
+                  f"{_fmt(a['best_right_others_agree_wrong_pooled'])}; best teacher "
+                  f"{_fmt(a['best_teacher_pooled'])}, reliability {_fmt(a['reliability_pooled'])}")
     for s in result["skipped"]:
         console.print(f"skipped {s['chain']}: {s['reason']}")
     if sim_samples > 0:
