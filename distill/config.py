@@ -171,12 +171,14 @@ class ServeConfig(_Section):
     image_roots: list[str] = Field(
         default_factory=list,
         description="directories (or object-store prefixes, s3://bucket/x) that event image "
-                    "references must lie under; relative references resolve under the first")
+                    "references must lie under; relative references resolve under the first; "
+                    "the trainer reads the images under the same roots")
 
-    @field_validator("expected_teachers", mode="before")
+    @field_validator("expected_teachers", "image_roots", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        """``DISTILL_SERVE__EXPECTED_TEACHERS=a,b`` as well as a TOML list."""
+        """``DISTILL_SERVE__EXPECTED_TEACHERS=a,b`` (or ``..._IMAGE_ROOTS``) as well as a
+        TOML list."""
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value

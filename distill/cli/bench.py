@@ -148,7 +148,7 @@ def _pct(x: float | None) -> str:
 @click.option("--samples", type=click.IntRange(min=50), default=None,
               help="Cases in the stream; default: the scenario's.")
 @click.option("--eval-every", default=5, show_default=True,
-              help="Every N-th case is held out for evaluation.")
+              help="Every N-th case is a test case (and every 2N-th after it a probe case).")
 @click.option("--student", type=click.Choice(["tiny", "smollm2"]), default="tiny",
               show_default=True,
               help="tiny: a small random model (CI); smollm2: SmolLM2-135M-Instruct with LoRA "
@@ -168,21 +168,34 @@ def _pct(x: float | None) -> str:
 @click.option("--multimodal", is_flag=True,
               help="Images in the cases and a tiny vision-language student (CPU); prints "
                    "the same table plus a text-only student on the same groups.")
-@click.option("--cue-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="With --multimodal: share of findings whose change the text states.")
+@click.option("--cue-rate", type=click.FloatRange(0, 1), default=None,
+              help="Share of findings whose change the case text states. [default: 0.1; "
+                   "0 with --multimodal]")
+@click.option("--max-new-tokens", type=click.IntRange(min=8), default=None,
+              help="Tokens a student may write per test case. [default: 320]")
+@click.option("--scenario-cue", is_flag=True,
+              help="Keep the scenario's own cue rate (1.0 in default and harsh: every case "
+                   "names its change) instead of --cue-rate.")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                   samples: int | None, eval_every: int, student: str, budget: str | None,
                   bootstrap_steps: int | None, stage2_steps: int | None,
-                  workdir: Path | None, multimodal: bool, cue_rate: float) -> None:
-    """The paper's MS-CXR-T table at small scale: teachers vs students trained from one
-    initial model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
+                  workdir: Path | None, multimodal: bool, cue_rate: float | None,
+                  max_new_tokens: int | None, scenario_cue: bool) -> None:
+    """The paper's MS-CXR-T table at small scale: teachers, their majority vote and a lookup
+    baseline vs students trained from one initial model (bootstrap SFT, SFT on majority,
+    DPO, APO uniform, APO drift-weighted), on disjoint whole cases; every row over seeds."""
     if multimodal:
         run_multimodal(scenario, seeds, json_out, workdir, samples, eval_every,
                        300 if bootstrap_steps is None else bootstrap_steps,
-                       150 if stage2_steps is None else stage2_steps, cue_rate)
+                       150 if stage2_steps is None else stage2_steps,
+                       0.0 if cue_rate is None else cue_rate)
         return
+    from distill.experiments.bench_distill import DEFAULT_CUE_RATE
+
+    cue = None if scenario_cue else (DEFAULT_CUE_RATE if cue_rate is None else cue_rate)
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
-                stage2_steps, student=student, budget=budget)
+                stage2_steps, student=student, budget=budget, cue_rate=cue,
+                max_new_tokens=max_new_tokens)
 
 
 @command.command(name="consensus")
@@ -251,14 +264,18 @@ case with every method's model), unless --samples says otherwise."""
 def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                 workdir: Path | None, samples: int | None, eval_every: int,
                 bootstrap_steps: int | None, stage2_steps: int | None,
-                student: str = "tiny", budget: str | None = None) -> list[dict[str, Any]]:
-    """Run the benchmark for each seed, print the tables, write the JSON."""
+                student: str = "tiny", budget: str | None = None,
+                cue_rate: float | None = 0.1,
+                max_new_tokens: int | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark for each seed, print the tables (and, over several seeds, every
+    row's mean and spread), write the JSON."""
     import tempfile
     import time
+    from dataclasses import replace
 
     from distill.experiments.bench_distill import BenchSettings, run
     from distill.experiments.students import (
-        TrainSettings,
+        case_settings,
         smollm2_gpu_settings,
         smollm2_settings,
     )
@@ -267,7 +284,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
     results = []
     steps = {k: v for k, v in (("bootstrap_steps", bootstrap_steps),
                                ("stage2_steps", stage2_steps)) if v is not None}
-    preset: Any = TrainSettings
+    preset: Any = case_settings
     if student == "smollm2":
         if budget is None:
             import torch
@@ -278,7 +295,10 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
             samples = samples or SMOLLM2_CPU_SAMPLES
     for seed in seeds:
         settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
-                                 eval_every=eval_every, train=preset(seed=seed, **steps))
+                                 eval_every=eval_every, cue_rate=cue_rate,
+                                 train=preset(seed=seed, **steps))
+        if max_new_tokens is not None:
+            settings = replace(settings, max_new_tokens=max_new_tokens)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp, \
                 console.status(f"seed {seed}") as status:
@@ -286,17 +306,60 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
             result = run(settings, base,
                          progress=lambda s, n=seed: status.update(f"seed {n}: {s}"))
         result["seconds"]["total"] = round(time.perf_counter() - started, 1)
-        console.print(distill_table(result))
-        console.print(distill_table(result, "methods_sampled",
-                                    "Sampled answer (expected accuracy at temperature 1)"))
+        console.print(distill_table(result, title=_title(result, "generated answer")))
+        console.print(distill_table(result, "methods_likelihood",
+                                    _title(result, "most likely label after the student's "
+                                                   "own reasoning")))
         _print_targets(console, result)
         results.append(result)
+        if json_out is not None:  # after every seed, so a long run keeps what it measured
+            _write(json_out, distill_doc(results))
+    doc = distill_doc(results)
+    if len(results) > 1:
+        console.print(aggregate_table(doc["aggregate"]["generated"], results[0],
+                                      "generated answer"))
+        console.print(aggregate_table(doc["aggregate"]["likelihood"], results[0],
+                                      "most likely label"))
     if json_out is not None:
-        doc: Any = results[0] if len(results) == 1 else {"benchmark": "distill",
-                                                         "runs": results}
-        _write(json_out, doc)
         console.print(f"wrote {json_out}")
     return results
+
+
+def distill_doc(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run as it is; several: every run and each row's mean and spread over them."""
+    from distill.experiments.bench_distill import aggregate
+
+    if len(results) == 1:
+        return results[0]
+    return {"benchmark": "distill", "runs": results,
+            "aggregate": {"generated": aggregate(results),
+                          "likelihood": aggregate(results, "methods_likelihood")}}
+
+
+def _title(result: dict[str, Any], what: str) -> str:
+    c = result["cases"]
+    return (f"{result['scenario']} (seed {result['seed']}, cue rate {result['cue_rate']}): "
+            f"Top-1 per finding on {c['test']} test cases, {what}; test prompts in "
+            f"training: {c['test_prompts_in_training']}")
+
+
+def aggregate_table(rows: list[dict[str, Any]], result: dict[str, Any], what: str) -> Table:
+    """Mean +- sd (min-max of the mean) of every row over the seeds."""
+    from rich.table import Table
+
+    cols = [*result["findings"], "mean"]
+    table = Table(title=f"{result['scenario']}, seeds {rows[0]['seeds']}: Top-1 mean +- sd "
+                        f"over seeds, {what}")
+    table.add_column("row")
+    for c in cols:
+        table.add_column(c, justify="right")
+    table.add_column("min-max (mean)", justify="right")
+    for r in rows:
+        name = r["row"] + (f" ({', '.join(sorted(set(r['teachers'])))})"
+                           if "teachers" in r else "")
+        table.add_row(name, *(f"{r[c]['mean']:.3f} +- {r[c]['sd']:.3f}" for c in cols),
+                      f"{r['mean']['min']:.3f}-{r['mean']['max']:.3f}")
+    return table
 
 
 def run_multimodal(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
