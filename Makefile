@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml stream/_textscan.c detectors/_kernels.c  # editable: C 
 	$(PY) -m pip install -q --upgrade pip
 	# A CPU build of torch first: an unpinned torch resolves to a multi-GB CUDA build here.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[train,report,dev,librdkafka,docs,multimodal,bench]"
+	$(PY) -m pip install -q -e ".[train,report,dev,librdkafka,docs,multimodal,bench,embeddings]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,9 +7,16 @@ peer-relative signals). Printed, each with its ratio to River ADWIN on log lengt
 - ``univariate[length]``: the per-signal bank with only the length signal;
 - ``univariate[all]``: one detector per signal, every signal;
 - ``mmd[all]``: the default joint bank (own and peer MMD tests), embeddings off;
-- ``mmd[all+emb]``: the same with a 256-d ``embedding`` signal and ``peer_distance``
-  (random unit vectors standing in for a static embedder's output: the embedder's own
-  cost is not included).
+- ``mmd[all+emb]``: the same with the content embeddings (``embedding`` and
+  ``peer_distance``) of the distilled all-MiniLM-L6-v2 (:mod:`distill.monitor.embeddings`,
+  the ``embeddings`` extra), the vectors computed beforehand: the bank alone;
+- ``encode``: the static model encoding the outputs, in batches of a poll (256) and
+  one output per call;
+- ``mmd[all+emb]+encode``: the bank with embeddings plus the batched encoding, what the
+  monitor spends per event with embeddings on.
+
+The embedding rows need the extra and the distilled model (built once into
+``--embedding-cache``, 1-2 min of CPU the first time); without the extra they are skipped.
 
 Run: ``.venv/bin/python benchmarks/bench_detect.py [--samples 1000] [--repeat 3]``.
 """
@@ -21,32 +28,38 @@ import math
 import time
 from collections.abc import Callable
 from itertools import groupby
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 from river import drift
 
 from detectors import BankConfig, DetectorBank
+from distill.monitor.embeddings import DEFAULT_DIM, Embedder, load_embedder
+from stream.events import TeacherEvent
 from stream.signals import event_signals, leave_one_out_agreement, peer_signals
 from stream.simulator import generate, load_scenario
 
-EMBEDDING_DIM = 256  # model2vec's default output dimension
+POLL = 256  # outputs encoded per call, as the pipeline batches them
 
 
-def _updates(samples: int, embed: bool = False) -> list[tuple[str, dict[str, Any]]]:
-    """(teacher, signals) in monitor order: each event, then the group's peer signals."""
+def _events(samples: int) -> list[TeacherEvent]:
     scenario = load_scenario("default")
-    scenario = scenario.model_copy(update={"samples": samples}) if hasattr(
-        scenario, "model_copy") else scenario
-    rng = np.random.default_rng(0)
+    scenario = scenario.model_copy(update={"samples": samples})
+    return list(generate(scenario, seed=0))
+
+
+def _updates(events: list[TeacherEvent], embedder: Embedder | None = None
+             ) -> list[tuple[str, dict[str, Any]]]:
+    """(teacher, signals) in monitor order: each event, then the group's peer signals."""
+    vecs = iter(_encode(embedder, [e.output for e in events]) if embedder else [])
+    embed = embedder is not None
     out: list[tuple[str, dict[str, Any]]] = []
-    for _, group in groupby(generate(scenario, seed=0), key=lambda e: e.sample_id):
+    for _, group in groupby(events, key=lambda e: e.sample_id):
         answers, lengths, embeddings = {}, {}, {}
         for event in group:
             signals: dict[str, Any] = dict(event_signals(event))
             if embed:
-                v = rng.standard_normal(EMBEDDING_DIM)
-                signals["embedding"] = embeddings[event.teacher] = tuple(v / np.linalg.norm(v))
+                signals["embedding"] = embeddings[event.teacher] = next(vecs)
             answers[event.teacher] = signals["answer"]
             lengths[event.teacher] = signals["length"]
             out.append((event.teacher, signals))
@@ -57,6 +70,17 @@ def _updates(samples: int, embed: bool = False) -> list[tuple[str, dict[str, Any
                 peer.pop("peer_distance")
             out.append((teacher, peer))
     return out
+
+
+def _encode(embedder: Embedder, texts: list[str], batch: int = POLL) -> list[tuple[float, ...]]:
+    out: list[tuple[float, ...]] = []
+    for i in range(0, len(texts), batch):
+        out.extend(tuple(v.tolist()) for v in embedder.encode(texts[i:i + batch]))
+    return out
+
+
+def _discard(_: Any) -> None:
+    return None
 
 
 def _best(fn: Callable[[], None], repeat: int) -> float:
@@ -74,9 +98,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--embedding-cache", type=Path, default=Path("state/models"),
+                        help="where the distilled embedding model is kept (built if missing)")
+    parser.add_argument("--embedding-dim", type=int, default=DEFAULT_DIM)
     args = parser.parse_args()
-    updates = _updates(args.samples)
-    with_emb = _updates(args.samples, embed=True)
+    stream = _events(args.samples)
+    embedder = load_embedder("auto", args.embedding_dim, args.embedding_cache)
+    updates = _updates(stream)
+    with_emb = _updates(stream, embedder) if embedder else []
     events = [(t, s) for t, s in updates if "length" in s]
     lengths = [(t, math.log1p(s["length"])) for t, s in events]
     n = len(lengths)
@@ -102,16 +131,27 @@ def main() -> None:
                                    length_only),
         "univariate[all]": bank(BankConfig(test="univariate"), updates),
         "mmd[all]": bank(BankConfig(), updates),
-        "mmd[all+emb]": bank(BankConfig(embedding_dim=EMBEDDING_DIM), with_emb),
     }
+    texts = [e.output for e in stream]
+    if embedder is not None:
+        runs["mmd[all+emb]"] = bank(BankConfig(embedding_dim=embedder.dim), with_emb)
+        runs[f"encode[batch {POLL}]"] = lambda: _discard(_encode(embedder, texts))
+        runs["encode[1 per call]"] = lambda: _discard(_encode(embedder, texts, 1))
     t_adwin = _best(adwin, args.repeat)
     us = 1e6
     print(f"events {n} ({args.samples} samples x {n // args.samples} teachers), "
-          f"best of {args.repeat}, CPU time per event (signals computed beforehand)")
-    print(f"{'River ADWIN[length]':22s} {t_adwin / n * us:8.2f} us/event")
+          f"best of {args.repeat}, CPU time per event (signals computed beforehand); "
+          f"embeddings: {embedder.name if embedder else 'off (extra not installed)'}")
+    print(f"{'River ADWIN[length]':28s} {t_adwin / n * us:8.2f} us/event")
+    times = {}
     for name, fn in runs.items():
-        t = _best(fn, args.repeat)
-        print(f"{'bank ' + name:22s} {t / n * us:8.2f} us/event   ratio {t / t_adwin:6.1f}x")
+        t = times[name] = _best(fn, args.repeat)
+        label = name if name.startswith("encode") else "bank " + name
+        print(f"{label:28s} {t / n * us:8.2f} us/event   ratio {t / t_adwin:6.1f}x")
+    if embedder is not None:
+        t = times["mmd[all+emb]"] + times[f"encode[batch {POLL}]"]
+        print(f"{'bank mmd[all+emb]+encode':28s} {t / n * us:8.2f} us/event   "
+              f"ratio {t / t_adwin:6.1f}x")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ univariate bank only alarms on a teacher's own signals count (agreement alone is
 ambiguous); in the joint bank the first teacher whose peer test alarms takes the change
 (its shift relative to the others is the largest), as does any alarm of its own test. Every
 detection still counts in :meth:`DetectorBank.summary` and in the teacher's evidence.
+With ``peer_reanchor`` (joint bank, off by default) an alarm instead re-anchors every other
+teacher's peer test: their references contain the changed teacher, so they restart on
+data that already holds its change, and a later peer detection is not explained away
+(it cannot be the earlier change). A teacher whose own change follows another's alarm
+within the horizon is then still reported; measured on the demo and two real chains only.
 
 >>> bank = DetectorBank(BankConfig(test="univariate", kl_window=20, kl_reference=40))
 >>> alarms = []
@@ -128,6 +133,9 @@ class BankConfig:
     mmd_test_every: int = 10
     mmd_min_size: int = 40  # events each side before the first test after an anchor
     embedding_dim: int = 0  # length of the ``embedding`` signal; 0: no embeddings
+    # mmd bank: an alarm re-anchors every other teacher's peer test (their references
+    # contain the changed teacher), and a peer detection is then never explained away
+    peer_reanchor: bool = False
     min_answer_rate: float = 0.05  # below it answer and agreement are not live
     refractory: int | None = None  # events after an alarm in which detections only
     # corroborate; None: 0 for "mmd" (its tests re-anchor), 200 for "univariate"
@@ -275,6 +283,11 @@ class DetectorBank:
             for name, key in entry.keys.items():
                 if name not in fired:
                     key.detector = self.config.make(name)
+        if alarms and self.config.peer_reanchor and self.config.test == "mmd":
+            for other in self._teachers.values():
+                peer = other.keys.get("peer")
+                if other is not entry and peer is not None:
+                    peer.detector = self.config.make("peer")
         return alarms
 
     def _update_joint(self, entry: _Teacher, teacher: str, signals: Mapping[str, Any],
@@ -343,6 +356,9 @@ class DetectorBank:
             return False
         if signal not in ("agreement", "peer"):
             return True
+        if signal == "peer" and self.config.peer_reanchor:
+            return True  # every other alarm re-anchored this test: its windows hold no
+            # change of another teacher that alarmed
         since = self._clock - self.config.evidence_horizon * len(self._teachers)
         return not any(t is not entry and t.last_alarm_clock is not None
                        and t.last_alarm_clock >= since for t in self._teachers.values())

@@ -56,6 +56,7 @@ from pydantic_settings import (
 )
 
 from detectors.bank import BankConfig
+from distill.monitor import embeddings as emb
 from stream.dedup import DEFAULT_WINDOW
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
 from stream.formats import Format
@@ -170,12 +171,14 @@ class ServeConfig(_Section):
     image_roots: list[str] = Field(
         default_factory=list,
         description="directories (or object-store prefixes, s3://bucket/x) that event image "
-                    "references must lie under; relative references resolve under the first")
+                    "references must lie under; relative references resolve under the first; "
+                    "the trainer reads the images under the same roots")
 
-    @field_validator("expected_teachers", mode="before")
+    @field_validator("expected_teachers", "image_roots", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        """``DISTILL_SERVE__EXPECTED_TEACHERS=a,b`` as well as a TOML list."""
+        """``DISTILL_SERVE__EXPECTED_TEACHERS=a,b`` (or ``..._IMAGE_ROOTS``) as well as a
+        TOML list."""
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
@@ -191,10 +194,27 @@ class DetectorsConfig(_Section):
     adwin_delta: float = Field(_BANK.adwin_delta, gt=0, lt=1,
                                description="ADWIN on log length; tuned on the real chains")
 
-    def bank(self) -> BankConfig:
-        """The detector bank's settings: these fields over the library's other defaults."""
+    embeddings: Literal["auto", "on", "off"] = Field(
+        "off", description="content embeddings of every output (the embeddings extra): auto = "
+                           "on where installed, else one log line; on = fail where not "
+                           "installed. The first start distils the model (1-2 min of CPU)")
+    embedding_dim: int = Field(emb.DEFAULT_DIM, ge=8, le=emb.MAX_DIM,
+                               description="dimensions kept of the embedding (PCA)")
+    embedding_cache: Path | None = Field(
+        None, description="directory of the distilled embedding model; empty = "
+                          "<serve.state_dir>/models")
+
+    def bank(self, embedding_dim: int = 0) -> BankConfig:
+        """The detector bank's settings: these fields over the library's other defaults;
+        ``embedding_dim`` is the loaded embedder's (0: none)."""
         return BankConfig(false_alarms_per_10k=self.false_alarms_per_10k,
-                          hist_bins=self.hist_bins, adwin_delta=self.adwin_delta)
+                          hist_bins=self.hist_bins, adwin_delta=self.adwin_delta,
+                          embedding_dim=embedding_dim)
+
+    def embedder(self, state_dir: Path) -> emb.Embedder | None:
+        """The embedder these settings ask for (None when off or, in auto, not installed)."""
+        cache = self.embedding_cache or Path(state_dir) / "models"
+        return emb.load_embedder(self.embeddings, self.embedding_dim, cache)
 
 
 class TrainConfig(_Section):

@@ -135,8 +135,9 @@ def _strict_top(counts: dict[str, int]) -> str | None:
 
 # --- reliability-weighted online consensus -------------------------------------------------
 
-RELIABILITY_STATE_VERSION = 1
-OPEN_KEY_CLASSES = 101.0  # a wrong free-form answer (a number) rarely matches another's
+RELIABILITY_STATE_VERSION = 2
+OPEN_KEY_CLASSES = 101.0  # prior for an open key: a wrong number rarely matches another's
+MAX_CLASSES_EFF = 1000.0  # cap on the effective number of answers of a key
 RENORMALISE_BELOW = 1e-150
 REFRESH_EVERY = 20  # questions between recomputations of the agreement accuracies
 _EMPTY: dict[str, Any] = {}
@@ -182,8 +183,8 @@ class _KeyModel:
     are stored divided by ``scale`` (the product of the factors so far) and renormalised
     when ``scale`` gets small, so an update costs only what it adds."""
 
-    __slots__ = ("acc_cache", "agree", "class_counts", "classes", "closed", "conf", "hits",
-                 "same", "scale", "since", "wrong")
+    __slots__ = ("acc_cache", "agree", "class_counts", "classes", "closed", "conf", "cross",
+                 "hits", "prev", "same", "scale", "since", "wrong")
 
     def __init__(self) -> None:
         self.classes: list[str] = []  # distinct values seen while the key is closed
@@ -195,6 +196,9 @@ class _KeyModel:
         self.wrong: dict[str, float] = {}  # teacher -> mass of its answers called wrong
         self.same: dict[str, dict[str, float]] = {}  # u -> v -> of that, v said the same
         self.agree: dict[str, dict[str, list[float]]] = {}  # u < v -> [both answered, agreed]
+        # any two teachers' answers to consecutive questions: [pairs, equal] (chance agreement)
+        self.cross = [0.0, 0.0]
+        self.prev: dict[str, str] = {}  # the previous question's answers
         self.scale = 1.0
         self.acc_cache: dict[str, float] | None = None  # from agreement; None: to compute
         self.since = 0  # questions since acc_cache was computed
@@ -216,6 +220,8 @@ class _KeyModel:
             for counts in pairs.values():
                 counts[0] *= k
                 counts[1] *= k
+        self.cross[0] *= k
+        self.cross[1] *= k
         for rows in self.conf.values():
             for row in rows.values():
                 for said in row:
@@ -227,6 +233,7 @@ class _KeyModel:
         return {"classes": self.classes, "closed": self.closed,
                 "class_counts": self.class_counts, "hits": self.hits, "conf": self.conf,
                 "wrong": self.wrong, "same": self.same, "agree": self.agree,
+                "cross": self.cross, "prev": self.prev,
                 "acc_cache": self.acc_cache, "since": self.since}
 
     @classmethod
@@ -239,6 +246,8 @@ class _KeyModel:
         m.wrong = dict(d["wrong"])
         m.same = {u: dict(row) for u, row in d["same"].items()}
         m.agree = {u: {v: list(c) for v, c in row.items()} for u, row in d["agree"].items()}
+        # a version-1 state has no chance-agreement counts: they start empty
+        m.cross, m.prev = list(d.get("cross", (0.0, 0.0))), dict(d.get("prev", {}))
         cache = d["acc_cache"]
         m.acc_cache, m.since = (None if cache is None else dict(cache)), int(d["since"])
         return m
@@ -390,9 +399,15 @@ class ReliabilityConsensus:
             model.closed, model.classes, model.conf, model.class_counts = False, [], {}, {}
 
     def _k_eff(self, model: _KeyModel) -> float:
-        """Effective number of answers: the classes seen, or, for an open key, large (a
-        wrong number rarely equals another teacher's wrong number by chance)."""
-        return float(max(len(model.classes), 2)) if model.closed else OPEN_KEY_CLASSES
+        """Effective number of answers, ``1 / r`` for the rate ``r`` at which two teachers'
+        answers to two different questions are equal (chance agreement: the inverse Simpson
+        index of what they say). Counting distinct values instead would let a few stray
+        words turn ten options into an "open" key, and treat "0", "1", "2" as rare numbers."""
+        prior = float(max(len(model.classes), 2)) if model.closed else OPEN_KEY_CLASSES
+        pairs, equal = model.cross
+        strength = self.config.prior_strength
+        rate = (equal * model.scale + strength / prior) / (pairs * model.scale + strength)
+        return min(MAX_CLASSES_EFF, max(2.0, 1.0 / rate))
 
     def _accuracy(self, model: _KeyModel, teacher: str) -> float:
         """From pairwise agreement (:meth:`_agreement_accuracies`) where three or more
@@ -419,17 +434,18 @@ class ReliabilityConsensus:
         denominators over all (j, k) first keeps weak pairs (m near 0) from blowing it up.
         No posterior feeds back into it: an online EM step judges each case with the
         parameters of its time, lags, and settles where the early majority put it."""
-        k_eff = self._k_eff(model)
+        r = 1.0 / self._k_eff(model)  # chance agreement
         p0, a0 = self.config.prior_accuracy, self.config.prior_strength
-        chance = p0 * p0 + (1 - p0) ** 2 / (k_eff - 1)
+        c0 = (p0 - r) / (1.0 - r)
         teachers = sorted(model.hits)
         m: dict[tuple[str, str], float] = {}
         for i, u in enumerate(teachers):
             row = model.agree.get(u, _EMPTY)
             for v in teachers[i + 1:]:
                 n, same = row.get(v, (0.0, 0.0))
-                rate = (same * model.scale + a0 * chance) / (n * model.scale + a0)
-                m[u, v] = m[v, u] = (k_eff * rate - 1.0) / (k_eff - 1.0)
+                rate = (same * model.scale + a0 * (r + (1.0 - r) * c0 * c0)) / (
+                    n * model.scale + a0)
+                m[u, v] = m[v, u] = (rate - r) / (1.0 - r)
         out = {}
         for u in teachers:
             others = [t for t in teachers if t != u]
@@ -441,7 +457,7 @@ class ReliabilityConsensus:
             if den <= 0.0:
                 continue
             c = math.sqrt(min(1.0, max(0.0, num / den)))
-            a = (c * (k_eff - 1.0) + 1.0) / k_eff
+            a = r + (1.0 - r) * c
             n = model.hits[u][0] * model.scale
             out[u] = (n * a + a0 * p0) / (n + a0)
         return out
@@ -506,6 +522,7 @@ class ReliabilityConsensus:
                 counts[0] += inc
                 if said[u] == said[v]:
                     counts[1] += inc
+        self._note_chance(model, said, inc)
         if self.config.correlation and len(said) > 1:
             voters: dict[str, list[str]] = {}
             for t, s in said.items():
@@ -520,6 +537,24 @@ class ReliabilityConsensus:
                             if v != u:
                                 row[v] = row.get(v, 0.0) + wrong
 
+    @staticmethod
+    def _note_chance(model: _KeyModel, said: Mapping[str, str], inc: float) -> None:
+        """Compare this question's answers with the previous question's, teacher with
+        other teacher: how often two answers agree with nothing in common but chance."""
+        prev = model.prev
+        if prev:
+            last: dict[str, int] = {}
+            for s in prev.values():
+                last[s] = last.get(s, 0) + 1
+            pairs = equal = 0
+            for t, s in said.items():
+                mine = prev.get(t)
+                pairs += len(prev) - (mine is not None)
+                equal += last.get(s, 0) - (mine == s)
+            model.cross[0] += inc * pairs
+            model.cross[1] += inc * equal
+        model.prev = dict(said)
+
     # -- checkpointing -------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
@@ -527,7 +562,7 @@ class ReliabilityConsensus:
                 "keys": {k: m.to_state() for k, m in self.keys.items()}}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        if state.get("version") != RELIABILITY_STATE_VERSION:
+        if state.get("version") not in (1, RELIABILITY_STATE_VERSION):
             raise ValueError(f"consensus state version {state.get('version')!r}, expected "
                              f"{RELIABILITY_STATE_VERSION}")
         self.keys = {k: _KeyModel.from_state(m) for k, m in state["keys"].items()}

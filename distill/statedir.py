@@ -86,6 +86,11 @@ class StateDir:
         """A state dir of its own, wiped and refilled by each `distill serve --demo`."""
         return self.root / "demo"
 
+    @property
+    def models(self) -> Path:
+        """Models built from installed packages, kept across runs (the demo's too)."""
+        return self.root / "models"
+
     def replay_outputs(self) -> tuple[Path, ...]:
         """What a replay writes, and all that `distill replay --force` may remove."""
         return (self.checkpoints, self.archive, self.alerts, self.timeline, self.changepoints,

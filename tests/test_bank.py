@@ -170,3 +170,27 @@ def test_bank_on_simulated_scenario_flags_only_scheduled_teachers() -> None:
     assert set(first) == set(changes)
     for teacher, index in first.items():
         assert changes[teacher] <= index < changes[teacher] + 300
+
+
+@pytest.mark.parametrize("reanchor", [False, True])
+def test_peer_reanchor_lets_a_later_peer_only_change_alarm(reanchor: bool) -> None:
+    """Teacher a turns verbose at 200; b's answers stop agreeing with its peers at 260 (its
+    own signals unchanged). By default b's peer detection falls in a's evidence horizon and
+    is explained away; with ``peer_reanchor`` a's alarm re-anchored b's peer test, whose
+    windows then hold no change of a, so b's detection is b's alarm."""
+    bank = DetectorBank(BankConfig(peer_reanchor=reanchor))
+    rng = random.Random(5)
+    teachers = ("a", "b", "c", "d", "e")
+    alarms = []
+    for i in range(600):
+        for t in teachers:
+            length = 300 if t == "a" and i >= 200 else 100
+            alarms += bank.update(t, {"length": length + rng.randrange(20), "answer": "4"})
+        for t in teachers:
+            p = 0.2 if t == "b" and i >= 260 else 0.9
+            alarms += bank.update(t, {"agreement": int(rng.random() < p),
+                                      "rel_length": rng.gauss(0, 0.1)})
+    by_teacher = {a.teacher for a in alarms}
+    assert "a" in by_teacher
+    assert ("b" in by_teacher) == reanchor
+    assert bank.summary()["b"]["peer"]["detections"] >= 1

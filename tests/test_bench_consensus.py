@@ -13,8 +13,11 @@ from click.testing import CliRunner
 from distill.cli import main
 from distill.consensus import majority
 from distill.experiments.bench_consensus import (
+    _bounds,
     answer_matches,
+    chance_classes,
     gold_tasks,
+    hindsight_vote,
     run,
     run_simulated,
     score_groups,
@@ -133,3 +136,19 @@ def test_simulated_rows_have_every_rule_and_a_spread() -> None:
     assert set(summary) >= {"majority", "reliability", "reliability_no_forget",
                             "reliability_no_correlation", "best_teacher"}
     assert all(0.0 <= m <= 1.0 and sd >= 0.0 for m, sd in summary.values())
+
+
+def test_hindsight_bounds_count_what_agreement_cannot_see() -> None:
+    questions = [{"a": "x", "b": "y", "c": "y"},  # the best right, the others agree wrong
+                 {"a": "x", "b": "x", "c": "z"},
+                 {"a": "z", "b": "y", "c": "y"},  # nobody right
+                 {"a": "x", "b": "y", "c": "x"}]  # the others tie: not counted
+    bounds = _bounds(questions, ["x"] * 4, best="a")
+    assert bounds["any_teacher_right"] == 0.75
+    assert bounds["best_right_others_agree_wrong"] == 0.25
+    # log-odds weights: two 0.6 teachers outvote a 0.9 one only when wrong answers are
+    # spread over many classes (their agreement is then unlikely by chance)
+    accuracy = {"a": 0.9, "b": 0.6, "c": 0.6}
+    assert hindsight_vote(questions[:1], accuracy, classes=3.0) == ["x"]
+    assert hindsight_vote(questions[:1], accuracy, classes=10.0) == ["y"]
+    assert chance_classes([{"a": "x", "b": "y"}, {"a": "y", "b": "x"}]) == 2.0

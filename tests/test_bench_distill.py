@@ -1,36 +1,78 @@
-"""bench distill at a very small configuration: the whole pipeline (monitor, split, five
-students from one tiny model, scoring, table, targets) end to end, on CPU."""
+"""bench distill at a very small configuration: disjoint whole cases, the no-model baselines,
+and the whole pipeline (monitor, split, five students from one tiny model, generated-answer
+scoring, tables over seeds) end to end, on CPU."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from distill.experiments.bench_distill import METHODS, monitor_groups, split, table_rows
-from distill.experiments.mscxr import finding_groups, label_text
+from distill.experiments.bench_distill import (
+    LOOKUP_NAME,
+    MAJORITY_NAME,
+    METHODS,
+    aggregate,
+    assert_disjoint,
+    lookup_top1,
+    monitor_groups,
+    split_cases,
+    table_rows,
+)
+from distill.experiments.mscxr import case_group, case_prompt, parse_labels
 from stream.simulator import FINDINGS, load_scenario
+from stream.simulator.images import with_cue_rate
 
 pytestmark = pytest.mark.train
 
 
-def test_training_groups_never_carry_ground_truth() -> None:
-    groups, _ = monitor_groups(load_scenario("default").with_samples(30), seed=2)
-    held, train = split(groups, eval_every=5)
-    held_ids = {g.sample_id for g in held}
-    assert len(held) == 6 and len(train) == 24 * len(FINDINGS)
-    assert all(g.ground_truth is None for g in train)
-    assert not {g.sample_id.split("/")[0] for g in train} & held_ids
-    assert all(g.ground_truth for g in held)
-    # The positive is the finding's majority label, read from the teachers' text only.
-    g = finding_groups(groups[1])[0]
-    votes = [a.answer for a in g.answers if a.answer]
-    assert g.consensus.answer == max(sorted(set(votes), key=["improving", "stable",
-                                                             "worsening"].index),
-                                     key=votes.count)
-    assert {a.output for a in g.answers if a.answer} <= {label_text(x) for x in votes}
+@pytest.fixture(scope="module")
+def groups() -> list:
+    scenario = with_cue_rate(load_scenario("default").with_samples(60), 0.1)
+    return monitor_groups(scenario, seed=2)[0]
+
+
+def test_cases_are_disjoint_and_training_never_carries_ground_truth(groups: list) -> None:
+    cases = split_cases(groups, eval_every=5)
+    assert len(cases.test) == 12 and len(cases.probe) == 6
+    assert len(cases.train) + cases.dropped == 60 - 18
+    train_ids = {g.sample_id for g in cases.train}
+    assert not train_ids & {g.sample_id for g in (*cases.test, *cases.probe)}
+    assert not {g.prompt for g in cases.train} & {case_prompt(g.prompt) for g in cases.test}
+    assert all(g.ground_truth is None for g in cases.train) and all(g.ground_truth
+                                                                    for g in cases.test)
+    # Whole cases, full trajectories: the instruction is gone, the reasoning stays.
+    g = cases.train[0]
+    assert g.prompt.startswith("Prior study") and "Compare" not in g.prompt
+    assert all(len(a.output.splitlines()) > 2 for a in g.answers if a.answer)
+    # The consensus is the per-finding majority of the teachers' final lines.
+    majority = g.consensus.labels
+    for f in FINDINGS:
+        votes = [(parse_labels(a.output) or {}).get(f) for a in g.answers]
+        assert votes.count(majority[f]) == max(votes.count(v) for v in set(votes) - {None})
+    # A split whose training holds a test prompt is refused.
+    leaked = [*cases.train, replace(cases.test[0], sample_id="other-1",
+                                    prompt=case_prompt(cases.test[0].prompt))]
+    with pytest.raises(ValueError, match="split: 1 test case"):
+        assert_disjoint(leaked, cases.test)
+
+
+def test_lookup_baseline_finds_no_test_prompt_and_falls_back_to_the_prior(groups: list,
+                                                                          ) -> None:
+    cases = split_cases(groups, eval_every=5)
+    truths = [g.ground_truth for g in cases.test]
+    row, found = lookup_top1(cases.train, cases.test, truths)
+    assert found == 0
+    # Under the old per-finding layout it would have been a lookup; here it is the prior.
+    prior_only, _ = lookup_top1([], cases.test, truths)
+    assert row.keys() == prior_only.keys() and 0.0 <= row["mean"] <= 1.0
+    # A training copy of a test case is found and answered from the teachers' votes.
+    copy = cases.test[0]
+    _, hits = lookup_top1([case_group(copy)], [copy], [copy.ground_truth])
+    assert hits == 1
 
 
 def test_tiny_benchmark_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
@@ -38,21 +80,29 @@ def test_tiny_benchmark_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
 
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(main, ["bench", "distill", "--samples", "50", "--seed", "3",
-                                    "--bootstrap-steps", "8", "--stage2-steps", "2",
+                                    "--eval-every", "10", "--bootstrap-steps", "3",
+                                    "--stage2-steps", "1", "--max-new-tokens", "16",
                                     "--json", str(out)])
     assert res.exit_code == 0, res.output
-    assert "target +0.03" in res.output
+    assert "test prompts in training: 0" in res.output
     result = json.loads(out.read_text())
-    assert result["scenario"] == "default" and result["seed"] == 3
-    assert set(result["methods"]) == set(METHODS) == set(result["methods_sampled"])
+    assert result["scenario"] == "default" and result["seed"] == 3 and result["cue_rate"] == 0.1
+    assert set(result["methods"]) == set(METHODS) == set(result["methods_likelihood"])
     assert len(result["teachers"]) == 7
+    assert result["cases"]["test"] == 5 and result["cases"]["test_prompts_in_training"] == 0
     for _, row in table_rows(result):
         assert set(row) == {*FINDINGS, "mean"}
         assert all(0.0 <= v <= 1.0 for v in row.values())
-    assert result["cases"]["eval"] == 10 and result["cases"]["train"] == 40
+    assert LOOKUP_NAME in dict(table_rows(result))
     loss = result["history"]["bootstrap"]["loss"]
     assert loss[0] > loss[-1]
-    assert len(result["history"]["apo_drift"]["rewards/margins"]) == 2
-    assert set(result["targets"]["met"]) == {"beats_best_teacher_by_0.03",
-                                             "beats_bootstrap_by_0.10",
-                                             "drift_at_least_uniform"}
+    assert len(result["history"]["apo_drift"]["rewards/margins"]) == 1
+    # Over seeds: every row's mean and spread (a second run with shifted numbers).
+    other = json.loads(json.dumps(result))
+    other["seed"] = 4
+    other["lookup"] = {k: min(1.0, v + 0.1) for k, v in result["lookup"].items()}
+    rows = {r["row"]: r for r in aggregate([result, other])}
+    assert rows["best teacher"]["seeds"] == [3, 4]
+    lookup = rows[LOOKUP_NAME]["mean"]
+    assert lookup["min"] == result["lookup"]["mean"] and lookup["sd"] > 0
+    assert rows[MAJORITY_NAME]["mean"]["sd"] == 0.0

@@ -111,3 +111,38 @@ def test_pipeline_decides_with_reliability_and_forgets_on_an_own_history_alert()
     restored = MonitorPipeline(PipelineConfig(expected_teachers=teachers))
     restored.load_state(state)
     assert restored.consensus.to_state() == pipeline.consensus.to_state()
+
+
+def test_chance_agreement_sets_the_number_of_answers() -> None:
+    """Four small numbers plus a few stray words is an open key, but wrong answers still
+    coincide one time in three, not one in a hundred; counting them as rare would read
+    the weak teachers' chance agreement as skill."""
+    options = ["0", "1", "2", "3"]
+    accuracy = {"t1": 0.8, "t2": 0.55, "t3": 0.45, "t4": 0.4, "t5": 0.35}
+    rng = random.Random(5)
+    rc = ReliabilityConsensus()
+    for i in range(800):
+        truth = rng.choice(options)
+        answers = {t: truth if rng.random() < a else rng.choice([o for o in options
+                                                                 if o != truth])
+                   for t, a in accuracy.items()}
+        if i % 40 == 0:
+            answers["t5"] = f"stray word {i}"  # 20 distinct strays: the key is open
+        rc.decide(answers)
+    assert not rc.keys["answer"].closed
+    for teacher in ("t2", "t3", "t4", "t5"):
+        assert rc.accuracy("answer", teacher) == pytest.approx(accuracy[teacher], abs=0.06)
+
+
+def test_a_version_1_state_still_loads() -> None:
+    stream = noisy_stream(100, {"a": 0.8, "b": 0.6, "c": 0.5, "d": 0.7})
+    first = ReliabilityConsensus()
+    for a, _ in stream:
+        first.decide(a)
+    state = json.loads(json.dumps(first.to_state()))
+    state["version"] = 1
+    for key in state["keys"].values():
+        del key["cross"], key["prev"]
+    second = ReliabilityConsensus()
+    second.load_state(state)
+    assert second.decide(stream[0][0]).answer is not None

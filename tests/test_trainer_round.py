@@ -74,7 +74,8 @@ class StandIn:
         return TrainOutput(out_dir, {"loss": 0.7, "reward_margin": 0.2,
                                      "groups": float(len(groups)), "synthesis_fallbacks": 2.0})
 
-    def evaluate(self, model_dir: Path, probe: Sequence[TeacherGroup]) -> dict[str, float]:
+    def evaluate(self, model_dir: Path, probe: Sequence[TeacherGroup],
+                 settings: RoundSettings) -> dict[str, float]:
         self.calls["evaluate"] += 1
         return {"agreement": float((model_dir / "score.txt").read_text()),
                 "n_probe": float(len(probe))}

@@ -61,7 +61,7 @@ def bootstrap(student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
     if is_vision_student(Path(student_dir)):  # image + text inputs (distill.apo.vision_training)
         from distill.apo.vision_training import bootstrap_vision
 
-        return bootstrap_vision(Path(student_dir), groups, Path(out_dir), config)
+        return bootstrap_vision(Path(student_dir), groups, Path(out_dir), config, callbacks)
     pairs = sft_pairs(groups)
     if not pairs:
         raise ValueError("bootstrap needs at least one teacher trajectory")

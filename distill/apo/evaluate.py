@@ -23,7 +23,7 @@ depends on the ground truth; only experiments ask for the gold columns.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,24 +70,79 @@ def _option_text(key: str, option: str) -> str:
 
 
 def evaluate(model_dir: Path, probe: Sequence[TeacherGroup], max_length: int = 512,
-             batch_size: int = 32, with_gold: bool = False) -> dict[str, float]:
+             batch_size: int = 32, with_gold: bool = False,
+             image_roots: Sequence[str] | None = None) -> dict[str, float]:
     """Agreement with the consensus; with ``with_gold``, also accuracy where ground truth
-    exists (see module)."""
-    from distill.apo.encode import Encoded, encode_pair, score_all
+    exists (see module).
+
+    A vision-language student scores every option with the probe case's images in its
+    prompt, read under ``image_roots`` (hash checked); a probe group whose image cannot be
+    read is left out and counted as ``n_probe_image_failures`` (``n_probe`` counts the
+    groups scored). A text student ignores the images.
+    """
+    from distill.apo.vision import is_vision_student
+
+    if is_vision_student(Path(model_dir)):
+        from distill.apo.vision import load_group_images
+
+        loaded, failed = load_group_images(probe, image_roots or [])
+        images = {g.sample_id: imgs for g, imgs in loaded}
+        out = _evaluate(_vision_scorer(Path(model_dir), images, max_length, batch_size),
+                        [g for g, _ in loaded], with_gold)
+        out["n_probe_image_failures"] = float(sum(failed.values()))
+        return out
+    return _evaluate(_text_scorer(Path(model_dir), max_length, batch_size), probe, with_gold)
+
+
+#: Mean log-prob per response token of each (group, option text) row.
+Scorer = Callable[[list[tuple[TeacherGroup, str]]], list[float]]
+
+
+def _text_scorer(model_dir: Path, max_length: int, batch_size: int) -> Scorer:
+    from distill.apo.encode import encode_pair, score_all
     from distill.apo.student import load_student
 
-    model, tokenizer = load_student(Path(model_dir))
+    model, tokenizer = load_student(model_dir)
     device = next(model.parameters()).device
+
+    def score(rows: list[tuple[TeacherGroup, str]]) -> list[float]:
+        encoded = [encode_pair(tokenizer, g.prompt or "", text, max_length, max_length // 2)
+                   for g, text in rows]
+        sums = score_all(model, encoded, tokenizer.pad_token_id, batch_size, device)
+        return [s / max(e.response_len, 1) for s, e in zip(sums, encoded, strict=True)]
+
+    return score
+
+
+def _vision_scorer(model_dir: Path, images: dict[str, list[Any]], max_length: int,
+                   batch_size: int) -> Scorer:
+    from distill.apo.vision import load_vision_student
+    from distill.apo.vision_encode import encode_vision_pair, vision_score_all
+
+    model, processor = load_vision_student(model_dir)
+    device = next(model.parameters()).device
+    cache: dict[Any, Any] = {}
+
+    def score(rows: list[tuple[TeacherGroup, str]]) -> list[float]:
+        encoded = [encode_vision_pair(processor, g.prompt or "", images[g.sample_id], text,
+                                      max_length, cache) for g, text in rows]
+        sums = vision_score_all(model, encoded, processor.tokenizer.pad_token_id, batch_size,
+                                device)
+        return [s / max(e.response_len, 1) for s, e in zip(sums, encoded, strict=True)]
+
+    return score
+
+
+def _evaluate(score: Scorer, probe: Sequence[TeacherGroup], with_gold: bool
+              ) -> dict[str, float]:
     items = [(g, q) for g in probe for q in _questions(g, with_gold)]
-    encoded: list[Encoded] = []
+    rows: list[tuple[TeacherGroup, str]] = []
     spans: list[tuple[int, int]] = []
     for g, (key, opts, _, _) in items:
-        start = len(encoded)
-        encoded.extend(encode_pair(tokenizer, g.prompt or "", _option_text(key, o), max_length,
-                                   max_length // 2) for o in opts)
-        spans.append((start, len(encoded)))
-    sums = score_all(model, encoded, tokenizer.pad_token_id, batch_size, device)
-    scores = [s / max(e.response_len, 1) for s, e in zip(sums, encoded, strict=True)]
+        start = len(rows)
+        rows.extend((g, _option_text(key, o)) for o in opts)
+        spans.append((start, len(rows)))
+    scores = score(rows) if rows else []
     agree: dict[str, list[bool]] = {}
     correct: dict[str, list[bool]] = {}
     for (_, (key, opts, consensus, truth)), (a, b) in zip(items, spans, strict=True):

@@ -31,12 +31,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from distill.groups import TeacherAnswer, TeacherGroup
 from stream.answers import extract_answer
 
 GenerateFn = Callable[[list[str]], list[str]]
+#: A vision-language student's generation: the prompts and, per prompt, its case's images.
+VisionGenerateFn = Callable[[list[str], list[Sequence[Any]]], list[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +89,19 @@ def synthesis_prompt(group: TeacherGroup, template: str, trajectory_template: st
     return template.format(prompt=group.prompt or "", trajectories="\n".join(parts))
 
 
-def synthesize(groups: Sequence[TeacherGroup], generate: GenerateFn | None, *,
-               template: str, trajectory_template: str, max_chars: int = 2000,
-               batch_size: int = 8,
-               on_batch: Callable[[int, int], None] | None = None) -> list[Synthesis]:
+def synthesize(groups: Sequence[TeacherGroup], generate: GenerateFn | VisionGenerateFn | None,
+               *, template: str, trajectory_template: str, max_chars: int = 2000,
+               batch_size: int = 8, on_batch: Callable[[int, int], None] | None = None,
+               images: Sequence[Sequence[Any]] | None = None) -> list[Synthesis]:
     """One positive per group. ``generate=None`` skips the student (``best_teacher`` mode).
 
     ``on_batch(done, total)`` runs after each generated batch (progress; it may raise to
-    abandon the synthesis, e.g. on a stop request).
+    abandon the synthesis, e.g. on a stop request). ``images`` (one list per group) makes
+    ``generate`` a :data:`VisionGenerateFn`: each case's images go into its context.
     """
+    if images is not None and len(images) != len(groups):
+        raise ValueError(f"images: one list per group expected, got {len(images)} for "
+                         f"{len(groups)} groups")
     if generate is None:
         return [Synthesis(*choose_positive(g, None)) for g in groups]
     out: list[Synthesis] = []
@@ -104,7 +110,11 @@ def synthesize(groups: Sequence[TeacherGroup], generate: GenerateFn | None, *,
     for start in range(0, len(groups), batch_size):
         chunk = groups[start:start + batch_size]
         prompts = [synthesis_prompt(g, template, trajectory_template, max_chars) for g in chunk]
-        texts = generate(prompts)
+        if images is None:
+            texts = cast(GenerateFn, generate)(prompts)
+        else:
+            texts = cast(VisionGenerateFn, generate)(prompts,
+                                                     list(images[start:start + batch_size]))
         out.extend(Synthesis(*choose_positive(g, t)) for g, t in zip(chunk, texts, strict=True))
         if on_batch is not None:
             on_batch(len(out), len(groups))
@@ -134,5 +144,55 @@ def hf_generate_fn(model: Any, tokenizer: Any, max_new_tokens: int,
         model.train(was_training)
         texts: list[str] = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
         return texts
+
+    return generate
+
+
+def hf_vision_generate_fn(model: Any, processor: Any, max_new_tokens: int) -> VisionGenerateFn:
+    """Greedy generation of a vision-language student, each case's images in its context.
+
+    The prompt goes through the student's processor (chat template with one image part per
+    image, image tokens expanded), left-padded; prompts with the same number of images are
+    batched together (some families cannot mix counts in one batch). The prompt is never
+    cut (that could drop image tokens): ``synthesis_max_chars_per_teacher`` bounds it.
+    """
+    import torch
+
+    from distill.apo.vision_encode import vision_prompt
+
+    tok = processor.tokenizer
+
+    def run(prompts: list[str], images: list[Sequence[Any]]) -> list[str]:
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            inputs = processor(
+                text=[vision_prompt(processor, p, imgs) for p, imgs in zip(prompts, images,
+                                                                           strict=True)],
+                images=[list(i) for i in images] if images[0] else None, padding=True,
+                return_tensors="pt")
+        finally:
+            tok.padding_side = side
+        device = next(model.parameters()).device
+        inputs = {k: v.to(device) for k, v in inputs.items() if k != "token_type_ids"}
+        width = inputs["input_ids"].shape[1]
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            gen = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        model.train(was_training)
+        texts: list[str] = tok.batch_decode(gen[:, width:], skip_special_tokens=True)
+        return texts
+
+    def generate(prompts: list[str], images: list[Sequence[Any]]) -> list[str]:
+        out = [""] * len(prompts)
+        by_count: dict[int, list[int]] = {}
+        for i, imgs in enumerate(images):
+            by_count.setdefault(len(imgs), []).append(i)
+        for rows in by_count.values():
+            texts = run([prompts[i] for i in rows], [images[i] for i in rows])
+            for i, text in zip(rows, texts, strict=True):
+                out[i] = text
+        return out
 
     return generate

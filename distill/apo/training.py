@@ -45,22 +45,30 @@ class RoundResult:
 
 def make_preference_groups(groups: Sequence[TeacherGroup], config: APOConfig,
                            model: Any = None, tokenizer: Any = None,
-                           on_batch: Callable[[int, int], None] | None = None) -> list[Any]:
-    """Synthesis then weighting; ``model`` writes the positives when ``synthesis='generate'``."""
-    from distill.apo.preference import build_preference_group
-    from distill.apo.synthesis import hf_generate_fn, synthesize
+                           on_batch: Callable[[int, int], None] | None = None,
+                           images: Sequence[Sequence[Any]] | None = None) -> list[Any]:
+    """Synthesis then weighting; ``model`` writes the positives when ``synthesis='generate'``.
 
-    generate = None
+    ``images`` (one list per group, opened) marks a vision-language student: ``tokenizer``
+    is then its processor and each case's images are in the synthesis context.
+    """
+    from distill.apo.preference import build_preference_group
+    from distill.apo.synthesis import hf_generate_fn, hf_vision_generate_fn, synthesize
+
+    generate: Any = None
     if config.synthesis == "generate":
         if model is None or tokenizer is None:
             raise ValueError("synthesis='generate' needs the student model and tokenizer")
-        generate = hf_generate_fn(model, tokenizer, config.synthesis_max_new_tokens,
-                                  config.max_length)
-    usable = [g for g in groups if g.answers]
+        generate = (hf_generate_fn(model, tokenizer, config.synthesis_max_new_tokens,
+                                   config.max_length) if images is None else
+                    hf_vision_generate_fn(model, tokenizer, config.synthesis_max_new_tokens))
+    keep = [i for i, g in enumerate(groups) if g.answers]
+    usable = [groups[i] for i in keep]
     made = synthesize(usable, generate, template=config.synthesis_template,
                       trajectory_template=config.synthesis_trajectory_template,
                       max_chars=config.synthesis_max_chars_per_teacher,
-                      batch_size=config.synthesis_batch_size, on_batch=on_batch)
+                      batch_size=config.synthesis_batch_size, on_batch=on_batch,
+                      images=None if images is None else [images[i] for i in keep])
     return [build_preference_group(g, s.positive, fallback=s.fallback,
                                    weighting=config.weighting,
                                    consensus_weight=config.consensus_weight,
@@ -115,7 +123,7 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
         from distill.apo.vision_training import train_round_vision
 
         return train_round_vision(Path(policy_dir), Path(reference_dir), groups,
-                                  Path(out_dir), config, progress)
+                                  Path(out_dir), config, progress, callbacks, on_batch)
     started = time.perf_counter()
     model, tokenizer = load_student(Path(policy_dir), trainable=not config.lora)
     def stage(name: str) -> Callable[[int, int], None] | None:

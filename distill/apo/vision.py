@@ -5,9 +5,8 @@ method's reference setup trains the language side only).
 
 * :func:`is_vision_student` tells a VLM directory from a causal-LM one by its config (a
   ``vision_config``), which is the switch :func:`distill.apo.student.load_student` uses.
-* :func:`build_tiny_vlm` makes a tiny LLaVA offline (random weights: a 2-layer CLIP vision
-  tower, a 2-layer Qwen2 language model, a BPE trained on the task text and a 16x16 image
-  processor), saved like any downloaded checkpoint, for tests and CPU benchmarks.
+* :func:`distill.apo.vision_tiny.build_tiny_vlm` makes a tiny LLaVA, Idefics3 or Qwen2-VL
+  offline (random weights), saved like any downloaded checkpoint, for tests and benchmarks.
 * :func:`load_group_images` opens a group's images by reference through
   :func:`stream.images.read_image_bytes` (roots confined, hash checked); a missing or
   changed image fails that group with a counted reason, never the whole run.
@@ -20,7 +19,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,28 @@ from distill.groups import TeacherGroup
 from stream.images import ImageUnavailable, read_image_bytes
 
 IMAGE_TOKEN = "<image>"
-#: ChatML whose user content may be a list of parts: an image part becomes the processor's
-#: image placeholder (the tiny students' template, extended for images).
-VISION_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}{{ '<image>' }}{% else %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+
+
+def vision_chat_template(image_text: str) -> str:
+    """ChatML whose user content may be a list of parts: an image part becomes
+    ``image_text``, the placeholder the family's processor expands (the tiny students'
+    template, extended for images)."""
+    return (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for part in message['content'] %}"
+        f"{{% if part['type'] == 'image' %}}{{{{ '{image_text}' }}}}"
+        "{% else %}{{ part['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}"
+        "{{ '<|im_end|>\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
+
+#: The template of LLaVA-style processors (placeholder ``<image>``).
+VISION_CHAT_TEMPLATE = vision_chat_template(IMAGE_TOKEN)
 #: Parameter-name parts of the vision encoders of the supported families (LLaVA's
 #: ``vision_tower``, Qwen2-VL's ``visual``, Idefics3 / SmolVLM's ``vision_model``).
 VISION_TOWER_NAMES = ("vision_tower", "visual", "vision_model", "image_encoder")
@@ -71,10 +79,11 @@ def load_vision_student(model_dir: Path, *, device: Any = None, dtype: Any = Non
     """(model, processor) from a local directory; the processor's tokenizer is left with a
     pad token. ``trainable`` keeps fp32 weights and freezes the vision tower unless told."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
     from distill.apo.student import device_and_dtype
+    from distill.apo.vision_processors import load_processor
 
     auto_device, auto_dtype = device_and_dtype()
     if trainable:
@@ -82,7 +91,7 @@ def load_vision_student(model_dir: Path, *, device: Any = None, dtype: Any = Non
     hf_logging.disable_progress_bar()
     model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=dtype or auto_dtype)
     model.to(device or auto_device)
-    processor = AutoProcessor.from_pretrained(str(model_dir))
+    processor = load_processor(Path(model_dir))
     tok = processor.tokenizer
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -112,56 +121,6 @@ def save_vision_student(model: Any, processor: Any, out_dir: Path) -> Path:
     unwrap(model).save_pretrained(str(out_dir), safe_serialization=True)
     processor.save_pretrained(str(out_dir))
     return out_dir
-
-
-def build_tiny_vlm(out_dir: Path, texts: Iterable[str], *, hidden_size: int = 64,
-                   num_layers: int = 2, vocab_size: int = 400, image_size: int = 16,
-                   patch_size: int = 4, seed: int = 0) -> Path:
-    """A tiny LLaVA (random weights) with its processor, saved to ``out_dir`` (module doc)."""
-    import torch
-    from transformers import (
-        AutoModelForImageTextToText,
-        CLIPVisionConfig,
-        LlavaConfig,
-        LlavaProcessor,
-        Qwen2Config,
-    )
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    from distill.apo.tiny import train_tokenizer
-
-    tok = train_tokenizer(texts, vocab_size)
-    tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN, "<|im_start|>",
-                                                          "<|endoftext|>"]})
-    tok.chat_template = VISION_CHAT_TEMPLATE
-    images = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size,
-                                                       "width": image_size},
-        do_center_crop=False, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    images.size = {"height": image_size, "width": image_size}  # squash, keep both halves
-    processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=patch_size,
-                               vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1, chat_template=VISION_CHAT_TEMPLATE)
-    vision = CLIPVisionConfig(hidden_size=hidden_size // 2, intermediate_size=hidden_size,
-                              num_hidden_layers=num_layers, num_attention_heads=2,
-                              image_size=image_size, patch_size=patch_size,
-                              projection_dim=hidden_size // 2)
-    text = Qwen2Config(vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=num_layers,
-                       num_attention_heads=4, num_key_value_heads=2,
-                       intermediate_size=2 * hidden_size, max_position_embeddings=512,
-                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                       bos_token_id=None, tie_word_embeddings=True)
-    image_token = tok.convert_tokens_to_ids(IMAGE_TOKEN)
-    assert isinstance(image_token, int)  # one token in, one id out
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token,
-                         image_seq_length=(image_size // patch_size) ** 2,
-                         vision_feature_layer=-1, vision_feature_select_strategy="default",
-                         tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.generation_config.eos_token_id = tok.eos_token_id
-    return save_vision_student(model, processor, out_dir)
 
 
 def open_image(data: bytes) -> Any:

@@ -8,12 +8,14 @@ their own position ids (Qwen2-VL's 3-D rope). So here every candidate is one row
 padded (positions start at 0 in every row, whatever the family), the processor's image
 tensors travel with the rows (concatenated along the first dimension, which is the image
 axis of LLaVA and Qwen2-VL, and the row axis of Idefics3 when each row has the same number
-of images), and the full logits are taken.
+of images), and the full logits are taken. Families whose processor marks the image tokens
+(``mm_token_type_ids``: Qwen2-VL builds its 3-D rope from them) get that row of marks
+carried with the prompt, zeros over the response and the padding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +29,13 @@ _TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_id
 
 @dataclass(frozen=True, slots=True)
 class VisionEncoded:
-    """One prompt (images included) + response; ``image_inputs`` are the processor's tensors."""
+    """One prompt (images included) + response; ``image_inputs`` are the processor's tensors,
+    ``token_types`` its ``mm_token_type_ids`` of the prompt (None where it gives none)."""
 
     input_ids: list[int]
     prompt_len: int
     image_inputs: dict[str, Any]
+    token_types: tuple[int, ...] | None = None
 
     @property
     def response_len(self) -> int:
@@ -46,13 +50,16 @@ def vision_prompt(processor: Any, prompt: str, images: Sequence[Any]) -> str:
     return text
 
 
-def encode_prompt(processor: Any, prompt: str, images: Sequence[Any]) -> tuple[list[int],
-                                                                             dict[str, Any]]:
-    """Prompt token ids (image tokens expanded by the processor) and its image tensors."""
+def encode_prompt(processor: Any, prompt: str, images: Sequence[Any]
+                  ) -> tuple[list[int], dict[str, Any], tuple[int, ...] | None]:
+    """Prompt token ids (image tokens expanded by the processor), its image tensors and its
+    image-token marks (``mm_token_type_ids``, where the processor gives them)."""
     out = processor(text=[vision_prompt(processor, prompt, images)],
                     images=[list(images)] if images else None, return_tensors="pt")
     ids = out["input_ids"][0].tolist()
-    return ids, {k: v for k, v in out.items() if k not in _TEXT_KEYS}
+    types = out.get("mm_token_type_ids")
+    return (ids, {k: v for k, v in out.items() if k not in _TEXT_KEYS},
+            None if types is None else tuple(types[0].tolist()))
 
 
 def encode_vision_pair(processor: Any, prompt: str, images: Sequence[Any], response: str,
@@ -70,11 +77,11 @@ def encode_vision_pair(processor: Any, prompt: str, images: Sequence[Any], respo
         cached = encode_prompt(processor, prompt, images)
         if prompt_cache is not None:
             prompt_cache[key] = cached
-    p_ids, image_inputs = cached
+    p_ids, image_inputs, types = cached
     tok = processor.tokenizer
     r_ids = [*tok(response, add_special_tokens=False).input_ids, tok.eos_token_id]
     r_ids = r_ids[: max(1, max_length - len(p_ids))]
-    return VisionEncoded(p_ids + r_ids, len(p_ids), image_inputs)
+    return VisionEncoded(p_ids + r_ids, len(p_ids), image_inputs, types)
 
 
 def collate_vision(batch: Sequence[VisionEncoded], pad_id: int) -> dict[str, Any]:
@@ -89,9 +96,37 @@ def collate_vision(batch: Sequence[VisionEncoded], pad_id: int) -> dict[str, Any
         attn[i, :n] = 1
         resp[i, e.prompt_len:n] = True
     out: dict[str, Any] = {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
-    keys = [k for k in batch[0].image_inputs if all(k in e.image_inputs for e in batch)]
+    if any(e.token_types is not None for e in batch):
+        types = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, e in enumerate(batch):
+            if e.token_types is not None:
+                types[i, :len(e.token_types)] = torch.tensor(e.token_types, dtype=torch.long)
+        out["mm_token_type_ids"] = types
+    keys = dict.fromkeys(k for e in batch for k in e.image_inputs)
     for k in keys:
-        out[k] = torch.cat([e.image_inputs[k] for e in batch], 0)
+        parts = [e.image_inputs.get(k) for e in batch]
+        present = [p for p in parts if p is not None]
+        if present[0].dim() == _ROW_MAJOR.get(k):
+            out[k] = _stack_rows(parts)
+        else:  # one entry per image: the rows without images add nothing
+            out[k] = torch.cat(present, 0)
+    return out
+
+
+#: Image tensors whose first axis is the text row (Idefics3 / SmolVLM: rows x images x ...),
+#: by key and number of dimensions; the others have one entry per image (LLaVA, Qwen2-VL).
+_ROW_MAJOR = {"pixel_values": 5, "pixel_attention_mask": 4}
+
+
+def _stack_rows(parts: Sequence[Any]) -> Any:
+    """Row-major image tensors of rows with different image counts (or none): zero padding,
+    which these families drop as "no image"."""
+    present = [p for p in parts if p is not None]
+    template, n = present[0], max(p.shape[1] for p in present)
+    out = torch.zeros((len(parts), n, *template.shape[2:]), dtype=template.dtype)
+    for i, p in enumerate(parts):
+        if p is not None:
+            out[i, :p.shape[1]] = p[0]
     return out
 
 
@@ -188,14 +223,34 @@ class VisionAPOTrainer(APOTrainer):
 
 
 def attach_vision_reference(groups: Sequence[VisionGroup], reference: Any, pad_id: int,
-                            batch_size: int = 32, device: Any = None) -> list[VisionGroup]:
-    """The frozen reference's log-prob of every candidate, once, carried with its group."""
+                            batch_size: int = 32, device: Any = None,
+                            on_batch: Callable[[int, int], None] | None = None
+                            ) -> list[VisionGroup]:
+    """The frozen reference's log-prob of every candidate, once, carried with its group.
+
+    ``on_batch(groups done, total)`` runs before the first and after each batch of about
+    ``batch_size`` candidates (progress; it may raise to stop the round there).
+    """
     from dataclasses import replace
 
-    flat = [c for g in groups for c in g.candidates]
-    scores = vision_score_all(reference, flat, pad_id, batch_size, device)
-    out, i = [], 0
-    for g in groups:
-        out.append(replace(g, ref_logps=tuple(scores[i:i + len(g.candidates)])))
-        i += len(g.candidates)
+    out: list[VisionGroup] = []
+    if on_batch is not None and groups:
+        on_batch(0, len(groups))
+    start = 0
+    while start < len(groups):
+        end, rows = start, 0
+        while end < len(groups) and (end == start or rows + len(groups[end].candidates)
+                                     <= batch_size):
+            rows += len(groups[end].candidates)
+            end += 1
+        chunk = groups[start:end]
+        scores = vision_score_all(reference, [c for g in chunk for c in g.candidates], pad_id,
+                                  batch_size, device)
+        i = 0
+        for g in chunk:
+            out.append(replace(g, ref_logps=tuple(scores[i:i + len(g.candidates)])))
+            i += len(g.candidates)
+        start = end
+        if on_batch is not None:
+            on_batch(len(out), len(groups))
     return out

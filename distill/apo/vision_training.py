@@ -8,8 +8,9 @@ image is missing, changed or outside the roots is left out of the round and coun
 (``image_failures/<reason>`` in the metrics), the other groups train as usual. Groups
 without images train on their text alone.
 
-Consensus synthesis runs in ``best_teacher`` mode here (the most-supported teacher's
-trajectory is the positive): generating with images in the context is not wired yet.
+Consensus synthesis (``synthesis="generate"``) builds the student's context through its
+processor with the case's images (:func:`distill.apo.synthesis.hf_vision_generate_fn`);
+the majority check and the counted fallback are the text round's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import copy
 import gc
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +48,9 @@ def _policy(model_dir: Path, config: APOConfig) -> tuple[Any, Any]:
 
 
 def bootstrap_vision(student_dir: Path, groups: Sequence[TeacherGroup], out_dir: Path,
-                     config: APOConfig) -> Path:
+                     config: APOConfig, callbacks: Sequence[Any] = ()) -> Path:
     """SFT on every teacher trajectory with the case's images; a plain VLM dir out."""
-    from transformers import Trainer
+    from transformers import PrinterCallback, Trainer
 
     from distill.apo.bootstrap import _sft_args
     from distill.apo.vision import save_vision_student
@@ -65,33 +66,71 @@ def bootstrap_vision(student_dir: Path, groups: Sequence[TeacherGroup], out_dir:
         raise ValueError("bootstrap needs at least one teacher trajectory with usable images")
     trainer = Trainer(model=model, args=_sft_args(config), train_dataset=data,
                       data_collator=VisionSFTCollator(processor.tokenizer.pad_token_id),
-                      processing_class=processor.tokenizer)
+                      processing_class=processor.tokenizer, callbacks=list(callbacks) or None)
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
     trainer.train()
     return save_vision_student(trainer.model, processor, Path(out_dir))
 
 
 def train_round_vision(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
-                       out_dir: Path, config: APOConfig, progress: bool = True) -> RoundResult:
+                       out_dir: Path, config: APOConfig, progress: bool = True,
+                       callbacks: Sequence[Any] = (),
+                       on_batch: Callable[[str, int, int], None] | None = None) -> RoundResult:
     """One APO round (see :func:`distill.apo.training.train_round`) for a vision student."""
-    import torch
     from transformers import PrinterCallback
 
-    from distill.apo.training import RoundResult, _mean, make_preference_groups
-    from distill.apo.vision import load_vision_student, save_vision_student
-    from distill.apo.vision_encode import (
-        VisionAPOTrainer,
-        VisionGroup,
-        attach_vision_reference,
-        encode_vision_pair,
-    )
+    from distill.apo.training import RoundResult, TrainingStopped, make_preference_groups
+    from distill.apo.vision import apply_vision_lora, load_vision_student, save_vision_student
+    from distill.apo.vision_encode import VisionAPOTrainer
 
     started = time.perf_counter()
     loaded, failures = _images(groups, config)
-    config = copy.deepcopy(config)
-    config.synthesis = "best_teacher"
-    prefs = make_preference_groups([g for g, _ in loaded], config)
-    images = {g.sample_id: imgs for g, imgs in loaded}
-    reference, processor = load_vision_student(Path(reference_dir))
+    model, processor = load_vision_student(Path(policy_dir), trainable=True,
+                                           freeze_vision=config.freeze_vision)
+
+    def stage(name: str) -> Callable[[int, int], None] | None:
+        return None if on_batch is None else (lambda done, total: on_batch(name, done, total))
+
+    prefs = make_preference_groups([g for g, _ in loaded], config, model, processor,
+                                   stage("synthesis"), images=[imgs for _, imgs in loaded])
+    encoded = _encode_with_reference(prefs, {g.sample_id: imgs for g, imgs in loaded},
+                                     Path(reference_dir), config, failures,
+                                     stage("reference"))
+    if config.lora:
+        model = apply_vision_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout)
+    args = copy.deepcopy(config)
+    args.disable_tqdm = not progress
+    args.micro_batch_candidates = 0
+    trainer = VisionAPOTrainer(model=model, args=args, train_dataset=encoded,
+                               processing_class=processor.tokenizer,
+                               callbacks=list(callbacks) or None)
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    train_started = time.perf_counter()
+    output = trainer.train()
+    train_seconds = time.perf_counter() - train_started
+    if trainer.state.global_step < trainer.state.max_steps:
+        raise TrainingStopped(f"stopped after {trainer.state.global_step} of "
+                              f"{trainer.state.max_steps} steps")
+    save_vision_student(trainer.model, processor, Path(out_dir))
+    metrics = _round_metrics(trainer, output, len(encoded), prefs, train_seconds)
+    metrics["seconds"] = time.perf_counter() - started
+    metrics.update({f"image_failures/{k}": float(v) for k, v in sorted(failures.items())})
+    return RoundResult(Path(out_dir), metrics)
+
+
+def _encode_with_reference(prefs: Sequence[Any], images: dict[str, list[Any]],
+                           reference_dir: Path, config: APOConfig, failures: Counter[str],
+                           on_batch: Callable[[int, int], None] | None = None) -> list[Any]:
+    """Every group's candidates through the reference's processor, with the reference's
+    log-probs attached (the reference is freed afterwards)."""
+    import torch
+
+    from distill.apo.vision import load_vision_student
+    from distill.apo.vision_encode import VisionGroup, attach_vision_reference, encode_vision_pair
+
+    reference, processor = load_vision_student(reference_dir)
     cache: dict[Any, Any] = {}
     encoded = [VisionGroup(p.sample_id, tuple(
         encode_vision_pair(processor, p.prompt, images[p.sample_id], text, config.max_length,
@@ -99,34 +138,27 @@ def train_round_vision(policy_dir: Path, reference_dir: Path, groups: Sequence[T
         for p in prefs if p.negatives]
     if not encoded:
         raise ValueError(f"no usable preference group (image failures: {dict(failures)})")
-    pad = processor.tokenizer.pad_token_id
-    encoded = attach_vision_reference(encoded, reference, pad, config.reference_batch_size,
-                                      next(reference.parameters()).device)
+    encoded = attach_vision_reference(encoded, reference, processor.tokenizer.pad_token_id,
+                                      config.reference_batch_size,
+                                      next(reference.parameters()).device, on_batch)
     del reference
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    model, processor = _policy(Path(policy_dir), config)
-    config.disable_tqdm = not progress
-    config.micro_batch_candidates = 0
-    trainer = VisionAPOTrainer(model=model, args=config, train_dataset=encoded,
-                               processing_class=processor.tokenizer)
-    if not progress:
-        trainer.remove_callback(PrinterCallback)
-    train_started = time.perf_counter()
-    output = trainer.train()
-    train_seconds = time.perf_counter() - train_started
-    save_vision_student(trainer.model, processor, Path(out_dir))
+    return encoded
+
+
+def _round_metrics(trainer: Any, output: Any, groups: int, prefs: Sequence[Any],
+                   train_seconds: float) -> dict[str, float]:
+    from distill.apo.training import _mean
+
     margins = trainer.round_history.get("rewards/margins") or [0.0]
-    metrics = {
+    return {
         "loss": float(output.training_loss),
         "reward_margin": sum(margins) / len(margins), "reward_margin_last": margins[-1],
         "reward_accuracy": _mean(trainer.round_history.get("rewards/accuracies")),
-        "steps": float(trainer.state.global_step), "groups": float(len(encoded)),
+        "steps": float(trainer.state.global_step), "groups": float(groups),
         "synthesis_fallbacks": float(sum(p.fallback for p in prefs)),
         "reference_cache_hits": 0.0,
         "tokens_per_s": trainer.tokens_seen / max(train_seconds, 1e-9),
-        "seconds": time.perf_counter() - started,
-        **{f"image_failures/{k}": float(v) for k, v in sorted(failures.items())},
     }
-    return RoundResult(Path(out_dir), metrics)

@@ -45,9 +45,16 @@ def command() -> None:
               help="Only these signals (to measure what each adds). [default: all]")
 @click.option("--test", "test", type=click.Choice(["mmd", "univariate"]), default="mmd",
               show_default=True, help="Joint MMD tests, or one detector per signal.")
+@click.option("--embeddings", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True, help="Content embeddings of the outputs (the embeddings "
+              "extra; auto: on where installed). The model is distilled once into "
+              "detectors.embedding_cache (default <serve.state_dir>/models).")
+@click.option("--peer-reanchor", is_flag=True,
+              help="An alarm re-anchors every other teacher's peer test (BankConfig).")
 def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
            json_out: Path | None, delta_max: int, no_baselines: bool, oracle: bool,
-           allow_skip: bool, signals: str | None, test: str, partitions: int) -> None:
+           allow_skip: bool, signals: str | None, test: str, partitions: int,
+           embeddings: str, peer_reanchor: bool) -> None:
     """Run the detector bank over real drift chains, as the monitor does (peers and
     agreement included), and score it against River baselines (Cerqueira et al.)."""
     from dataclasses import replace
@@ -58,13 +65,17 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
     from distill.experiments.detection import ChainUnbuildable, run_benchmark
     from stream.datapack import load_chains
 
-    default = load_or_exit(config_path).detectors.bank()
+    full = load_or_exit(config_path)
+    cfg = full.detectors.model_copy(update={"embeddings": embeddings})
+    embedder = cfg.embedder(full.serve.state_dir)
+    default = cfg.bank(embedder.dim if embedder else 0)
     try:
-        bank = replace(default, test=test,
+        bank = replace(default, test=test, peer_reanchor=peer_reanchor,
                        signals=tuple(signals.split(",")) if signals else default.signals)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--signals") from exc
     console = Console()
+    console.print(f"content embeddings: {embedder.name if embedder else 'off'}")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("chains", total=len(load_chains(chains)))
 
@@ -75,7 +86,7 @@ def detect(config_path: Path | None, data: Path, chains: Path, seed: int,
             result = run_benchmark(data, chains, bank, seed=seed, delta_max=delta_max,
                                    baselines=not no_baselines, oracle=oracle,
                                    allow_skip=allow_skip, progress=step,
-                                   partitions=partitions)
+                                   partitions=partitions, embedder=embedder)
         except ChainUnbuildable as exc:
             raise click.ClickException(f"{exc} (--allow-skip counts it as missed)") from exc
     _print(console, result)
@@ -145,7 +156,7 @@ def _seed_progress(status: Status, seed: int) -> Callable[[str], None]:
 @click.option("--samples", type=click.IntRange(min=50), default=None,
               help="Cases in the stream; default: the scenario's.")
 @click.option("--eval-every", default=5, show_default=True,
-              help="Every N-th case is held out for evaluation.")
+              help="Every N-th case is a test case (and every 2N-th after it a probe case).")
 @click.option("--student", type=click.Choice(["tiny", "smollm2"]), default="tiny",
               show_default=True,
               help="tiny: a small random model (CI); smollm2: SmolLM2-135M-Instruct with LoRA "
@@ -165,21 +176,34 @@ def _seed_progress(status: Status, seed: int) -> Callable[[str], None]:
 @click.option("--multimodal", is_flag=True,
               help="Images in the cases and a tiny vision-language student (CPU); prints "
                    "the same table plus a text-only student on the same groups.")
-@click.option("--cue-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="With --multimodal: share of findings whose change the text states.")
+@click.option("--cue-rate", type=click.FloatRange(0, 1), default=None,
+              help="Share of findings whose change the case text states. [default: 0.1; "
+                   "0 with --multimodal]")
+@click.option("--max-new-tokens", type=click.IntRange(min=8), default=None,
+              help="Tokens a student may write per test case. [default: 320]")
+@click.option("--scenario-cue", is_flag=True,
+              help="Keep the scenario's own cue rate (1.0 in default and harsh: every case "
+                   "names its change) instead of --cue-rate.")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                   samples: int | None, eval_every: int, student: str, budget: str | None,
                   bootstrap_steps: int | None, stage2_steps: int | None,
-                  workdir: Path | None, multimodal: bool, cue_rate: float) -> None:
-    """The paper's MS-CXR-T table at small scale: teachers vs students trained from one
-    initial model (bootstrap SFT, SFT on majority, DPO, APO uniform, APO drift-weighted)."""
+                  workdir: Path | None, multimodal: bool, cue_rate: float | None,
+                  max_new_tokens: int | None, scenario_cue: bool) -> None:
+    """The paper's MS-CXR-T table at small scale: teachers, their majority vote and a lookup
+    baseline vs students trained from one initial model (bootstrap SFT, SFT on majority,
+    DPO, APO uniform, APO drift-weighted), on disjoint whole cases; every row over seeds."""
     if multimodal:
         run_multimodal(scenario, seeds, json_out, workdir, samples, eval_every,
                        300 if bootstrap_steps is None else bootstrap_steps,
-                       150 if stage2_steps is None else stage2_steps, cue_rate)
+                       150 if stage2_steps is None else stage2_steps,
+                       0.0 if cue_rate is None else cue_rate)
         return
+    from distill.experiments.bench_distill import DEFAULT_CUE_RATE
+
+    cue = None if scenario_cue else (DEFAULT_CUE_RATE if cue_rate is None else cue_rate)
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
-                stage2_steps, student=student, budget=budget)
+                stage2_steps, student=student, budget=budget, cue_rate=cue,
+                max_new_tokens=max_new_tokens)
 
 
 @command.command(name="consensus")
@@ -248,14 +272,18 @@ case with every method's model), unless --samples says otherwise."""
 def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                 workdir: Path | None, samples: int | None, eval_every: int,
                 bootstrap_steps: int | None, stage2_steps: int | None,
-                student: str = "tiny", budget: str | None = None) -> list[dict[str, Any]]:
-    """Run the benchmark for each seed, print the tables, write the JSON."""
+                student: str = "tiny", budget: str | None = None,
+                cue_rate: float | None = 0.1,
+                max_new_tokens: int | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark for each seed, print the tables (and, over several seeds, every
+    row's mean and spread), write the JSON."""
     import tempfile
     import time
+    from dataclasses import replace
 
     from distill.experiments.bench_distill import BenchSettings, run
     from distill.experiments.students import (
-        TrainSettings,
+        case_settings,
         smollm2_gpu_settings,
         smollm2_settings,
     )
@@ -264,7 +292,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
     results = []
     steps = {k: v for k, v in (("bootstrap_steps", bootstrap_steps),
                                ("stage2_steps", stage2_steps)) if v is not None}
-    preset: Any = TrainSettings
+    preset: Any = case_settings
     if student == "smollm2":
         if budget is None:
             import torch
@@ -275,24 +303,70 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
             samples = samples or SMOLLM2_CPU_SAMPLES
     for seed in seeds:
         settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
-                                 eval_every=eval_every, train=preset(seed=seed, **steps))
+                                 eval_every=eval_every, cue_rate=cue_rate,
+                                 train=preset(seed=seed, **steps))
+        if max_new_tokens is not None:
+            settings = replace(settings, max_new_tokens=max_new_tokens)
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp, \
                 console.status(f"seed {seed}") as status:
             base = Path(workdir) / f"seed{seed}" if workdir else Path(tmp)
             result = run(settings, base, progress=_seed_progress(status, seed))
         result["seconds"]["total"] = round(time.perf_counter() - started, 1)
-        console.print(distill_table(result))
-        console.print(distill_table(result, "methods_sampled",
-                                    "Sampled answer (expected accuracy at temperature 1)"))
+        console.print(distill_table(result, title=_title(result, "generated answer")))
+        console.print(distill_table(result, "methods_likelihood",
+                                    _title(result, "most likely label after the student's "
+                                                   "own reasoning")))
         _print_targets(console, result)
         results.append(result)
+        if json_out is not None:  # after every seed, so a long run keeps what it measured
+            _write(json_out, distill_doc(results))
+    doc = distill_doc(results)
+    if len(results) > 1:
+        console.print(aggregate_table(doc["aggregate"]["generated"], results[0],
+                                      "generated answer"))
+        console.print(aggregate_table(doc["aggregate"]["likelihood"], results[0],
+                                      "most likely label"))
     if json_out is not None:
-        doc: Any = results[0] if len(results) == 1 else {"benchmark": "distill",
-                                                         "runs": results}
-        _write(json_out, doc)
         console.print(f"wrote {json_out}")
     return results
+
+
+def distill_doc(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run as it is; several: every run and each row's mean and spread over them."""
+    from distill.experiments.bench_distill import aggregate
+
+    if len(results) == 1:
+        return results[0]
+    return {"benchmark": "distill", "runs": results,
+            "aggregate": {"generated": aggregate(results),
+                          "likelihood": aggregate(results, "methods_likelihood")}}
+
+
+def _title(result: dict[str, Any], what: str) -> str:
+    c = result["cases"]
+    return (f"{result['scenario']} (seed {result['seed']}, cue rate {result['cue_rate']}): "
+            f"Top-1 per finding on {c['test']} test cases, {what}; test prompts in "
+            f"training: {c['test_prompts_in_training']}")
+
+
+def aggregate_table(rows: list[dict[str, Any]], result: dict[str, Any], what: str) -> Table:
+    """Mean +- sd (min-max of the mean) of every row over the seeds."""
+    from rich.table import Table
+
+    cols = [*result["findings"], "mean"]
+    table = Table(title=f"{result['scenario']}, seeds {rows[0]['seeds']}: Top-1 mean +- sd "
+                        f"over seeds, {what}")
+    table.add_column("row")
+    for c in cols:
+        table.add_column(c, justify="right")
+    table.add_column("min-max (mean)", justify="right")
+    for r in rows:
+        name = r["row"] + (f" ({', '.join(sorted(set(r['teachers'])))})"
+                           if "teachers" in r else "")
+        table.add_row(name, *(f"{r[c]['mean']:.3f} +- {r[c]['sd']:.3f}" for c in cols),
+                      f"{r['mean']['min']:.3f}-{r['mean']['max']:.3f}")
+    return table
 
 
 def run_multimodal(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
@@ -389,6 +463,12 @@ def run_consensus(data: Path, chains: Path, seed: int, scale: float,
         f"or above the best teacher on {a['reliability_at_or_above_best']}, above majority on "
         f"{a['reliability_above_majority']}, below majority on "
         f"{a['reliability_below_majority']}")
+    console.print("Hindsight bounds, pooled over groups: any teacher right "
+                  f"{_fmt(a['any_teacher_right_pooled'])}, one-coin vote with the true "
+                  f"accuracies {_fmt(a['hindsight_vote_pooled'])}, best teacher right while "
+                  f"the others agree on a wrong answer "
+                  f"{_fmt(a['best_right_others_agree_wrong_pooled'])}; best teacher "
+                  f"{_fmt(a['best_teacher_pooled'])}, reliability {_fmt(a['reliability_pooled'])}")
     for s in result["skipped"]:
         console.print(f"skipped {s['chain']}: {s['reason']}")
     if sim_samples > 0:

@@ -125,10 +125,13 @@ def settings_or_exit(cfg: Any, steps: int | None, max_new_groups: int | None,
     """The round settings; a bad ``--apo`` field is a usage error (exit 2) at start."""
     from distill.trainer.service import check_apo, round_settings
 
-    settings = round_settings(cfg.train, steps=steps, max_new_groups=max_new_groups,
-                              replay_fraction=replay_fraction, tolerance=tolerance,
-                              keep_rejected=keep_rejected, keep_versions=keep_versions,
-                              apo=parse_apo_fields(apo_fields))
+    try:
+        settings = round_settings(cfg, steps=steps, max_new_groups=max_new_groups,
+                                  replay_fraction=replay_fraction, tolerance=tolerance,
+                                  keep_rejected=keep_rejected, keep_versions=keep_versions,
+                                  apo=parse_apo_fields(apo_fields))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--apo") from None
     problem = check_apo(settings)
     if problem:
         raise click.BadParameter(problem, param_hint="--apo")

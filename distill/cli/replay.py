@@ -91,7 +91,8 @@ def _offline(cfg: Any, src: Any, state_dir: Path, force: bool, speed: float | No
     from distill.monitor.service import pipeline_config
 
     prepare_state_dir(state_dir, force)
-    replay = Replay(state_dir, pipeline_config(cfg), snapshot_every)
+    embedder = cfg.detectors.embedder(state_dir)
+    replay = Replay(state_dir, pipeline_config(cfg, embedder), snapshot_every)
     with _progress(len(src.events), "replay") as bar:
         task = bar.add_task("replay", total=len(src.events))
         summary = replay.run(src, speed, on_event=lambda i: bar.update(task, completed=i))

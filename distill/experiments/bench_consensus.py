@@ -17,6 +17,15 @@ monitor pipeline as ``serve`` would, and each completed group's answer is chosen
 * **best teacher**: the single teacher with the best accuracy over the whole stream, chosen
   in hindsight (an oracle).
 
+Three hindsight bounds per stream say what any rule could do with these answers (they read
+the gold answers, so they are measurements, never rules): **any teacher right** (the share
+of groups where some teacher gave the gold answer: no rule that picks one of the answers
+given does better); **hindsight vote** (the one-coin weighted vote, log-odds weights, with
+each teacher's true accuracy and the stream's chance agreement: what the reliability
+consensus would reach if its estimates were exact); **best right, others agree wrong** (the
+share of groups where the best teacher is right while the others' strict plurality is one
+wrong answer: agreement cannot tell these from the reverse case).
+
 Simulated streams: the packaged scenarios (confusion matrices, colluding blocs, drifts),
 scored per finding against the case's truth, mean over the five findings, over seeds.
 
@@ -29,12 +38,14 @@ numbers for numeric gold (GSM8K's "18" vs "18.00").
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +68,8 @@ RULES = ("majority", "drift_aware", "reliability", "reliability_no_forget",
 #: ablations of the pipeline's consensus, run beside it: (name, config change, forgets)
 ABLATIONS: tuple[tuple[str, dict[str, Any], bool], ...] = (("reliability_no_forget", {}, False),
              ("reliability_no_correlation", {"correlation": False}, True))
+#: hindsight bounds per stream (they read the gold answers: measurements, never rules)
+BOUNDS = ("any_teacher_right", "hindsight_vote", "best_right_others_agree_wrong")
 SIM_SCENARIOS = ("default", "confusion", "collusion", "harsh")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -105,6 +118,30 @@ def dawid_skene(questions: Sequence[Mapping[str, str | None]],
     out = [picked.get(i) for i in range(len(questions))]
     return out if closed else [None if p is None else local[i][int(p)]
                                for i, p in enumerate(out)]
+
+
+def chance_classes(questions: Sequence[Mapping[str, str | None]]) -> float:
+    """``1 / r``, ``r`` the rate at which two different teachers' answers to consecutive
+    questions are equal (the effective number of answers, as the consensus estimates it)."""
+    pairs = equal = 0
+    for before, now in pairwise(questions):
+        last = Counter(a for a in before.values() if a is not None)
+        for teacher, answer in now.items():
+            if answer is None:
+                continue
+            mine = before.get(teacher)
+            pairs += sum(last.values()) - (mine is not None)
+            equal += last[answer] - (mine == answer)
+    return max(2.0, pairs / equal) if equal else 1000.0
+
+
+def hindsight_vote(questions: Sequence[Mapping[str, str | None]],
+                   accuracy: Mapping[str, float], classes: float) -> list[str | None]:
+    """The one-coin weighted vote with known accuracies (ties: the smallest answer): each
+    teacher adds ``log(a (K - 1) / (1 - a))`` to the answer it gave."""
+    weight = {t: math.log(min(max(a, 1e-3), 1 - 1e-3) * (classes - 1.0)
+                          / (1.0 - min(max(a, 1e-3), 1 - 1e-3))) for t, a in accuracy.items()}
+    return [weighted_vote(q, weight).answer for q in questions]
 
 
 class _Beside:
@@ -185,12 +222,35 @@ def score_groups(groups: Sequence[Any], scale: float,
             per_teacher[a.teacher] += answer_matches(a.answer, truth)
     teachers = {t: per_teacher[t] / n for t in sorted(per_teacher)} if n else {}
     best = max(teachers, key=lambda t: teachers[t]) if teachers else None
+    bounds = _bounds(questions, [groups[i].ground_truth for i in keep], best) if n else {}
     rules = ["majority", "drift_aware", "reliability", *(beside or {}),
              *(["dawid_skene"] if ds is not None else [])]
     row: dict[str, Any] = {"groups": n, **{r: hits[r] / n if n else None for r in rules}}
     row.update(best_teacher=teachers.get(best) if best else None, best_teacher_name=best,
-               teachers=teachers, groups_with_teacher_in_drift=in_drift)
+               teachers=teachers, groups_with_teacher_in_drift=in_drift, **bounds)
     return row
+
+
+def _bounds(questions: Sequence[Mapping[str, str | None]], truths: Sequence[Any],
+            best: str | None) -> dict[str, float]:
+    """The hindsight bounds of :data:`BOUNDS` for one stream."""
+    n = len(questions)
+    right = [{t: answer_matches(a, truth) for t, a in q.items() if a is not None}
+             for q, truth in zip(questions, truths, strict=True)]
+    answered: Counter[str] = Counter(t for r in right for t in r)
+    correct: Counter[str] = Counter(t for r in right for t, ok in r.items() if ok)
+    accuracy = {t: correct[t] / answered[t] for t in answered}
+    vote = hindsight_vote(questions, accuracy, chance_classes(questions))
+    against = 0
+    for q, r, truth in zip(questions, right, truths, strict=True):
+        if best is not None and r.get(best):
+            others = majority({t: a for t, a in q.items() if t != best})
+            against += (others.answer is not None and not others.tie
+                        and not answer_matches(others.answer, truth))
+    return {"any_teacher_right": sum(any(r.values()) for r in right) / n,
+            "hindsight_vote": sum(answer_matches(v, t) for v, t in zip(vote, truths,
+                                                                        strict=True)) / n,
+            "best_right_others_agree_wrong": against / n}
 
 
 def gold_tasks(entry: Mapping[str, Any], gold_by_task: Mapping[str, bool]) -> list[str]:
@@ -249,7 +309,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     scored = [r for r in rows if r["groups"]]
     total = sum(r["groups"] for r in scored)
     out: dict[str, Any] = {"chains": len(scored), "groups": total}
-    for key in (*RULES, "best_teacher"):
+    for key in (*RULES, "best_teacher", *BOUNDS):
         have = [r for r in scored if r.get(key) is not None]
         out[f"{key}_mean"] = (sum(r[key] for r in have) / len(have)) if have else None
         n = sum(r["groups"] for r in have)

@@ -8,7 +8,7 @@
    of both studies side by side (:func:`stream.simulator.images.finding_pair`), opened by
    reference with the hash checked; a group whose image is missing or changed is dropped
    and counted (``image_failures``).
-3. Train the five methods from one tiny LLaVA (:func:`distill.apo.vision.build_tiny_vlm`),
+3. Train the five methods from one tiny LLaVA (:func:`distill.apo.vision_tiny.build_tiny_vlm`),
    every input built by its own processor, the vision tower frozen.
 4. For comparison, a text-only student (the tiny causal LM of the text benchmark) trained
    on the same groups without the images (bootstrap and APO drift-weighted): with the cue
@@ -195,7 +195,8 @@ def _text_only(train: list[Any], usable: list[Any], positives: list[str],
 def run(settings: MultimodalSettings, workdir: Path,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole multimodal benchmark for one seed (module docstring)."""
-    from distill.apo.vision import build_tiny_vlm, load_group_images
+    from distill.apo.vision import load_group_images
+    from distill.apo.vision_tiny import build_tiny_vlm
     from distill.experiments.mscxr import (
         finding_prompts,
         label_text,

@@ -106,14 +106,16 @@ def chain_id(entry: Mapping[str, Any]) -> str:
     return " -> ".join(entry["chain"]) + f" [{entry.get('task', '*')}]"
 
 
-def run_bank(stream: DriftStream, config: BankConfig, partitions: int = 1
-             ) -> tuple[dict[str, list[int]], dict[str, list[str]], float]:
+def run_bank(stream: DriftStream, config: BankConfig, partitions: int = 1,
+             embedder: Any = None) -> tuple[dict[str, list[int]], dict[str, list[str]], float]:
     """Alarm indices per teacher from the monitor's ingest and detect stages (signals, join,
-    agreement), the stream spread over ``partitions`` input partitions as ``serve`` does."""
+    agreement, embeddings where ``config.embedding_dim``), the stream spread over
+    ``partitions`` input partitions as ``serve`` does."""
     from distill.monitor.pipeline import PartitionedPipeline, PipelineConfig
 
     pipe = PartitionedPipeline(PipelineConfig(
-        bank=config, expected_teachers=(stream.watched, *stream.peers)), partitions)
+        bank=config, expected_teachers=(stream.watched, *stream.peers), embedder=embedder),
+        partitions)
     alarms: dict[str, list[int]] = {t: [] for t in (stream.watched, *stream.peers)}
     signals: dict[str, list[str]] = {t: [] for t in alarms}
     t0 = time.perf_counter()
@@ -164,9 +166,12 @@ def run_benchmark(data: Path, chains_file: Path, config: BankConfig, seed: int =
                   delta_max: int = 300, baselines: bool = True, oracle: bool = True,
                   allow_skip: bool = False,
                   progress: Callable[[str], None] | None = None,
-                  partitions: int = 1) -> dict[str, Any]:
+                  partitions: int = 1, embedder: Any = None) -> dict[str, Any]:
     """Every chain through the bank, the baselines and the oracle; rows plus skipped
-    chains, whose switches count as misses in the aggregate."""
+    chains, whose switches count as misses in the aggregate. ``embedder`` (its dimension
+    is ``config.embedding_dim``) adds the content embeddings, to the oracle's vectors too."""
+    if bool(config.embedding_dim) != (embedder is not None):
+        raise ValueError("config.embedding_dim needs an embedder of that dimension")
     rows: list[ChainResult] = []
     skipped: list[dict[str, Any]] = []
     oracles: list[dict[str, Any]] = []
@@ -188,17 +193,18 @@ def run_benchmark(data: Path, chains_file: Path, config: BankConfig, seed: int =
             skipped.append({"chain": name, "reason": str(exc),
                             "changes": max(0, len(entry.get("chain", [])) - 1)})
             continue
-        alarms, signals, seconds = run_bank(stream, config, partitions)
+        alarms, signals, seconds = run_bank(stream, config, partitions, embedder)
         rows.append(_result(stream, name, "bank", alarms, signals, seconds, delta_max))
         for method in BASELINES if baselines else ():
             b_alarms, b_seconds = run_baseline(stream, method, seed)
             rows.append(_result(stream, name, method, b_alarms, None, b_seconds, delta_max))
         if oracle:
-            oracles.append({"chain": name, **run_oracle(stream, config, seed)})
+            oracles.append({"chain": name, **run_oracle(stream, config, seed, embedder)})
     methods = ["bank", *(BASELINES if baselines else ())]
     missed = sum(s["changes"] for s in skipped)
     return {
         "seed": seed, "delta_max": delta_max, "partitions": partitions,
+        "embedder": getattr(embedder, "name", None),
         "config": asdict(config), "rows": [r.row() for r in rows],
         "aggregate": {m: aggregate([r for r in rows if r.method == m], missed)
                       for m in methods},
@@ -209,13 +215,18 @@ def run_benchmark(data: Path, chains_file: Path, config: BankConfig, seed: int =
     }
 
 
-def watched_vectors(stream: DriftStream, config: BankConfig) -> np.ndarray:
+def watched_vectors(stream: DriftStream, config: BankConfig, embedder: Any = None
+                    ) -> np.ndarray:
     """The watched teacher's joint vectors in its event order: the bank's ``own`` vector
     and its ``peer`` vector for the same sample, side by side."""
     by_sample: dict[str, dict[str, dict[str, Any]]] = {}
     order: list[str] = []
-    for ev in stream.events:
-        sig = event_signals(ev, config.hist_bins)
+    vecs = (embedder.encode([ev.output for ev in stream.events]) if embedder is not None
+            else None)
+    for i, ev in enumerate(stream.events):
+        sig: dict[str, Any] = dict(event_signals(ev, config.hist_bins))
+        if vecs is not None:
+            sig["embedding"] = tuple(vecs[i].tolist())
         by_sample.setdefault(ev.sample_id, {})[ev.teacher] = sig
         if ev.teacher == stream.watched:
             order.append(ev.sample_id)
@@ -223,16 +234,18 @@ def watched_vectors(stream: DriftStream, config: BankConfig) -> np.ndarray:
     for sid in order:
         group = by_sample[sid]
         agree = leave_one_out_agreement({t: s["answer"] for t, s in group.items()})
-        rel = peer_signals({t: s["length"] for t, s in group.items()})
+        rel = peer_signals({t: s["length"] for t, s in group.items()},
+                           {t: s.get("embedding") for t, s in group.items()})
         mine = group[stream.watched]
         peer = {"agreement": agree.get(stream.watched), **rel[stream.watched]}
         rows.append(joint_vector(config, "own", mine) + joint_vector(config, "peer", peer))
     return np.asarray(rows, dtype=float)
 
 
-def run_oracle(stream: DriftStream, config: BankConfig, seed: int) -> dict[str, Any]:
+def run_oracle(stream: DriftStream, config: BankConfig, seed: int, embedder: Any = None
+               ) -> dict[str, Any]:
     """The offline permutation test on fixed windows around each change, and controls."""
-    x = watched_vectors(stream, config)
+    x = watched_vectors(stream, config, embedder)
     blocks = [d for key in ("own", "peer") for _, d in config.blocks(key)]
     weights = np.repeat([1 / np.sqrt(d) for d in blocks], blocks)
     bounds = [0, *stream.change_points, len(x)]

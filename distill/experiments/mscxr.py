@@ -1,7 +1,19 @@
-"""The MS-CXR-T-shaped task as the benchmark's tiny student sees it.
+"""The MS-CXR-T-shaped task as the benchmark's students see it.
 
-The student is trained from scratch on CPU in minutes, so the benchmark asks it one finding
-at a time, as the paper's table scores them:
+The text benchmark (``distill bench distill``) asks about whole cases
+(:func:`case_group`):
+
+* **prompt**: the case's two study lines (:func:`case_prompt`; the instruction paragraph,
+  the same for every case, is dropped). The severities are described in words, so the five
+  labels can be inferred from the prompt even when no change cue is written, and two cases
+  share a prompt only by chance (the benchmark drops such training cases);
+* **trajectories**: each teacher's full output, reasoning and final line as written;
+* **consensus**: the per-finding majority of the teachers' final lines, written as one
+  answer string; the positive is the best-supported teacher trajectory whose final answer
+  is that string (:func:`distill.apo.synthesis.best_supported`), so a negative differs from
+  it in its reasoning as well as in its labels.
+
+The multimodal benchmark asks one finding at a time (:func:`finding_groups`):
 
 * **prompt**: ``<finding>: <prior phrase> -> <current phrase>``, the finding's two phrases
   from the case (the instruction paragraph, the same for every case, is dropped);
@@ -29,6 +41,8 @@ True
 ...         "Current study (day 0): A (worse); B; C; D; E (improved).")
 >>> finding_prompts(case)["edema"]
 'edema: e -> E (improved)'
+>>> case_prompt("Instruction.\\n" + case)
+'Prior study (day -2): a; b; c; d; e.\\nCurrent study (day 0): A (worse); B; C; D; E (improved).'
 """
 
 from __future__ import annotations
@@ -40,6 +54,7 @@ from collections.abc import Iterable, Sequence
 from distill.groups import Consensus, TeacherAnswer, TeacherGroup
 from stream.answers import extract_answer
 from stream.simulator import FINDINGS, LABELS
+from stream.simulator.trajectory import answer_string
 
 _PAIR = re.compile(r"([a-z_]+)\s*=\s*([a-z]+)")
 
@@ -89,6 +104,41 @@ def finding_majority(labels: Iterable[dict[str, str] | None]) -> dict[str, str]:
             top = max(counts[f].values())
             out[f] = next(lab for lab in LABELS if counts[f][lab] == top)
     return out
+
+
+def case_prompt(prompt: str | None) -> str:
+    """The case's two study lines (the shared instruction paragraph dropped)."""
+    lines = [ln for ln in (prompt or "").splitlines()
+             if ln.startswith(("Prior study", "Current study"))]
+    if len(lines) != 2:
+        raise ValueError("not an MS-CXR-T-shaped case prompt (a prior and a current study line)")
+    return "\n".join(lines)
+
+
+def full_answer(labels: dict[str, str] | None) -> str | None:
+    """The canonical answer string when all five findings have a label, else None."""
+    if not labels or any(f not in labels for f in FINDINGS):
+        return None
+    return answer_string(labels)
+
+
+def case_group(group: TeacherGroup) -> TeacherGroup:
+    """The monitor's group as the text benchmark's training group (module docstring).
+
+    Answers keep the teachers' full outputs; each answer (and the consensus) is the canonical
+    five-finding string read from the text with the monitor's extractor. Ground truth is
+    dropped: this is what training stages see.
+    """
+    parsed = [parse_labels(a.output) for a in group.answers]
+    majority = finding_majority(parsed)
+    consensus = full_answer(majority)
+    answers = [TeacherAnswer(a.teacher, a.event_id, a.output, full_answer(lab), lab,
+                             a.teacher_version, a.produced_at)
+               for a, lab in zip(group.answers, parsed, strict=True)]
+    support = sum(1 for a in answers if consensus is not None and a.answer == consensus)
+    return TeacherGroup(group.sample_id, case_prompt(group.prompt), group.status, answers,
+                        Consensus(consensus, support=support, tie=False, labels=majority),
+                        dict(group.drift), None, group.completed_at)
 
 
 def finding_groups(group: TeacherGroup) -> list[TeacherGroup]:

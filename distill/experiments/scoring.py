@@ -1,16 +1,23 @@
-"""The student's answer to a held-out finding: likelihood over the three labels.
+"""How the students are scored.
 
-For each (case, finding) item the student scores the three complete trajectories
-``Final answer: <label>`` (summed log-probability, EOS included) after the item's prompt.
+Whole cases (``distill bench distill``, :func:`answer_scores`):
 
-* **Top-1** (the paper's metric): the label with the highest likelihood, i.e. the answer
-  of a greedy decoder allowed to write only labels.
-* **Sampled**: the probability mass the student puts on the true label, renormalised over
-  the three; the expected accuracy of a student that samples its answer (temperature 1).
-  It shows what Top-1 hides: a student that copies a conflicting crowd puts its mass on
-  every teacher's answer.
+* **Generated** (the primary metric): the student writes its answer to the case prompt
+  (greedy decoding, up to ``max_new_tokens``), and the answer is read with the monitor's
+  own extractor (:func:`distill.experiments.mscxr.parse_labels`, built on
+  :func:`stream.answers.extract_answer`). A finding without a readable label is wrong.
+* **Likelihood** (second column): after the student's own reasoning (its generated text up
+  to its last ``Final answer`` line), the final line is written finding by finding; for each
+  finding the three labels are scored (summed log-probability of the label's tokens) and
+  the most likely one is taken and kept for the findings after it. It says whether the
+  student prefers the right label even when its decoded answer is unreadable.
+* **Probe agreement**: on probe cases (never trained on, no ground truth), the share of
+  findings where the generated label equals the teachers' per-finding majority: what a
+  promotion gate would see.
 
-One batched forward pass per (item, label) instead of a decode loop.
+Per finding, three options (:func:`student_scores`, the multimodal benchmark's text-only
+comparison): the likelihood of ``Final answer: <label>`` after a one-finding prompt, its
+Top-1 and the probability mass on the true label.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from stream.simulator import FINDINGS, LABELS
+
+_FINAL = "Final answer:"
 
 
 def label_scores(model: Any, tokenizer: Any, prompts: Sequence[str], max_length: int = 256,
@@ -62,3 +71,82 @@ def student_scores(model_dir: Path, items: Sequence[tuple[str, str, str]],
     top1 = {f: h[0] / max(h[2], 1) for f, h in hits.items()}
     sampled = {f: h[1] / max(h[2], 1) for f, h in hits.items()}
     return {"top1": with_mean(top1), "sampled": with_mean(sampled)}
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
+             max_prompt_tokens: int, batch_size: int = 128) -> list[str]:
+    """Greedy answers, batched (the synthesis stage's generator)."""
+    from distill.apo.synthesis import hf_generate_fn
+
+    fn = hf_generate_fn(model, tokenizer, max_new_tokens, max_prompt_tokens)
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        out.extend(fn(list(prompts[start:start + batch_size])))
+    return out
+
+
+def reasoning(text: str) -> str:
+    """The generated text before its last final-answer line (all of it if there is none).
+
+    >>> reasoning("a\\nb\\nFinal answer: edema=stable")
+    'a\\nb'
+    """
+    cut = text.rfind(_FINAL)
+    return (text[:cut] if cut >= 0 else text).rstrip()
+
+
+def likelihood_labels(model: Any, tokenizer: Any, prompts: Sequence[str],
+                      texts: Sequence[str], batch_size: int = 64) -> list[dict[str, str]]:
+    """Per case, the most likely label of each finding after the student's own reasoning,
+    the final line built finding by finding (module docstring)."""
+    from distill.apo.encode import Encoded, prompt_ids, score_all
+
+    device = next(model.parameters()).device
+    heads = [prompt_ids(tokenizer, p) for p in prompts]
+    picks: list[dict[str, str]] = [{} for _ in prompts]
+    for f in FINDINGS:
+        encoded = []
+        for head, text, done in zip(heads, texts, picks, strict=True):
+            line = "; ".join(f"{g}={done[g]}" for g in FINDINGS if g in done)
+            prefix = f"{reasoning(text)}\n{_FINAL} {line}{'; ' if line else ''}{f}="
+            ctx = head + tokenizer(prefix, add_special_tokens=False).input_ids
+            encoded += [Encoded(ctx + tokenizer(lab, add_special_tokens=False).input_ids,
+                                len(ctx)) for lab in LABELS]
+        flat = score_all(model, encoded, tokenizer.pad_token_id, batch_size, device)
+        for i, done in enumerate(picks):
+            row = flat[i * len(LABELS):(i + 1) * len(LABELS)]
+            done[f] = LABELS[max(range(len(LABELS)), key=lambda j: row[j])]
+    return picks
+
+
+def _accuracy(labels: Sequence[dict[str, str] | None], truths: Sequence[dict[str, str]],
+              ) -> dict[str, float]:
+    from distill.experiments.mscxr import with_mean
+
+    n = max(len(truths), 1)
+    return with_mean({f: sum((lab or {}).get(f) == t[f] for lab, t in zip(
+        labels, truths, strict=True)) / n for f in FINDINGS})
+
+
+def answer_scores(model_dir: Path, prompts: Sequence[str], truths: Sequence[dict[str, str]],
+                  max_new_tokens: int, max_prompt_tokens: int,
+                  probe: Sequence[str] = (), probe_votes: Sequence[dict[str, str]] = (),
+                  ) -> dict[str, Any]:
+    """Generated and likelihood Top-1 rows on whole cases, the share of test answers with a
+    readable label for every finding, probe agreement, and two sample answers."""
+    from distill.apo.student import load_student
+    from distill.experiments.mscxr import parse_labels
+
+    model, tokenizer = load_student(Path(model_dir))
+    texts = generate(model, tokenizer, [*prompts, *probe], max_new_tokens, max_prompt_tokens)
+    parsed = [parse_labels(t) for t in texts]
+    test, probed = parsed[:len(prompts)], parsed[len(prompts):]
+    agree = [(lab or {}).get(f) == vote[f] for lab, vote in zip(probed, probe_votes,
+                                                                  strict=True)
+             for f in FINDINGS if f in vote]
+    likely = likelihood_labels(model, tokenizer, prompts, texts[:len(prompts)])
+    return {"generated": _accuracy(test, truths), "likelihood": _accuracy(likely, truths),
+            "answered": sum(len(lab or {}) == len(FINDINGS) for lab in test)
+            / max(len(test), 1),
+            "probe_agreement": sum(agree) / len(agree) if agree else None,
+            "samples": texts[:2]}

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from distill.config import Config
 from distill.kafka import kafka_settings
+from distill.monitor.embeddings import EXTRA_HINT, missing_modules
 from distill.monitor.service import MonitorService, RunLimits
 from distill.statedir import StateDir
 from stream.broker import EmbeddedBroker
@@ -36,9 +37,11 @@ def run_demo(cfg: Config, scenario_name: str, seed: int) -> int:
     console = Console()
     scenario = load_scenario(scenario_name)
     points = change_points(scenario)
-    state_dir = StateDir(Path(cfg.serve.state_dir)).demo
+    root = StateDir(Path(cfg.serve.state_dir))
+    state_dir = root.demo
     shutil.rmtree(state_dir, ignore_errors=True)
     state_dir.mkdir(parents=True)
+    cfg = _with_embeddings(cfg, root.models, console)
     write_json_atomic(StateDir(state_dir).changepoints, points)  # `distill report` marks them
     with EmbeddedBroker(log_path=None) as broker:
         cfg = cfg.model_copy(update={
@@ -86,6 +89,23 @@ def _watch(service: MonitorService, progress: Progress, task: Any, total: int) -
         progress.update(task, completed=service.summary.records)
         time.sleep(0.2)
     progress.update(task, completed=service.summary.records)
+
+
+def _with_embeddings(cfg: Config, models: Path, console: Console) -> Config:
+    """Content embeddings on where the extra is installed, the model kept outside the demo's
+    wiped state dir; built here, before the stream starts (the first time: 1-2 min)."""
+    detectors = cfg.detectors.model_copy(update={
+        "embeddings": "on" if cfg.detectors.embeddings == "on" else "auto",
+        "embedding_cache": cfg.detectors.embedding_cache or models})
+    missing = missing_modules()
+    if missing and detectors.embeddings == "auto":
+        console.print(f"content embeddings off: {', '.join(missing)} not installed "
+                      f"({EXTRA_HINT})")
+        detectors = detectors.model_copy(update={"embeddings": "off"})
+    elif detectors.embedder(models) is not None:
+        console.print(f"content embeddings on ({detectors.embedding_dim} dimensions, "
+                      f"model in {detectors.embedding_cache})")
+    return cfg.model_copy(update={"detectors": detectors})
 
 
 def _produce(settings: Any, cfg: Config, scenario: Any, seed: int) -> None:

@@ -4,9 +4,13 @@ Per event: dedupe by ``event_id``, compute the teacher's signals (one :class:`Ob
 and join by ``sample_id``. When a sample's group closes (all expected teachers answered, or
 the event-time timeout passed) the consensus answer is taken, each teacher's agreement with
 the others becomes an observation, and the group is emitted with each teacher's drift state
-as the detect stage last published it. The detectors are not here: a teacher's answers are
-spread over every input partition, so its detectors live in the detect stage
-(:mod:`distill.monitor.detect`), which sees all of them in one canonical order.
+as the detect stage last published it. With an embedder (:mod:`distill.monitor.embeddings`)
+an event's observation also carries its output's ``embedding``, and the group's closing
+observation each teacher's ``peer_distance`` to the centroid of the others' embeddings of
+the same sample; :meth:`IngestStage.prepare` encodes a whole poll's outputs in one call.
+The detectors are not here: a teacher's answers are spread over every input partition, so
+its detectors live in the detect stage (:mod:`distill.monitor.detect`), which sees all of
+them in one canonical order.
 
 Observations carry event time, never the partition's clock: an event's is its
 ``produced_at``, an agreement's is when the group's answers were all in (the latest
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from detectors.bank import TeacherDriftState
 from distill.consensus import LabelVotes, ReliabilityConsensus
 from distill.groups import TeacherAnswer, TeacherGroup, image_refs
-from distill.monitor.observations import AGREEMENT, EVENT, Observation
+from distill.monitor.observations import AGREEMENT, EVENT, Observation, pack_vector, unpack_vector
 from stream.dedup import DedupWindow
 from stream.events import Invalid, TeacherEvent, format_timestamp
 from stream.join import JoinedSample, SampleJoiner
@@ -72,6 +76,13 @@ class IngestStage:
         self.consensus = ReliabilityConsensus(config.consensus)
         self.hist_bins = config.bank.hist_bins
         self.watched_peer = frozenset(config.bank.signals) & frozenset(PEER_SIGNALS)  # the bank's
+        self.embedder = config.embedder if config.bank.embedding_dim else None
+        if self.embedder is None:
+            self.watched_peer -= {"peer_distance"}
+        elif self.embedder.dim != config.bank.embedding_dim:
+            raise ValueError(f"the embedder gives {self.embedder.dim} dimensions, the bank's "
+                             f"embedding_dim is {config.bank.embedding_dim}")
+        self._prepared: dict[str, tuple[float, ...]] = {}  # event_id -> embedding
         self.source = source
         self.drift_view: DriftView = drift_view or (lambda _: NO_DRIFT)
         self.events: Counter[str] = Counter()
@@ -84,6 +95,24 @@ class IngestStage:
     def low_watermark(self) -> float:
         """No later observation of this partition is earlier than this (module docstring)."""
         return self.joiner.watermark - self.lateness_s
+
+    def prepare(self, events: list[TeacherEvent]) -> None:
+        """Encode these events' outputs in one call before they are processed one by one
+        (a poll's worth: batched encoding is several times cheaper per output)."""
+        if self.embedder is None or not events:
+            return
+        self._prepared.clear()  # the last batch's leftovers: refused or duplicate events
+        vecs = self.embedder.encode([e.output for e in events])
+        for event, vec in zip(events, vecs, strict=True):
+            self._prepared[event.event_id] = tuple(vec.tolist())
+
+    def _embedding(self, event: TeacherEvent) -> tuple[float, ...] | None:
+        if self.embedder is None:
+            return None
+        vec = self._prepared.pop(event.event_id, None)
+        if vec is None:
+            vec = tuple(self.embedder.encode([event.output])[0].tolist())
+        return vec
 
     def process(self, event: TeacherEvent, offset: int = -1,
                 now: float | None = None) -> IngestOutput:
@@ -99,12 +128,17 @@ class IngestStage:
             self.duplicates += 1
             return IngestOutput(duplicate=True)
         self.events[event.teacher] += 1
-        signals = event_signals(event, self.hist_bins)
+        signals: dict[str, Any] = dict(event_signals(event, self.hist_bins))
+        embedding = self._embedding(event)
+        if embedding is not None:
+            signals["embedding"] = embedding
         out = IngestOutput(observations=[Observation(
             event.teacher, at, event.sample_id, EVENT, event.event_id, signals, self.source,
             offset, 0)])
         payload = _answer_payload(event, at, signals.get("answer"))
         payload["length"] = signals["length"]
+        if embedding is not None:  # JSON-ready and small: the join state is checkpointed
+            payload["embedding"] = pack_vector(embedding)
         strays = self.joiner.strays
         for sample in self.joiner.add(event.sample_id, event.teacher, payload, at):
             self._close(sample, out, offset)
@@ -158,7 +192,9 @@ class IngestStage:
         """Each teacher's peer-relative signals, only those the bank watches."""
         watched = self.watched_peer
         lengths = {t: a["length"] for t, a in sample.answers.items() if "length" in a}
-        relative = peer_signals(lengths) if watched - {"agreement"} else {}
+        embeddings = ({t: unpack_vector(a["embedding"]) for t, a in sample.answers.items()
+                       if a.get("embedding") is not None} if "peer_distance" in watched else None)
+        relative = peer_signals(lengths, embeddings) if watched - {"agreement"} else {}
         out: dict[str, dict[str, Any]] = {}
         for teacher in sample.answers:
             row = {"agreement": agreement.get(teacher), **relative.get(teacher, {})}

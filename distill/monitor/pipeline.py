@@ -15,6 +15,7 @@ import math
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from detectors.bank import BankConfig, DetectorBank, DriftRecord
@@ -31,6 +32,7 @@ from stream.roster import TeacherRoster
 from stream.signals import PEER_SIGNALS
 
 STATE_VERSION = 2  # 2: the state of an ingest and/or a detect stage
+BATCH = 256  # events a finite run hands the embedder at once (as serve does per poll)
 _SERVE_DEFAULTS = ServeConfig.model_fields  # one source for the bounds' defaults
 
 PEER_ALERT_SIGNALS = frozenset({"peer", *PEER_SIGNALS})  # alarms on a teacher's peers' view
@@ -70,6 +72,8 @@ class PipelineConfig:
     max_teachers: int = _SERVE_DEFAULTS["max_teachers"].default
     max_clock_skew_s: float = _SERVE_DEFAULTS["max_clock_skew_s"].default
     consensus: ReliabilityConfig = field(default_factory=ReliabilityConfig)
+    # content embeddings (distill.monitor.embeddings.Embedder); used when bank.embedding_dim
+    embedder: Any = field(default=None, compare=False)
 
     @property
     def lateness_s(self) -> float:
@@ -90,11 +94,18 @@ class _Stages:
     def flush(self) -> StepOutput:
         raise NotImplementedError
 
+    def prepare(self, events: list[TeacherEvent]) -> None:
+        """Batch the per-event work that batches (the embeddings) before processing."""
+        raise NotImplementedError
+
     def run(self, events: Iterable[TeacherEvent], flush: bool = True) -> StepOutput:
         """Process a finite stream; the offline path of replay and benchmarks."""
         out = StepOutput()
-        for event in events:
-            out.extend(self.process(event))
+        it = iter(events)
+        while batch := list(islice(it, BATCH)):
+            self.prepare(batch)
+            for event in batch:
+                out.extend(self.process(event))
         if flush:
             out.extend(self.flush())
         return out
@@ -161,6 +172,9 @@ class MonitorPipeline(_Stages):
     def rejected(self) -> Any:
         return self.ingest.rejected
 
+    def prepare(self, events: list[TeacherEvent]) -> None:
+        self.ingest.prepare(events)
+
     def process(self, event: TeacherEvent, now: float | None = None) -> StepOutput:
         """One event; ``now`` (wall-clock epoch seconds) enables the future-timestamp check
         (serve passes it; replay of a recorded stream does not)."""
@@ -208,8 +222,15 @@ class PartitionedPipeline(_Stages):
                         for p in range(partitions)]
         self.offsets = [0] * partitions
 
+    def _partition(self, event: TeacherEvent) -> int:
+        return zlib.crc32(event.sample_id.encode()) % len(self.ingests)
+
+    def prepare(self, events: list[TeacherEvent]) -> None:
+        for p, ingest in enumerate(self.ingests):
+            ingest.prepare([e for e in events if self._partition(e) == p])
+
     def process(self, event: TeacherEvent, now: float | None = None) -> StepOutput:
-        p = zlib.crc32(event.sample_id.encode()) % len(self.ingests)
+        p = self._partition(event)
         ingest = self.ingests[p]
         out = ingest.process(event, self.offsets[p], now)
         if out.rejected is not None:

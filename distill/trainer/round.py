@@ -101,7 +101,8 @@ class Engine(Protocol):
     def train(self, policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherGroup],
               out_dir: Path, settings: RoundSettings, control: RoundControl) -> TrainOutput: ...
 
-    def evaluate(self, model_dir: Path, probe: Sequence[TeacherGroup]) -> dict[str, float]: ...
+    def evaluate(self, model_dir: Path, probe: Sequence[TeacherGroup],
+                 settings: RoundSettings) -> dict[str, float]: ...
 
 
 class ApoEngine:
@@ -155,10 +156,15 @@ class ApoEngine:
         return TrainOutput(Path(result.model_dir), {k: float(v) for k, v in
                                                      result.metrics.items()})
 
-    def evaluate(self, model_dir: Path, probe: Sequence[TeacherGroup]) -> dict[str, float]:
+    def evaluate(self, model_dir: Path, probe: Sequence[TeacherGroup],
+                 settings: RoundSettings) -> dict[str, float]:
+        """The gate's scores; a vision student reads the probe's images under the round's
+        ``image_roots`` (the same roots its training groups were read under)."""
         from distill.apo import evaluate
 
-        return {k: float(v) for k, v in evaluate(model_dir, list(probe)).items()}
+        roots = settings.apo.get("image_roots")
+        return {k: float(v) for k, v in evaluate(model_dir, list(probe),
+                                                 image_roots=roots).items()}
 
 
 @dataclass(frozen=True)
@@ -305,9 +311,9 @@ def _round(paths: TrainerPaths, registry: Registry, settings: RoundSettings, run
         control.check()
         model_dir, subdir = _inside(out.model_dir, staging)
         control.stage("evaluate", f"{len(probe)} probe groups")
-        cand = engine.evaluate(model_dir, probe) if probe else {}
+        cand = engine.evaluate(model_dir, probe, settings) if probe else {}
         control.check()
-        base = engine.evaluate(registry.model_dir(current), probe) if probe else {}
+        base = engine.evaluate(registry.model_dir(current), probe, settings) if probe else {}
         control.check()
         promote, why = gate(base, cand, settings.gate_metrics, settings.tolerance)
         metrics = {**out.metrics, **{f"eval_{k}": v for k, v in cand.items()},
@@ -390,7 +396,7 @@ def observe(metrics: Any, outcome: RoundOutcome, paths: TrainerPaths | None = No
     metrics.synthesis_fallbacks.inc(m.get("synthesis_fallbacks", 0.0))
     prefix = "eval_" if outcome.status == "promoted" else "current_eval_"
     for key, value in m.items():
-        if key.startswith(prefix) and key != prefix + "n_probe":
+        if key.startswith(prefix) and not key.startswith(prefix + "n_probe"):
             metrics.eval_score.labels(metric=key[len(prefix):]).set(value)
     if outcome.current:
         metrics.student_version.set(int(outcome.current[1:]))

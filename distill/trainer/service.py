@@ -25,7 +25,7 @@ from distill.trainer.handoff import follower_info, request_round
 from distill.trainer.round import RoundOutcome, RoundSettings, TrainerPaths, new_run_id
 
 if TYPE_CHECKING:
-    from distill.config import Config, TrainConfig
+    from distill.config import Config
     from distill.trainer.progress import View
     from distill.trainer.registry import Version
 
@@ -36,19 +36,26 @@ class UsageError(TrainerError):
     """The trainer cannot start as asked (no broker, no student); exit status 2."""
 
 
-def round_settings(t: TrainConfig, *, steps: int | None = None,
+def round_settings(cfg: Config, *, steps: int | None = None,
                    max_new_groups: int | None = None, replay_fraction: float | None = None,
                    tolerance: float | None = None, keep_rejected: bool = False,
                    keep_versions: int = 5, apo: dict[str, Any] | None = None) -> RoundSettings:
     """One round's settings: the flags given, else the ``[train]`` config (the source of
-    every training default)."""
+    every training default). The images are read under ``serve.image_roots``, the roots the
+    monitor confines references to (one list for both services, so not an ``--apo`` field).
+    """
+    if apo and "image_roots" in apo:
+        raise ValueError("image_roots: set serve.image_roots in the config (or "
+                         "DISTILL_SERVE__IMAGE_ROOTS); the monitor and the trainer share it")
+    t = cfg.train
     return RoundSettings(
         steps=steps or t.steps, max_new_groups=max_new_groups or t.max_new_groups,
         replay_fraction=t.replay_fraction if replay_fraction is None else replay_fraction,
         tolerance=t.gate_tolerance if tolerance is None else tolerance,
         keep_rejected=keep_rejected, keep_versions=keep_versions,
         bootstrap_max_groups=t.bootstrap_max_groups,
-        apo={"synthesis_max_new_tokens": t.synthesis_max_new_tokens, **(apo or {})})
+        apo={"synthesis_max_new_tokens": t.synthesis_max_new_tokens,
+             "image_roots": list(cfg.serve.image_roots), **(apo or {})})
 
 
 def check_apo(settings: RoundSettings) -> str | None:
