@@ -28,6 +28,22 @@ class TrainingStopped(Exception):
     """A callback stopped the APO steps early; nothing was saved."""
 
 
+def train_to_end(trainer: Any, progress: bool) -> tuple[Any, float]:
+    """``trainer.train()`` and its wall seconds; :class:`TrainingStopped` when a stop request
+    ended it before its last step (the caller must not save a partial student)."""
+    from transformers import PrinterCallback
+
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    started = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - started
+    if trainer.state.global_step < trainer.state.max_steps:
+        raise TrainingStopped(f"stopped after {trainer.state.global_step} of "
+                              f"{trainer.state.max_steps} steps")
+    return output, seconds
+
+
 @dataclass
 class RoundResult:
     """Where the round's model is, and what the round measured.
@@ -112,7 +128,6 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
     ``on_batch(stage, done, total)`` runs after each batch of the stages without optimizer
     steps (``synthesis``, ``reference``); it may raise to end the round there.
     """
-    from transformers import PrinterCallback
 
     from distill.apo.data import encode_groups
     from distill.apo.student import apply_lora, load_student, save_student
@@ -143,14 +158,7 @@ def train_round(policy_dir: Path, reference_dir: Path, groups: Sequence[TeacherG
     args.disable_tqdm = not progress
     trainer = APOTrainer(model=model, args=args, train_dataset=encoded,
                          processing_class=tokenizer, callbacks=list(callbacks) or None)
-    if not progress:
-        trainer.remove_callback(PrinterCallback)
-    train_started = time.perf_counter()
-    output = trainer.train()
-    train_seconds = time.perf_counter() - train_started
-    if trainer.state.global_step < trainer.state.max_steps:
-        raise TrainingStopped(f"stopped after {trainer.state.global_step} of "
-                              f"{trainer.state.max_steps} steps")
+    output, train_seconds = train_to_end(trainer, progress)
     save_student(trainer.model, tokenizer, Path(out_dir))
     hist = trainer.round_history
     margins = hist.get("rewards/margins") or [0.0]

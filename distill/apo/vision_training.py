@@ -78,9 +78,7 @@ def train_round_vision(policy_dir: Path, reference_dir: Path, groups: Sequence[T
                        callbacks: Sequence[Any] = (),
                        on_batch: Callable[[str, int, int], None] | None = None) -> RoundResult:
     """One APO round (see :func:`distill.apo.training.train_round`) for a vision student."""
-    from transformers import PrinterCallback
-
-    from distill.apo.training import RoundResult, TrainingStopped, make_preference_groups
+    from distill.apo.training import RoundResult, make_preference_groups, train_to_end
     from distill.apo.vision import apply_vision_lora, load_vision_student, save_vision_student
     from distill.apo.vision_encode import VisionAPOTrainer
 
@@ -105,14 +103,7 @@ def train_round_vision(policy_dir: Path, reference_dir: Path, groups: Sequence[T
     trainer = VisionAPOTrainer(model=model, args=args, train_dataset=encoded,
                                processing_class=processor.tokenizer,
                                callbacks=list(callbacks) or None)
-    if not progress:
-        trainer.remove_callback(PrinterCallback)
-    train_started = time.perf_counter()
-    output = trainer.train()
-    train_seconds = time.perf_counter() - train_started
-    if trainer.state.global_step < trainer.state.max_steps:
-        raise TrainingStopped(f"stopped after {trainer.state.global_step} of "
-                              f"{trainer.state.max_steps} steps")
+    output, train_seconds = train_to_end(trainer, progress)
     save_vision_student(trainer.model, processor, Path(out_dir))
     metrics = _round_metrics(trainer, output, len(encoded), prefs, train_seconds)
     metrics["seconds"] = time.perf_counter() - started
