@@ -151,7 +151,7 @@ def test_bench_detect_counts_skipped_switches_as_misses(tmp_path: Path) -> None:
     ]))
     out = tmp_path / "detect.json"
     args = ["bench", "detect", "--data", str(tmp_path), "--chains", str(chains),
-            "--json", str(out)]
+            "--json", str(out), "--embeddings", "off"]  # auto would distil MiniLM (minutes)
     refused = CliRunner().invoke(main, args)
     # rich folds a long path at the console width: read the output unfolded
     assert refused.exit_code != 0 and "absent.jsonl.gz" in refused.output.replace("\n", "")
