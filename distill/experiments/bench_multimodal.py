@@ -64,33 +64,17 @@ def _pair(group: TeacherGroup, studies: list[Any]) -> list[Any]:
 def vision_sft(student_dir: Path, rows: Sequence[tuple[str, Any, str]], out_dir: Path,
                t: TrainSettings, steps: int, lr: float) -> tuple[Path, list[float]]:
     """Response-token NLL on (prompt, image, response) rows; saved dir and losses."""
-    from transformers import PrinterCallback, Trainer, TrainerCallback
-
     from distill.apo.vision import load_vision_student, save_vision_student
     from distill.apo.vision_encode import VisionSFTCollator, encode_vision_pair
-    from distill.experiments.students import apo_config
+    from distill.experiments.students import train_sft
 
     model, processor = load_vision_student(Path(student_dir), trainable=True)
     cache: dict[Any, Any] = {}
     data = [encode_vision_pair(processor, p, [img], r, t.max_length + 32, cache)
             for p, img, r in rows]
-    losses: list[float] = []
-
-    class _Losses(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
-                   **kw: Any) -> None:
-            if logs and "loss" in logs:
-                losses.append(float(logs["loss"]))
-
-    args = apo_config(Path(out_dir) / "_run", t, learning_rate=lr, max_steps=steps,
-                      per_device_train_batch_size=t.sft_batch,
-                      logging_steps=max(1, steps // 20))
-    trainer = Trainer(model=model, args=args, train_dataset=data,
-                      data_collator=VisionSFTCollator(processor.tokenizer.pad_token_id),
-                      processing_class=processor.tokenizer, callbacks=[_Losses()])
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    return save_vision_student(trainer.model, processor, Path(out_dir)), losses
+    trained, losses = train_sft(model, data, VisionSFTCollator(processor.tokenizer.pad_token_id),
+                                processor.tokenizer, Path(out_dir), t, steps, lr)
+    return save_vision_student(trained, processor, Path(out_dir)), losses
 
 
 def vision_preference_data(reference_dir: Path, items: Sequence[tuple[Any, Any]],

@@ -81,6 +81,11 @@ def case_settings(**changes: Any) -> TrainSettings:
     return TrainSettings(**base)
 
 
+# what both SmolLM2 budgets share: the student, LoRA and its learning rates
+_SMOLLM2: dict[str, Any] = dict(student="smollm2", lora=True, sft_lr=2e-4, stage2_lr=5e-5,
+                                stage2_sft_lr=5e-5)
+
+
 def smollm2_settings(**changes: Any) -> TrainSettings:
     """SmolLM2-135M with LoRA on a CPU budget: short sequences, few groups, few steps.
 
@@ -88,23 +93,17 @@ def smollm2_settings(**changes: Any) -> TrainSettings:
     per group of 8 candidates of <= 96 tokens, LoRA) to about an hour per seed, evaluation
     included; on a GPU use :func:`smollm2_gpu_settings`.
     """
-    base: dict[str, Any] = dict(student="smollm2", lora=True, bootstrap_steps=10,
-                                stage2_steps=10, sft_batch=4, groups_per_step=1,
-                                sft_lr=2e-4, stage2_lr=5e-5, stage2_sft_lr=5e-5,
-                                max_length=96, max_groups=10)
-    base.update(changes)
-    return TrainSettings(**base)
+    return TrainSettings(**{**_SMOLLM2, **dict(
+        bootstrap_steps=10, stage2_steps=10, sft_batch=4, groups_per_step=1, max_length=96,
+        max_groups=10), **changes})
 
 
 def smollm2_gpu_settings(**changes: Any) -> TrainSettings:
     """SmolLM2-135M with LoRA at the full budget for a GPU: whole trajectories (up to 1024
     tokens), every preference group, the tiny student's step counts."""
-    base: dict[str, Any] = dict(student="smollm2", lora=True, bootstrap_steps=300,
-                                stage2_steps=150, sft_batch=16, groups_per_step=8,
-                                sft_lr=2e-4, stage2_lr=5e-5, stage2_sft_lr=5e-5,
-                                max_length=1024, max_groups=0)
-    base.update(changes)
-    return TrainSettings(**base)
+    return TrainSettings(**{**_SMOLLM2, **dict(
+        bootstrap_steps=300, stage2_steps=150, sft_batch=16, groups_per_step=8,
+        max_length=1024, max_groups=0), **changes})
 
 
 def smollm2_dir(cache: Path | None = None) -> Path:
@@ -161,8 +160,6 @@ def init_student(out_dir: Path, texts: Sequence[str], settings: TrainSettings) -
 def sft(student_dir: Path, pairs: Sequence[tuple[str, str]], out_dir: Path,
         settings: TrainSettings, steps: int, lr: float) -> tuple[Path, list[float]]:
     """Plain response-token NLL on ``pairs``; returns the saved dir and the loss per step."""
-    from transformers import PrinterCallback, Trainer, TrainerCallback
-
     from distill.apo.bootstrap import SFTCollator
     from distill.apo.encode import encode_pair
     from distill.apo.student import save_student
@@ -170,6 +167,17 @@ def sft(student_dir: Path, pairs: Sequence[tuple[str, str]], out_dir: Path,
     model, tokenizer = _trainable(student_dir, settings)
     data = [encode_pair(tokenizer, p, r, settings.max_length, _prompt_budget(settings))
             for p, r in pairs]
+    trained, losses = train_sft(model, data, SFTCollator(tokenizer.pad_token_id), tokenizer,
+                                Path(out_dir), settings, steps, lr)
+    return save_student(trained, tokenizer, Path(out_dir)), losses
+
+
+def train_sft(model: Any, data: Sequence[Any], collator: Any, tokenizer: Any, out_dir: Path,
+              settings: TrainSettings, steps: int, lr: float) -> tuple[Any, list[float]]:
+    """``steps`` of a plain ``Trainer`` over encoded SFT rows, for the text and the vision
+    benchmarks; the trained model and the logged loss (20 points over the run)."""
+    from transformers import PrinterCallback, Trainer, TrainerCallback
+
     losses: list[float] = []
 
     class _Losses(TrainerCallback):
@@ -178,15 +186,14 @@ def sft(student_dir: Path, pairs: Sequence[tuple[str, str]], out_dir: Path,
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
-    args = apo_config(Path(out_dir) / "_run", settings, learning_rate=lr, max_steps=steps,
+    args = apo_config(out_dir / "_run", settings, learning_rate=lr, max_steps=steps,
                       per_device_train_batch_size=settings.sft_batch,
                       logging_steps=max(1, steps // 20))
-    trainer = Trainer(model=model, args=args, train_dataset=data,
-                      data_collator=SFTCollator(tokenizer.pad_token_id),
+    trainer = Trainer(model=model, args=args, train_dataset=list(data), data_collator=collator,
                       processing_class=tokenizer, callbacks=[_Losses()])
     trainer.remove_callback(PrinterCallback)
     trainer.train()
-    return save_student(trainer.model, tokenizer, Path(out_dir)), losses
+    return trainer.model, losses
 
 
 @dataclass
