@@ -53,9 +53,7 @@ def load_student(model_dir: Path, *, device: Any = None, dtype: Any = None,
     Trainer's bf16 autocast then does the fast matmuls. Frozen uses (LoRA base, reference,
     evaluation) load in bf16 on CUDA.
     """
-    import torch
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
     from distill.apo.vision import is_vision_student, load_vision_student
 
@@ -64,13 +62,24 @@ def load_student(model_dir: Path, *, device: Any = None, dtype: Any = None,
                                                trainable=trainable)
         processor.tokenizer.padding_side = "left"
         return model, processor.tokenizer
+    model = load_weights(AutoModelForCausalLM, model_dir, device, dtype, trainable)
+    return model, load_tokenizer(model_dir)
+
+
+def load_weights(auto_class: Any, model_dir: Path, device: Any, dtype: Any,
+                 trainable: bool) -> Any:
+    """``auto_class.from_pretrained`` on the best device and dtype unless told otherwise;
+    fp32 when ``trainable`` (see :func:`load_student`)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
     auto_device, auto_dtype = device_and_dtype()
     if trainable:
         auto_dtype = torch.float32
     hf_logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype or auto_dtype)
+    model = auto_class.from_pretrained(str(model_dir), dtype=dtype or auto_dtype)
     model.to(device or auto_device)
-    return model, load_tokenizer(model_dir)
+    return model
 
 
 def apply_lora(model: Any, r: int = 8, alpha: int = 32, dropout: float = 0.0,

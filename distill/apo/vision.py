@@ -78,19 +78,12 @@ def load_vision_student(model_dir: Path, *, device: Any = None, dtype: Any = Non
                         ) -> tuple[Any, Any]:
     """(model, processor) from a local directory; the processor's tokenizer is left with a
     pad token. ``trainable`` keeps fp32 weights and freezes the vision tower unless told."""
-    import torch
     from transformers import AutoModelForImageTextToText
-    from transformers.utils import logging as hf_logging
 
-    from distill.apo.student import device_and_dtype
+    from distill.apo.student import load_weights
     from distill.apo.vision_processors import load_processor
 
-    auto_device, auto_dtype = device_and_dtype()
-    if trainable:
-        auto_dtype = torch.float32
-    hf_logging.disable_progress_bar()
-    model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=dtype or auto_dtype)
-    model.to(device or auto_device)
+    model = load_weights(AutoModelForImageTextToText, model_dir, device, dtype, trainable)
     processor = load_processor(Path(model_dir))
     tok = processor.tokenizer
     if tok.pad_token_id is None:
