@@ -13,7 +13,6 @@ from distill.cli.common import config_option, load_or_exit
 
 if TYPE_CHECKING:  # rich and the experiments load when a benchmark runs, not for --help
     from rich.console import Console
-    from rich.status import Status
     from rich.table import Table
 
 
@@ -141,9 +140,21 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
-def _seed_progress(status: Status, seed: int) -> Callable[[str], None]:
-    """A run's progress lines on the console's status line, tagged with its seed."""
-    return lambda stage: status.update(f"seed {seed}: {stage}")
+def _run_seed(console: Console, run: Callable[..., dict[str, Any]], settings: Any,
+              seed: int, workdir: Path | None, prefix: str) -> dict[str, Any]:
+    """One seed of a student benchmark in ``workdir``/seed<N> (a temporary directory when
+    none is given), its stages on the console's status line, its total seconds recorded."""
+    import tempfile
+    import time
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, \
+            console.status(f"seed {seed}") as status:
+        where = workdir / f"seed{seed}" if workdir else Path(tmp)
+        result = run(settings, where,
+                     progress=lambda stage: status.update(f"seed {seed}: {stage}"))
+    result["seconds"]["total"] = round(time.perf_counter() - started, 1)
+    return result
 
 
 @command.command(name="distill")
@@ -277,8 +288,6 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                 max_new_tokens: int | None = None) -> list[dict[str, Any]]:
     """Run the benchmark for each seed, print the tables (and, over several seeds, every
     row's mean and spread), write the JSON."""
-    import tempfile
-    import time
     from dataclasses import replace
 
     from distill.experiments.bench_distill import BenchSettings, run
@@ -307,12 +316,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                                  train=preset(seed=seed, **steps))
         if max_new_tokens is not None:
             settings = replace(settings, max_new_tokens=max_new_tokens)
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="bench-distill-") as tmp, \
-                console.status(f"seed {seed}") as status:
-            base = Path(workdir) / f"seed{seed}" if workdir else Path(tmp)
-            result = run(settings, base, progress=_seed_progress(status, seed))
-        result["seconds"]["total"] = round(time.perf_counter() - started, 1)
+        result = _run_seed(console, run, settings, seed, workdir, "bench-distill-")
         console.print(distill_table(result, title=_title(result, "generated answer")))
         console.print(distill_table(result, "methods_likelihood",
                                     _title(result, "most likely label after the student's "
@@ -374,8 +378,6 @@ def run_multimodal(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                    bootstrap_steps: int, stage2_steps: int,
                    cue_rate: float) -> list[dict[str, Any]]:
     """``--multimodal``: the table with a tiny VLM student, then the text-only comparison."""
-    import tempfile
-    import time
     from dataclasses import replace
 
     from rich.table import Table
@@ -390,12 +392,7 @@ def run_multimodal(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                            samples=samples or base.samples, cue_rate=cue_rate,
                            train=replace(base.train, bootstrap_steps=bootstrap_steps,
                                          stage2_steps=stage2_steps, seed=seed))
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="bench-mm-") as tmp, \
-                console.status(f"seed {seed}") as status:
-            where = Path(workdir) / f"seed{seed}" if workdir else Path(tmp)
-            result = run(settings, where, progress=_seed_progress(status, seed))
-        result["seconds"]["total"] = round(time.perf_counter() - started, 1)
+        result = _run_seed(console, run, settings, seed, workdir, "bench-mm-")
         console.print(distill_table(result, title=f"{result['scenario']} multimodal, cue rate "
                                                   f"{cue_rate} (seed {seed}): Top-1 per "
                                                   "finding, tiny VLM students"))
