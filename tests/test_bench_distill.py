@@ -106,3 +106,82 @@ def test_tiny_benchmark_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
     lookup = rows[LOOKUP_NAME]["mean"]
     assert lookup["min"] == result["lookup"]["mean"] and lookup["sd"] > 0
     assert rows[MAJORITY_NAME]["mean"]["sd"] == 0.0
+
+
+def test_finding_blocks_cut_each_teachers_line_for_the_finding(groups: list) -> None:
+    from distill.experiments.bench_distill import training_groups
+    from distill.experiments.mscxr import FindingBlocks, finding_prompts
+    from stream.simulator.profiles import PROFILES
+
+    cases = split_cases(groups, eval_every=5)
+    blocks = FindingBlocks((a.teacher, a.output) for g in cases.train for a in g.answers)
+    # Openers and closers are learned as boilerplate; a finding line never is.
+    assert "That covers the five findings." in blocks.boilerplate
+    outputs = [a.output for g in cases.train for a in g.answers]
+    cut = [blocks.blocks(o) for o in outputs]
+    assert sum(c is not None for c in cut) >= 0.9 * len(outputs)
+    # The line cut for a finding names that finding, in some teacher's words.
+    names = {f: {p.names[f].lower() for p in PROFILES.values()} for f in FINDINGS}
+    for text, lines in zip(outputs, cut, strict=True):
+        if lines is None:
+            continue
+        assert not set(lines) & blocks.boilerplate, text
+        for f, line in zip(FINDINGS, lines, strict=True):
+            assert any(n in line.lower() for n in names[f]), (f, line)
+            assert not line.startswith("Final answer")
+    # Per-finding groups: one finding's phrases in, its line and a one-finding final line
+    # out; no gold, disjoint from the test cases, consensus = that finding's majority.
+    per_finding = training_groups("finding", cases.train)
+    assert len(per_finding) == 5 * len(cases.train)
+    fg = per_finding[1]
+    assert fg.prompt == finding_prompts(cases.train[0].prompt)["pleural_effusion"]
+    assert fg.ground_truth is None
+    for a in fg.answers:
+        if a.answer is not None:
+            head, last = a.output.rsplit("\n", 1)
+            assert last == f"Final answer: pleural_effusion={a.answer}"
+            assert "\n" not in head and "Final answer" not in head
+    assert fg.consensus.answer == cases.train[0].consensus.labels["pleural_effusion"]
+    assert not {g.sample_id.split("/")[0] for g in per_finding} & {
+        g.sample_id for g in cases.test}
+
+
+def test_finding_lookup_reads_the_teachers_plurality_for_the_same_phrases(groups: list,
+                                                                          ) -> None:
+    from distill.experiments.bench_distill import finding_lookup_top1
+
+    cases = split_cases(groups, eval_every=5)
+    truths = [g.ground_truth for g in cases.test]
+    row = finding_lookup_top1(cases.train, cases.test, truths)
+    assert set(row) == {*FINDINGS, "mean"}
+    # A test case whose every finding the teachers answered unanimously in training is
+    # answered with their label, right or wrong.
+    case = cases.test[0]
+    fake = replace(case_group(case))
+    wrong = {f: next(lab for lab in ("improving", "stable", "worsening")
+                     if lab != case.ground_truth[f]) for f in FINDINGS}
+    fake = replace(fake, answers=[replace(a, labels=wrong) for a in fake.answers])
+    assert finding_lookup_top1([fake], [case], [case.ground_truth])["mean"] == 0.0
+    right = [replace(a, labels=dict(case.ground_truth)) for a in fake.answers]
+    assert finding_lookup_top1([replace(fake, answers=right)], [case],
+                               [case.ground_truth])["mean"] == 1.0
+
+
+def test_finding_unit_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
+    from distill.cli import main
+    from distill.experiments.bench_distill import FINDING_LOOKUP_NAME
+
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(main, ["bench", "distill", "--samples", "50", "--seed", "3",
+                                    "--eval-every", "10", "--unit", "finding",
+                                    "--bootstrap-steps", "3", "--stage2-steps", "1",
+                                    "--max-new-tokens", "12", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "asked per finding" in res.output
+    result = json.loads(out.read_text())
+    assert result["unit"] == "finding"
+    assert result["cases"]["training_groups"] == 5 * result["cases"]["train"]
+    assert FINDING_LOOKUP_NAME in dict(table_rows(result))
+    # Each test case was asked five times: its sample holds five answers.
+    assert result["samples"]["bootstrap"][0].count("\n\n") >= 4
+    assert result["settings"]["train"]["num_layers"] == 4

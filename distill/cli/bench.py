@@ -190,8 +190,14 @@ def _run_seed(console: Console, run: Callable[..., dict[str, Any]], settings: An
 @click.option("--cue-rate", type=click.FloatRange(0, 1), default=None,
               help="Share of findings whose change the case text states. [default: 0.1; "
                    "0 with --multimodal]")
+@click.option("--unit", type=click.Choice(["case", "finding"]), default=None,
+              help="What a student is asked: a whole case (the teachers' whole trajectories) "
+                   "or one finding at a time (each teacher's reasoning line for it and a "
+                   "one-finding final line: short sequences). [default: finding for smollm2 "
+                   "on a CPU, else case]")
 @click.option("--max-new-tokens", type=click.IntRange(min=8), default=None,
-              help="Tokens a student may write per test case. [default: 320]")
+              help="Tokens a student may write per question. [default: 320 per case, 96 "
+                   "per finding]")
 @click.option("--scenario-cue", is_flag=True,
               help="Keep the scenario's own cue rate (1.0 in default and harsh: every case "
                    "names its change) instead of --cue-rate.")
@@ -199,7 +205,7 @@ def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                   samples: int | None, eval_every: int, student: str, budget: str | None,
                   bootstrap_steps: int | None, stage2_steps: int | None,
                   workdir: Path | None, multimodal: bool, cue_rate: float | None,
-                  max_new_tokens: int | None, scenario_cue: bool) -> None:
+                  unit: str | None, max_new_tokens: int | None, scenario_cue: bool) -> None:
     """The paper's MS-CXR-T table at small scale: teachers, their majority vote and a lookup
     baseline vs students trained from one initial model (bootstrap SFT, SFT on majority,
     DPO, APO uniform, APO drift-weighted), on disjoint whole cases; every row over seeds."""
@@ -213,7 +219,7 @@ def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
 
     cue = None if scenario_cue else (DEFAULT_CUE_RATE if cue_rate is None else cue_rate)
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
-                stage2_steps, student=student, budget=budget, cue_rate=cue,
+                stage2_steps, student=student, budget=budget, cue_rate=cue, unit=unit,
                 max_new_tokens=max_new_tokens)
 
 
@@ -284,7 +290,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                 workdir: Path | None, samples: int | None, eval_every: int,
                 bootstrap_steps: int | None, stage2_steps: int | None,
                 student: str = "tiny", budget: str | None = None,
-                cue_rate: float | None = 0.1,
+                cue_rate: float | None = 0.1, unit: str | None = None,
                 max_new_tokens: int | None = None) -> list[dict[str, Any]]:
     """Run the benchmark for each seed, print the tables (and, over several seeds, every
     row's mean and spread), write the JSON."""
@@ -293,6 +299,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
     from distill.experiments.bench_distill import BenchSettings, run
     from distill.experiments.students import (
         case_settings,
+        finding_settings,
         smollm2_gpu_settings,
         smollm2_settings,
     )
@@ -301,7 +308,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
     results = []
     steps = {k: v for k, v in (("bootstrap_steps", bootstrap_steps),
                                ("stage2_steps", stage2_steps)) if v is not None}
-    preset: Any = case_settings
+    preset: Any = finding_settings if unit == "finding" else case_settings
     if student == "smollm2":
         if budget is None:
             import torch
@@ -310,10 +317,11 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
         preset = smollm2_gpu_settings if budget == "gpu" else smollm2_settings
         if budget == "cpu":
             samples = samples or SMOLLM2_CPU_SAMPLES
+            unit = unit or "finding"
     for seed in seeds:
         settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
                                  eval_every=eval_every, cue_rate=cue_rate,
-                                 train=preset(seed=seed, **steps))
+                                 unit=unit or "case", train=preset(seed=seed, **steps))
         if max_new_tokens is not None:
             settings = replace(settings, max_new_tokens=max_new_tokens)
         result = _run_seed(console, run, settings, seed, workdir, "bench-distill-")
@@ -349,9 +357,9 @@ def distill_doc(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _title(result: dict[str, Any], what: str) -> str:
     c = result["cases"]
-    return (f"{result['scenario']} (seed {result['seed']}, cue rate {result['cue_rate']}): "
-            f"Top-1 per finding on {c['test']} test cases, {what}; test prompts in "
-            f"training: {c['test_prompts_in_training']}")
+    return (f"{result['scenario']} (seed {result['seed']}, cue rate {result['cue_rate']}, "
+            f"asked per {result.get('unit', 'case')}): Top-1 per finding on {c['test']} test "
+            f"cases, {what}; test prompts in training: {c['test_prompts_in_training']}")
 
 
 def aggregate_table(rows: list[dict[str, Any]], result: dict[str, Any], what: str) -> Table:

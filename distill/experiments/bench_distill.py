@@ -41,24 +41,39 @@ METHOD_NAMES = {"bootstrap": "SFT on all teachers (bootstrap only)",
                 "apo_uniform": "APO, uniform negatives (paper)",
                 "apo_drift": "APO, drift-weighted negatives (ours)"}
 LOOKUP_NAME = "lookup: training plurality for the same prompt (no model)"
+FINDING_LOOKUP_NAME = "lookup: training plurality for the same finding phrases (no model)"
 MAJORITY_NAME = "majority vote of the teachers (test-time)"
 DEFAULT_CUE_RATE = 0.1
+UNITS = ("case", "finding")
+ANSWER_TOKENS = {"case": 320, "finding": 96}
+"""Default tokens a student may write: a whole case's trajectory, or one finding's."""
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     """One run. ``cue_rate``: share of findings whose change the case text names (None =
     the scenario's own); ``eval_every``: every N-th case is a test case, every 2N-th after
-    it a probe case; ``max_new_tokens``: the students' answer budget when scored."""
+    it a probe case; ``max_new_tokens``: the students' answer budget when scored;
+    ``unit``: what a student is asked, a whole case or one finding of it
+    (:func:`training_groups`)."""
 
     scenario: str = "default"
     seed: int = 0
     samples: int | None = None  # None = the scenario's own count
     eval_every: int = 5
     cue_rate: float | None = DEFAULT_CUE_RATE
-    max_new_tokens: int = 320
+    max_new_tokens: int | None = None  # None = ANSWER_TOKENS of the unit
     torch_threads: int = 1  # tiny models are per-op overhead: extra threads only contend
+    unit: str = "case"
     train: TrainSettings = field(default_factory=TrainSettings)
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"unit: {self.unit!r} is not one of {list(UNITS)}")
+
+    @property
+    def answer_tokens(self) -> int:
+        return self.max_new_tokens or ANSWER_TOKENS[self.unit]
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,46 @@ def lookup_top1(train: Sequence[Any], test: Sequence[Any], truths: Sequence[dict
     return with_mean({f: hits[f] / max(len(test), 1) for f in FINDINGS}), found
 
 
+def finding_lookup_top1(train: Sequence[Any], test: Sequence[Any],
+                        truths: Sequence[dict[str, str]]) -> dict[str, float]:
+    """A stronger no-model baseline: per finding, the teachers' plurality label for the
+    same two phrases (``<finding>: <prior> -> <current>``) in training, else the finding's
+    most frequent training label. The finding phrases repeat across cases, so this is the
+    denoised table a per-finding student can at best learn from the teachers."""
+    from distill.experiments.mscxr import finding_majority, finding_prompts, with_mean
+    from stream.simulator import FINDINGS, LABELS
+
+    by_phrase: dict[str, Counter[str]] = {}
+    prior: dict[str, Counter[str]] = {f: Counter() for f in FINDINGS}
+    for g in train:
+        phrases = finding_prompts(g.prompt)
+        for a in g.answers:
+            for f, lab in (a.labels or {}).items():
+                by_phrase.setdefault(phrases[f], Counter())[lab] += 1
+                prior[f][lab] += 1
+    hits: Counter[str] = Counter()
+    for g, truth in zip(test, truths, strict=True):
+        for f, phrase in finding_prompts(g.prompt).items():
+            seen = by_phrase.get(phrase) or prior[f]
+            vote = finding_majority([{f: lab} for lab, n in seen.items() for _ in range(n)])
+            hits[f] += int(vote.get(f, LABELS[0]) == truth[f])
+    return with_mean({f: hits[f] / max(len(test), 1) for f in FINDINGS})
+
+
+def training_groups(unit: str, cases: Sequence[Any]) -> list[Any]:
+    """What the students train on: the case groups themselves (``case``: a whole case in,
+    a teacher's whole trajectory out), or five groups per case (``finding``: one finding's
+    two phrases in, the teacher's reasoning line for it and a one-finding final line out,
+    :class:`~distill.experiments.mscxr.FindingBlocks`), short enough for a pretrained
+    student on a CPU."""
+    from distill.experiments.mscxr import FindingBlocks, finding_groups
+
+    if unit == "case":
+        return list(cases)
+    blocks = FindingBlocks((a.teacher, a.output) for g in cases for a in g.answers)
+    return [fg for g in cases for fg in finding_groups(g, blocks)]
+
+
 def run(settings: BenchSettings, workdir: Path,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The whole benchmark for one scenario and seed (module docstring)."""
@@ -185,7 +240,7 @@ def run(settings: BenchSettings, workdir: Path,
     groups, alerts = monitor_groups(scenario, settings.seed)
     clock.lap("monitor")
     cases = split_cases(groups, settings.eval_every)
-    train, test = cases.train, cases.test
+    train, test = training_groups(settings.unit, cases.train), cases.test
     truths = [g.ground_truth for g in test]
     workdir = Path(workdir)
     say("initial student")
@@ -221,24 +276,28 @@ def run(settings: BenchSettings, workdir: Path,
     prompts = [case_prompt(g.prompt) for g in test]
     probe = [case_prompt(g.prompt) for g in cases.probe]
     probe_votes = [g.consensus.labels or {} for g in _case_groups(cases.probe)]
-    scores = {m: answer_scores(dirs[m], prompts, truths, settings.max_new_tokens,
-                               t.max_length, probe, probe_votes) for m in METHODS}
+    scores = {m: answer_scores(dirs[m], prompts, truths, settings.answer_tokens,
+                               t.max_length, probe, probe_votes, settings.unit)
+              for m in METHODS}
     clock.lap("evaluation")
     teachers = teacher_top1(test, truths)
-    lookup, found = lookup_top1(train, test, truths)
+    lookup, found = lookup_top1(cases.train, test, truths)
     evidence = [s.evidence for g in usable for s in g.drift.values()]
     return {
         "benchmark": "distill", "scenario": scenario.name, "seed": settings.seed,
         "settings": asdict(settings), "cue_rate": scenario.task.cue_rate,
-        "cases": {"train": len(train), "probe": len(cases.probe), "test": len(test),
+        "unit": settings.unit,
+        "cases": {"train": len(cases.train), "probe": len(cases.probe), "test": len(test),
                   "dropped_same_prompt": cases.dropped, "test_prompts_in_training": found,
                   "preference_groups": len(data.encoded),
+                  "training_groups": len(train),
                   "train_without_consensus_trajectory": len(train) - len(
                       [g for g in train if g.consensus.support > 0])},
         "findings": list(FINDINGS),
         "teachers": teachers,
         "majority_vote": majority_top1(test, truths),
         "lookup": lookup,
+        "lookup_finding": finding_lookup_top1(cases.train, test, truths),
         "methods": {m: scores[m]["generated"] for m in METHODS},
         "methods_likelihood": {m: scores[m]["likelihood"] for m in METHODS},
         "answered": {m: scores[m]["answered"] for m in METHODS},
@@ -300,6 +359,8 @@ def table_rows(result: dict[str, Any], key: str = "methods") -> list[tuple[str, 
     rows.append((MAJORITY_NAME, result["majority_vote"]))
     if "lookup" in result:
         rows.append((LOOKUP_NAME, result["lookup"]))
+    if "lookup_finding" in result:
+        rows.append((FINDING_LOOKUP_NAME, result["lookup_finding"]))
     rows += [(METHOD_NAMES[m], result[key][m]) for m in METHODS]
     return rows
 

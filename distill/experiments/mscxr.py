@@ -141,11 +141,14 @@ def case_group(group: TeacherGroup) -> TeacherGroup:
                         dict(group.drift), None, group.completed_at)
 
 
-def finding_groups(group: TeacherGroup) -> list[TeacherGroup]:
+def finding_groups(group: TeacherGroup, blocks: FindingBlocks | None = None,
+                   ) -> list[TeacherGroup]:
     """The monitor's group as five student groups, one per finding (module docstring).
 
     Each keeps the teachers' drift state; the consensus is the finding's majority label.
-    Ground truth is dropped: these groups are what training stages see.
+    With ``blocks``, a trajectory is the teacher's reasoning line for the finding and a
+    one-finding final line (:meth:`FindingBlocks.trajectory`). Ground truth is dropped:
+    these groups are what training stages see.
     """
     prompts = finding_prompts(group.prompt)
     parsed = [(a, parse_labels(short_trajectory(a.output))) for a in group.answers]
@@ -155,7 +158,10 @@ def finding_groups(group: TeacherGroup) -> list[TeacherGroup]:
         answers = []
         for a, lab in parsed:
             label = (lab or {}).get(f)
-            text = label_text(label) if label else short_trajectory(a.output)[:160]
+            if blocks is not None:
+                text = blocks.trajectory(a.output, f)
+            else:
+                text = label_text(label) if label else short_trajectory(a.output)[:160]
             answers.append(TeacherAnswer(a.teacher, f"{a.event_id}/{f}", text, label,
                                          None, a.teacher_version, a.produced_at))
         consensus = majority.get(f)
@@ -201,3 +207,57 @@ def majority_top1(groups: Sequence[TeacherGroup], truths: Sequence[dict[str, str
 def with_mean(row: dict[str, float]) -> dict[str, float]:
     """Add the plain mean over the five findings, as in the paper's table."""
     return {**row, "mean": sum(row[f] for f in FINDINGS) / len(FINDINGS)}
+
+
+class FindingBlocks:
+    """Each teacher's reasoning for one finding, cut from its whole-case trajectory.
+
+    A teacher writes an optional opener, one line per finding (in :data:`FINDINGS` order,
+    the order the instruction asks for), an optional closer and its final line. Openers and
+    closers are boilerplate: a line a teacher writes verbatim as its first or last reasoning
+    line in at least ``min_share`` of its outputs (fitted on ``(teacher, output)`` pairs; a
+    finding's line holds two severities and a verdict, so it repeats far less often). An
+    output whose reasoning is not five lines once boilerplate is removed has no blocks
+    (:meth:`blocks` returns None) and is trained on by its final line alone.
+
+    >>> fb = FindingBlocks([("t", "Hi.\\na\\nb\\nc\\nd\\ne\\nBye.\\nFinal answer: x")] * 3)
+    >>> fb.blocks("Hi.\\n1\\n2\\n3\\n4\\n5\\nBye.\\nFinal answer: x")[-1]
+    '5'
+    >>> fb.blocks("1\\n2\\n3\\nFinal answer: x") is None
+    True
+    """
+
+    def __init__(self, outputs: Iterable[tuple[str, str]], min_share: float = 0.1) -> None:
+        edges: dict[str, Counter[str]] = {}
+        totals: Counter[str] = Counter()
+        for teacher, text in outputs:
+            lines = _lines(text)[:-1]
+            totals[teacher] += 1
+            if lines:
+                edges.setdefault(teacher, Counter()).update({lines[0], lines[-1]})
+        self.boilerplate = {ln for t, seen in edges.items() for ln, n in seen.items()
+                            if n >= max(2, min_share * totals[t])}
+
+    def blocks(self, output: str) -> list[str] | None:
+        """The five finding lines of ``output`` in :data:`FINDINGS` order, or None."""
+        lines = _lines(output)[:-1]
+        if lines and lines[0] in self.boilerplate:
+            lines = lines[1:]
+        if lines and lines[-1] in self.boilerplate:
+            lines = lines[:-1]
+        return lines if len(lines) == len(FINDINGS) else None
+
+    def trajectory(self, output: str, finding: str) -> str:
+        """The finding's short trajectory: its reasoning line and a one-finding final line;
+        without a readable label, the output's last line as written (a refusal, a hidden
+        format); without blocks, the final line alone."""
+        label = (parse_labels(short_trajectory(output)) or {}).get(finding)
+        if label is None:
+            return short_trajectory(output)[:160]
+        blocks = self.blocks(output)
+        line = f"Final answer: {finding}={label}"
+        return f"{blocks[FINDINGS.index(finding)]}\n{line}" if blocks else line
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.strip().splitlines() if ln.strip()]

@@ -128,24 +128,83 @@ def _accuracy(labels: Sequence[dict[str, str] | None], truths: Sequence[dict[str
         labels, truths, strict=True)) / n for f in FINDINGS})
 
 
+def finding_likelihood(model: Any, tokenizer: Any, prompts: Sequence[str],
+                       texts: Sequence[str], findings: Sequence[str], batch_size: int = 64,
+                       ) -> list[str]:
+    """Per one-finding prompt, the most likely label after the student's own reasoning
+    (its text up to the last final line, then ``Final answer: <finding>=``)."""
+    from distill.apo.encode import Encoded, prompt_ids, score_all
+
+    device = next(model.parameters()).device
+    encoded = []
+    for prompt, text, f in zip(prompts, texts, findings, strict=True):
+        before = reasoning(text)
+        ctx = prompt_ids(tokenizer, prompt) + tokenizer(
+            f"{before}\n{_FINAL} {f}=" if before else f"{_FINAL} {f}=",
+            add_special_tokens=False).input_ids
+        encoded += [Encoded(ctx + tokenizer(lab, add_special_tokens=False).input_ids, len(ctx))
+                    for lab in LABELS]
+    flat = score_all(model, encoded, tokenizer.pad_token_id, batch_size, device)
+    k = len(LABELS)
+    return [LABELS[max(range(k), key=lambda j: flat[i * k + j])] for i in range(len(prompts))]
+
+
+def _case_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
+                  max_prompt_tokens: int, scored: int,
+                  ) -> tuple[list[str], list[Any], list[dict[str, str]]]:
+    """Whole cases: the texts, their read labels, and the likelihood labels of the first
+    ``scored`` cases."""
+    from distill.experiments.mscxr import parse_labels
+
+    texts = generate(model, tokenizer, prompts, max_new_tokens, max_prompt_tokens)
+    likely = likelihood_labels(model, tokenizer, prompts[:scored], texts[:scored])
+    return texts, [parse_labels(t) for t in texts], likely
+
+
+def _finding_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
+                     max_prompt_tokens: int, scored: int,
+                     ) -> tuple[list[str], list[Any], list[dict[str, str]]]:
+    """One question per finding, the answers put back together per case (the texts of a
+    case joined by a blank line); likelihood labels for the first ``scored`` cases."""
+    from distill.experiments.mscxr import finding_prompts, parse_labels
+
+    asked = [(i, f, q) for i, p in enumerate(prompts) for f, q in finding_prompts(p).items()]
+    qs, fs = [q for _, _, q in asked], [f for _, f, _ in asked]
+    texts = generate(model, tokenizer, qs, max_new_tokens, max_prompt_tokens)
+    n = len(FINDINGS) * scored
+    likely = finding_likelihood(model, tokenizer, qs[:n], texts[:n], fs[:n])
+    parsed: list[dict[str, str]] = [{} for _ in prompts]
+    picks: list[dict[str, str]] = [{} for _ in prompts[:scored]]
+    joined: list[list[str]] = [[] for _ in prompts]
+    for k, ((i, f, _), text) in enumerate(zip(asked, texts, strict=True)):
+        label = (parse_labels(text) or {}).get(f)
+        if label is not None:
+            parsed[i][f] = label
+        if k < n:
+            picks[i][f] = likely[k]
+        joined[i].append(text)
+    return ["\n\n".join(j) for j in joined], parsed, picks
+
+
 def answer_scores(model_dir: Path, prompts: Sequence[str], truths: Sequence[dict[str, str]],
                   max_new_tokens: int, max_prompt_tokens: int,
                   probe: Sequence[str] = (), probe_votes: Sequence[dict[str, str]] = (),
-                  ) -> dict[str, Any]:
+                  unit: str = "case") -> dict[str, Any]:
     """Generated and likelihood Top-1 rows on whole cases, the share of test answers with a
-    readable label for every finding, probe agreement, and two sample answers."""
+    readable label for every finding, probe agreement, and two sample answers. ``unit``:
+    ask each case whole, or finding by finding (:func:`_finding_answers`)."""
     from distill.apo.student import load_student
-    from distill.experiments.mscxr import parse_labels
 
     model, tokenizer = load_student(Path(model_dir))
-    texts = generate(model, tokenizer, [*prompts, *probe], max_new_tokens, max_prompt_tokens)
-    parsed = [parse_labels(t) for t in texts]
+    answers = _finding_answers if unit == "finding" else _case_answers
+    texts, parsed, likely = answers(model, tokenizer, [*prompts, *probe], max_new_tokens,
+                                    max_prompt_tokens, len(prompts))
     test, probed = parsed[:len(prompts)], parsed[len(prompts):]
     agree = [(lab or {}).get(f) == vote[f] for lab, vote in zip(probed, probe_votes,
                                                                   strict=True)
              for f in FINDINGS if f in vote]
-    likely = likelihood_labels(model, tokenizer, prompts, texts[:len(prompts)])
-    return {"generated": _accuracy(test, truths), "likelihood": _accuracy(likely, truths),
+    return {"generated": _accuracy(test, truths),
+            "likelihood": _accuracy(likely, truths),
             "answered": sum(len(lab or {}) == len(FINDINGS) for lab in test)
             / max(len(test), 1),
             "probe_agreement": sum(agree) / len(agree) if agree else None,
