@@ -178,10 +178,11 @@ def _run_seed(console: Console, run: Callable[..., dict[str, Any]], settings: An
                    "on 2 cores) or gpu (full trajectories, every group). [default: gpu when "
                    "CUDA is available]")
 @click.option("--bootstrap-steps", type=int, default=None,
-              help="SFT steps (stage 1). [default: 300 tiny, 10 smollm2 on CPU]")
+              help="SFT steps (stage 1). [default: 160 tiny per case, 1500 tiny per finding, "
+                   "150 smollm2 on CPU]")
 @click.option("--stage2-steps", type=int, default=None,
-              help="Steps of each method after the bootstrap. [default: 150 tiny, 10 "
-                   "smollm2 on CPU]")
+              help="Steps of each method after the bootstrap. [default: 30 tiny per case, "
+                   "100 tiny per finding, 15 smollm2 on CPU]")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the students here; default: a temporary dir.")
 @click.option("--multimodal", is_flag=True,
@@ -208,7 +209,8 @@ def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                   unit: str | None, max_new_tokens: int | None, scenario_cue: bool) -> None:
     """The paper's MS-CXR-T table at small scale: teachers, their majority vote and a lookup
     baseline vs students trained from one initial model (bootstrap SFT, SFT on majority,
-    DPO, APO uniform, APO drift-weighted), on disjoint whole cases; every row over seeds."""
+    DPO, APO uniform, APO drift-weighted), on disjoint cases asked whole or finding by
+    finding; every row over seeds."""
     if multimodal:
         run_multimodal(scenario, seeds, json_out, workdir, samples, eval_every,
                        300 if bootstrap_steps is None else bootstrap_steps,
