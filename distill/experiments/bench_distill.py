@@ -181,7 +181,7 @@ def finding_lookup_top1(train: Sequence[Any], test: Sequence[Any],
     same two phrases (``<finding>: <prior> -> <current>``) in training, else the finding's
     most frequent training label. The finding phrases repeat across cases, so this is the
     denoised table a per-finding student can at best learn from the teachers."""
-    from distill.experiments.mscxr import finding_majority, finding_prompts, with_mean
+    from distill.experiments.mscxr import finding_prompts, with_mean
     from stream.simulator import FINDINGS, LABELS
 
     by_phrase: dict[str, Counter[str]] = {}
@@ -195,9 +195,9 @@ def finding_lookup_top1(train: Sequence[Any], test: Sequence[Any],
     hits: Counter[str] = Counter()
     for g, truth in zip(test, truths, strict=True):
         for f, phrase in finding_prompts(g.prompt).items():
-            seen = by_phrase.get(phrase) or prior[f]
-            vote = finding_majority([{f: lab} for lab, n in seen.items() for _ in range(n)])
-            hits[f] += int(vote.get(f, LABELS[0]) == truth[f])
+            seen = by_phrase.get(phrase) or prior[f]  # ties: first in LABELS order
+            vote = max(LABELS, key=lambda lab: (seen[lab], -LABELS.index(lab)))
+            hits[f] += int(vote == truth[f])
     return with_mean({f: hits[f] / max(len(test), 1) for f in FINDINGS})
 
 

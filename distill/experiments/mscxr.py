@@ -13,6 +13,10 @@ The text benchmark (``distill bench distill``) asks about whole cases
   is that string (:func:`distill.apo.synthesis.best_supported`), so a negative differs from
   it in its reasoning as well as in its labels.
 
+With ``--unit finding`` the text benchmark asks the same cases one finding at a time
+(:func:`finding_groups` with :class:`FindingBlocks`): the prompt is as below, the trajectory
+the teacher's own reasoning line for the finding and a one-finding final line.
+
 The multimodal benchmark asks one finding at a time (:func:`finding_groups`):
 
 * **prompt**: ``<finding>: <prior phrase> -> <current phrase>``, the finding's two phrases
