@@ -95,27 +95,37 @@ def reasoning(text: str) -> str:
     return (text[:cut] if cut >= 0 else text).rstrip()
 
 
+def _likeliest(model: Any, tokenizer: Any, contexts: Sequence[list[int]],
+               batch_size: int = 64) -> list[str]:
+    """Per context (token ids), the label of :data:`LABELS` whose tokens are most likely
+    to follow it."""
+    from distill.apo.encode import Encoded, score_all
+
+    device = next(model.parameters()).device
+    encoded = [Encoded(ctx + tokenizer(lab, add_special_tokens=False).input_ids, len(ctx))
+               for ctx in contexts for lab in LABELS]
+    flat = score_all(model, encoded, tokenizer.pad_token_id, batch_size, device)
+    k = len(LABELS)
+    return [LABELS[max(range(k), key=lambda j: flat[i * k + j])] for i in range(len(contexts))]
+
+
 def likelihood_labels(model: Any, tokenizer: Any, prompts: Sequence[str],
                       texts: Sequence[str], batch_size: int = 64) -> list[dict[str, str]]:
     """Per case, the most likely label of each finding after the student's own reasoning,
     the final line built finding by finding (module docstring)."""
-    from distill.apo.encode import Encoded, prompt_ids, score_all
+    from distill.apo.encode import prompt_ids
 
-    device = next(model.parameters()).device
     heads = [prompt_ids(tokenizer, p) for p in prompts]
     picks: list[dict[str, str]] = [{} for _ in prompts]
     for f in FINDINGS:
-        encoded = []
+        contexts = []
         for head, text, done in zip(heads, texts, picks, strict=True):
             line = "; ".join(f"{g}={done[g]}" for g in FINDINGS if g in done)
             prefix = f"{reasoning(text)}\n{_FINAL} {line}{'; ' if line else ''}{f}="
-            ctx = head + tokenizer(prefix, add_special_tokens=False).input_ids
-            encoded += [Encoded(ctx + tokenizer(lab, add_special_tokens=False).input_ids,
-                                len(ctx)) for lab in LABELS]
-        flat = score_all(model, encoded, tokenizer.pad_token_id, batch_size, device)
-        for i, done in enumerate(picks):
-            row = flat[i * len(LABELS):(i + 1) * len(LABELS)]
-            done[f] = LABELS[max(range(len(LABELS)), key=lambda j: row[j])]
+            contexts.append(head + tokenizer(prefix, add_special_tokens=False).input_ids)
+        for done, label in zip(picks, _likeliest(model, tokenizer, contexts, batch_size),
+                               strict=True):
+            done[f] = label
     return picks
 
 
@@ -133,20 +143,15 @@ def finding_likelihood(model: Any, tokenizer: Any, prompts: Sequence[str],
                        ) -> list[str]:
     """Per one-finding prompt, the most likely label after the student's own reasoning
     (its text up to the last final line, then ``Final answer: <finding>=``)."""
-    from distill.apo.encode import Encoded, prompt_ids, score_all
+    from distill.apo.encode import prompt_ids
 
-    device = next(model.parameters()).device
-    encoded = []
+    contexts = []
     for prompt, text, f in zip(prompts, texts, findings, strict=True):
         before = reasoning(text)
-        ctx = prompt_ids(tokenizer, prompt) + tokenizer(
+        contexts.append(prompt_ids(tokenizer, prompt) + tokenizer(
             f"{before}\n{_FINAL} {f}=" if before else f"{_FINAL} {f}=",
-            add_special_tokens=False).input_ids
-        encoded += [Encoded(ctx + tokenizer(lab, add_special_tokens=False).input_ids, len(ctx))
-                    for lab in LABELS]
-    flat = score_all(model, encoded, tokenizer.pad_token_id, batch_size, device)
-    k = len(LABELS)
-    return [LABELS[max(range(k), key=lambda j: flat[i * k + j])] for i in range(len(prompts))]
+            add_special_tokens=False).input_ids)
+    return _likeliest(model, tokenizer, contexts, batch_size)
 
 
 def _case_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
