@@ -152,8 +152,8 @@ def lookup_top1(train: Sequence[Any], test: Sequence[Any], truths: Sequence[dict
     """The no-model baseline: per finding, the teachers' plurality label for the same prompt
     in training; a prompt never seen falls back to the finding's most frequent training
     label. Returns the Top-1 row and how many test prompts were found in training."""
-    from distill.experiments.mscxr import case_prompt, finding_majority, with_mean
-    from stream.simulator import FINDINGS, LABELS
+    from distill.experiments.mscxr import case_prompt, finding_majority, plurality, with_mean
+    from stream.simulator import FINDINGS
 
     by_prompt: dict[str, list[dict[str, str] | None]] = {}
     prior: dict[str, Counter[str]] = {f: Counter() for f in FINDINGS}
@@ -162,8 +162,7 @@ def lookup_top1(train: Sequence[Any], test: Sequence[Any], truths: Sequence[dict
             by_prompt.setdefault(g.prompt, []).append(a.labels)
             for f, lab in (a.labels or {}).items():
                 prior[f][lab] += 1
-    fallback = {f: max((prior[f][lab], -i, lab) for i, lab in enumerate(LABELS))[2]
-                for f in FINDINGS}
+    fallback = {f: plurality(prior[f]) for f in FINDINGS}
     hits: Counter[str] = Counter()
     found = 0
     for g, truth in zip(test, truths, strict=True):
@@ -181,8 +180,8 @@ def finding_lookup_top1(train: Sequence[Any], test: Sequence[Any],
     same two phrases (``<finding>: <prior> -> <current>``) in training, else the finding's
     most frequent training label. The finding phrases repeat across cases, so this is the
     denoised table a per-finding student can at best learn from the teachers."""
-    from distill.experiments.mscxr import finding_prompts, with_mean
-    from stream.simulator import FINDINGS, LABELS
+    from distill.experiments.mscxr import finding_prompts, plurality, with_mean
+    from stream.simulator import FINDINGS
 
     by_phrase: dict[str, Counter[str]] = {}
     prior: dict[str, Counter[str]] = {f: Counter() for f in FINDINGS}
@@ -195,9 +194,7 @@ def finding_lookup_top1(train: Sequence[Any], test: Sequence[Any],
     hits: Counter[str] = Counter()
     for g, truth in zip(test, truths, strict=True):
         for f, phrase in finding_prompts(g.prompt).items():
-            seen = by_phrase.get(phrase) or prior[f]  # ties: first in LABELS order
-            vote = max(LABELS, key=lambda lab: (seen[lab], -LABELS.index(lab)))
-            hits[f] += int(vote == truth[f])
+            hits[f] += int(plurality(by_phrase.get(phrase) or prior[f]) == truth[f])
     return with_mean({f: hits[f] / max(len(test), 1) for f in FINDINGS})
 
 

@@ -102,12 +102,17 @@ def finding_majority(labels: Iterable[dict[str, str] | None]) -> dict[str, str]:
     for lab in labels:
         for f, v in (lab or {}).items():
             counts[f][v] += 1
-    out = {}
-    for f in FINDINGS:
-        if counts[f]:
-            top = max(counts[f].values())
-            out[f] = next(lab for lab in LABELS if counts[f][lab] == top)
-    return out
+    return {f: plurality(counts[f]) for f in FINDINGS if counts[f]}
+
+
+def plurality(counts: Counter[str]) -> str:
+    """The most counted label; ties (and no counts at all) go to the label first in
+    :data:`LABELS` order.
+
+    >>> plurality(Counter({"worsening": 2, "stable": 2})), plurality(Counter())
+    ('stable', 'improving')
+    """
+    return max(LABELS, key=lambda lab: (counts[lab], -LABELS.index(lab)))
 
 
 def case_prompt(prompt: str | None) -> str:
