@@ -156,23 +156,20 @@ def finding_groups(group: TeacherGroup, blocks: FindingBlocks | None = None,
 
     Each keeps the teachers' drift state; the consensus is the finding's majority label.
     With ``blocks``, a trajectory is the teacher's reasoning line for the finding and a
-    one-finding final line (:meth:`FindingBlocks.trajectory`). Ground truth is dropped:
+    one-finding final line (:meth:`FindingBlocks.trajectories`). Ground truth is dropped:
     these groups are what training stages see.
     """
     prompts = finding_prompts(group.prompt)
     parsed = [(a, parse_labels(short_trajectory(a.output))) for a in group.answers]
     majority = finding_majority(lab for _, lab in parsed)
+    texts = [blocks.trajectories(a.output, lab) if blocks is not None else
+             {f: label_text(lab[f]) if lab and f in lab else short_trajectory(a.output)[:160]
+              for f in FINDINGS} for a, lab in parsed]
     out = []
     for f in FINDINGS:
-        answers = []
-        for a, lab in parsed:
-            label = (lab or {}).get(f)
-            if blocks is not None:
-                text = blocks.trajectory(a.output, f)
-            else:
-                text = label_text(label) if label else short_trajectory(a.output)[:160]
-            answers.append(TeacherAnswer(a.teacher, f"{a.event_id}/{f}", text, label,
-                                         None, a.teacher_version, a.produced_at))
+        answers = [TeacherAnswer(a.teacher, f"{a.event_id}/{f}", text[f], (lab or {}).get(f),
+                                 None, a.teacher_version, a.produced_at)
+                   for (a, lab), text in zip(parsed, texts, strict=True)]
         consensus = majority.get(f)
         support = sum(1 for ans in answers if ans.answer == consensus)
         out.append(TeacherGroup(f"{group.sample_id}/{f}", prompts[f], group.status, answers,
@@ -256,16 +253,22 @@ class FindingBlocks:
             lines = lines[:-1]
         return lines if len(lines) == len(FINDINGS) else None
 
-    def trajectory(self, output: str, finding: str) -> str:
-        """The finding's short trajectory: its reasoning line and a one-finding final line;
-        without a readable label, the output's last line as written (a refusal, a hidden
-        format); without blocks, the final line alone."""
-        label = (parse_labels(short_trajectory(output)) or {}).get(finding)
-        if label is None:
-            return short_trajectory(output)[:160]
-        blocks = self.blocks(output)
-        line = f"Final answer: {finding}={label}"
-        return f"{blocks[FINDINGS.index(finding)]}\n{line}" if blocks else line
+    def trajectories(self, output: str, labels: dict[str, str] | None,
+                     ) -> dict[str, str]:
+        """Each finding's short trajectory from one output and its final line's ``labels``:
+        the finding's reasoning line and a one-finding final line; without a label for the
+        finding, the output's last line as written (a refusal, a hidden format); without
+        blocks, the final line alone."""
+        cut = self.blocks(output)
+        out = {}
+        for i, f in enumerate(FINDINGS):
+            label = (labels or {}).get(f)
+            if label is None:
+                out[f] = short_trajectory(output)[:160]
+                continue
+            line = f"Final answer: {f}={label}"
+            out[f] = f"{cut[i]}\n{line}" if cut else line
+        return out
 
 
 def _lines(text: str) -> list[str]:
