@@ -85,6 +85,8 @@ def test_tiny_benchmark_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
                                     "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "test prompts in training: 0" in res.output
+    # Not a terminal: each stage is one timestamped line on stderr, not a status spinner.
+    assert "seed 3: bootstrap (+" in res.stderr and "seed 3: evaluation (+" in res.stderr
     result = json.loads(out.read_text())
     assert result["scenario"] == "default" and result["seed"] == 3 and result["cue_rate"] == 0.1
     assert set(result["methods"]) == set(METHODS) == set(result["methods_likelihood"])

@@ -143,16 +143,24 @@ def _pct(x: float | None) -> str:
 def _run_seed(console: Console, run: Callable[..., dict[str, Any]], settings: Any,
               seed: int, workdir: Path | None, prefix: str) -> dict[str, Any]:
     """One seed of a student benchmark in ``workdir``/seed<N> (a temporary directory when
-    none is given), its stages on the console's status line, its total seconds recorded."""
+    none is given), its total seconds recorded. Its stages go to the console's status line
+    on a terminal, else one timestamped line each on stderr (a log shows where an hour went)."""
+    import sys
     import tempfile
     import time
 
     started = time.perf_counter()
+
+    def log_stage(stage: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} seed {seed}: {stage} "
+              f"(+{time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp, \
             console.status(f"seed {seed}") as status:
         where = workdir / f"seed{seed}" if workdir else Path(tmp)
-        result = run(settings, where,
-                     progress=lambda stage: status.update(f"seed {seed}: {stage}"))
+        result = run(settings, where, progress=(
+            (lambda stage: status.update(f"seed {seed}: {stage}")) if console.is_terminal
+            else log_stage))
     result["seconds"]["total"] = round(time.perf_counter() - started, 1)
     return result
 
