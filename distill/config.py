@@ -56,6 +56,7 @@ from pydantic_settings import (
 )
 
 from detectors.bank import BankConfig
+from distill.consensus import ReliabilityConfig
 from distill.monitor import embeddings as emb
 from stream.dedup import DEFAULT_WINDOW
 from stream.events import DEFAULT_MAX_MESSAGE_BYTES
@@ -217,6 +218,37 @@ class DetectorsConfig(_Section):
         return emb.load_embedder(self.embeddings, self.embedding_dim, cache)
 
 
+_RELIABILITY = ReliabilityConfig()  # the consensus's own defaults are the config's
+
+
+class ConsensusConfig(_Section):
+    """The monitor's reliability-weighted consensus (docs: training, "The consensus")."""
+
+    prior_accuracy: float = Field(_RELIABILITY.prior_accuracy, gt=0, lt=1,
+                                  description="an unseen teacher's believed accuracy")
+    prior_strength: float = Field(_RELIABILITY.prior_strength, gt=0,
+                                  description="pseudo-cases behind prior_accuracy")
+    class_strength: float = Field(
+        _RELIABILITY.class_strength, gt=0,
+        description="pseudo-cases tying a teacher's per-class row to its accuracy")
+    correlation_strength: float = Field(
+        _RELIABILITY.correlation_strength, gt=0,
+        description="pseudo-errors behind 'no excess agreement' between two teachers")
+    memory: int = Field(_RELIABILITY.memory, ge=1,
+                        description="questions over which evidence fades")
+    max_classes: int = Field(_RELIABILITY.max_classes, ge=2,
+                             description="distinct answers above which a key is open "
+                                         "(one-coin accuracy only)")
+    min_teachers: int = Field(_RELIABILITY.min_teachers, ge=1,
+                              description="fewer answers: the plurality decides and "
+                                          "reliability only breaks its ties")
+    correlation: bool = Field(_RELIABILITY.correlation,
+                              description="discount voters that repeat each other's errors")
+
+    def reliability(self) -> ReliabilityConfig:
+        return ReliabilityConfig(**self.model_dump())
+
+
 class TrainConfig(_Section):
     student: Path | None = Field(None, description="local Hugging Face model directory")
     trigger_every_groups: int = Field(256, gt=0)
@@ -280,6 +312,7 @@ class Config(BaseSettings):
     kafka: KafkaConfig = KafkaConfig()
     serve: ServeConfig = ServeConfig()
     detectors: DetectorsConfig = DetectorsConfig()
+    consensus: ConsensusConfig = ConsensusConfig()
     train: TrainConfig = TrainConfig()
     http: HttpConfig = HttpConfig()
     gateway: GatewayConfig = GatewayConfig()

@@ -87,6 +87,26 @@ def test_lower_layers_take_their_defaults_from_the_config() -> None:
         train.steps, train.max_new_groups, train.gate_tolerance)
 
 
+def test_the_consensus_section_reaches_the_monitor_pipeline(tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from distill.config import DEFAULTS, ConsensusConfig
+    from distill.consensus import ReliabilityConfig
+    from distill.monitor.service import pipeline_config
+
+    # Every knob of the consensus is in the config, with the consensus's own default.
+    assert set(ConsensusConfig.model_fields) == {f.name for f in fields(ReliabilityConfig)}
+    assert DEFAULTS.consensus.reliability() == ReliabilityConfig()
+    toml = tmp_path / "distill.toml"
+    toml.write_text("[consensus]\nmin_teachers = 3\ncorrelation = false\n")
+    cfg = load_config(toml, env={"DISTILL_CONSENSUS__MEMORY": "500"})
+    assert isinstance(cfg, Config)
+    got = pipeline_config(cfg).consensus
+    assert (got.min_teachers, got.correlation, got.memory) == (3, False, 500)
+    err = load_config(None, env={"DISTILL_CONSENSUS__PRIOR_ACCURACY": "1.0"})
+    assert str(err).startswith("invalid config: consensus.prior_accuracy: Input should be less")
+
+
 def test_cli_help_shows_the_config_defaults() -> None:
     from distill.config import DEFAULTS
 

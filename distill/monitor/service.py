@@ -90,6 +90,7 @@ def pipeline_config(cfg: Config, embedder: Any = None) -> PipelineConfig:
         max_clock_skew_s=cfg.serve.max_clock_skew_s,
         join_buffer_max=cfg.serve.join_buffer_max,
         dedup_window=cfg.serve.dedup_window,
+        consensus=cfg.consensus.reliability(),
     )
 
 
