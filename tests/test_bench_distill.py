@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from distill.experiments.bench_distill import (
+    CONSENSUS_NAME,
     LOOKUP_NAME,
     MAJORITY_NAME,
     METHODS,
@@ -48,11 +49,17 @@ def test_cases_are_disjoint_and_training_never_carries_ground_truth(groups: list
     g = cases.train[0]
     assert g.prompt.startswith("Prior study") and "Compare" not in g.prompt
     assert all(len(a.output.splitlines()) > 2 for a in g.answers if a.answer)
-    # The consensus is the per-finding majority of the teachers' final lines.
-    majority = g.consensus.labels
-    for f in FINDINGS:
-        votes = [(parse_labels(a.output) or {}).get(f) for a in g.answers]
-        assert votes.count(majority[f]) == max(votes.count(v) for v in set(votes) - {None})
+    # The consensus is the monitor's (reliability-weighted, read from the teachers' text);
+    # the ablation's is the per-finding majority of their final lines; they differ.
+    monitor = {g.sample_id: g.consensus.labels for g in groups}
+    assert all(c.consensus.labels == monitor[c.sample_id] for c in cases.train)
+    by_majority = split_cases(groups, eval_every=5, positive="majority").train
+    for c in by_majority:
+        for f in FINDINGS:
+            votes = [(parse_labels(a.output) or {}).get(f) for a in c.answers]
+            top = max(votes.count(v) for v in set(votes) - {None})
+            assert votes.count(c.consensus.labels[f]) == top
+    assert sum(c.consensus.labels != monitor[c.sample_id] for c in by_majority) > 0
     # A split whose training holds a test prompt is refused.
     leaked = [*cases.train, replace(cases.test[0], sample_id="other-1",
                                     prompt=case_prompt(cases.test[0].prompt))]
@@ -85,10 +92,13 @@ def test_tiny_benchmark_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
                                     "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "test prompts in training: 0" in res.output
+    assert CONSENSUS_NAME in res.output
     # Not a terminal: each stage is one timestamped line on stderr, not a status spinner.
     assert "seed 3: bootstrap (+" in res.stderr and "seed 3: evaluation (+" in res.stderr
     result = json.loads(out.read_text())
     assert result["scenario"] == "default" and result["seed"] == 3 and result["cue_rate"] == 0.1
+    assert result["positive"] == "consensus"
+    assert dict(table_rows(result))[CONSENSUS_NAME] == result["consensus_vote"]
     assert set(result["methods"]) == set(METHODS) == set(result["methods_likelihood"])
     assert len(result["teachers"]) == 7
     assert result["cases"]["test"] == 5 and result["cases"]["test_prompts_in_training"] == 0
@@ -177,12 +187,12 @@ def test_finding_unit_runs_end_to_end_through_the_cli(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["bench", "distill", "--samples", "50", "--seed", "3",
                                     "--eval-every", "10", "--unit", "finding",
                                     "--alpha-nll", "1", "--bootstrap-steps", "3",
-                                    "--stage2-steps", "1",
+                                    "--stage2-steps", "1", "--positive", "majority",
                                     "--max-new-tokens", "12", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert "asked per finding" in res.output
     result = json.loads(out.read_text())
-    assert result["unit"] == "finding"
+    assert result["unit"] == "finding" and result["positive"] == "majority"
     assert result["cases"]["training_groups"] == 5 * result["cases"]["train"]
     assert FINDING_LOOKUP_NAME in dict(table_rows(result))
     # Each test case was asked five times: its sample holds five answers.

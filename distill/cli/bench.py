@@ -212,27 +212,33 @@ def _run_seed(console: Console, run: Callable[..., dict[str, Any]], settings: An
 @click.option("--scenario-cue", is_flag=True,
               help="Keep the scenario's own cue rate (1.0 in default and harsh: every case "
                    "names its change) instead of --cue-rate.")
+@click.option("--positive", type=click.Choice(["consensus", "majority"]), default="consensus",
+              show_default=True,
+              help="What each training group's positive states: the monitor's reliability-"
+                   "weighted consensus (what `distill train` learns from) or the teachers' "
+                   "plain per-finding majority (an ablation).")
 def distill_bench(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                   samples: int | None, eval_every: int, student: str, budget: str | None,
                   bootstrap_steps: int | None, stage2_steps: int | None, alpha_nll: float,
                   workdir: Path | None, multimodal: bool, cue_rate: float | None,
-                  unit: str | None, max_new_tokens: int | None, scenario_cue: bool) -> None:
-    """The paper's MS-CXR-T table at small scale: teachers, their majority vote and a lookup
-    baseline vs students trained from one initial model (bootstrap SFT, SFT on majority,
-    DPO, APO uniform, APO drift-weighted), on disjoint cases asked whole or finding by
-    finding; every row over seeds."""
+                  unit: str | None, max_new_tokens: int | None, scenario_cue: bool,
+                  positive: str) -> None:
+    """The paper's MS-CXR-T table at small scale: teachers, their majority vote, the
+    monitor's consensus and lookup baselines vs students trained from one initial model
+    (bootstrap SFT, SFT on the consensus, DPO, APO uniform, APO drift-weighted), on disjoint
+    cases asked whole or finding by finding; every row over seeds."""
     if multimodal:
         run_multimodal(scenario, seeds, json_out, workdir, samples, eval_every,
                        300 if bootstrap_steps is None else bootstrap_steps,
                        150 if stage2_steps is None else stage2_steps,
-                       0.0 if cue_rate is None else cue_rate)
+                       0.0 if cue_rate is None else cue_rate, positive)
         return
     from distill.experiments.bench_distill import DEFAULT_CUE_RATE
 
     cue = None if scenario_cue else (DEFAULT_CUE_RATE if cue_rate is None else cue_rate)
     run_distill(scenario, seeds, json_out, workdir, samples, eval_every, bootstrap_steps,
                 stage2_steps, alpha_nll=alpha_nll, student=student, budget=budget,
-                cue_rate=cue, unit=unit, max_new_tokens=max_new_tokens)
+                cue_rate=cue, unit=unit, max_new_tokens=max_new_tokens, positive=positive)
 
 
 @command.command(name="consensus")
@@ -287,9 +293,10 @@ def distill_table(result: dict[str, Any], key: str = "methods", title: str = "")
     for c in cols:
         table.add_column(c, justify="right")
     n_teachers = len(result["teachers"])
+    ensembles = n_teachers + ("consensus_vote" in result)  # the last test-time ensemble row
     for i, (name, row) in enumerate(table_rows(result, key)):
         table.add_row(name, *(_fmt(row.get(c)) for c in cols),
-                      end_section=i in (n_teachers - 1, n_teachers))
+                      end_section=i in (n_teachers - 1, ensembles))
     return table
 
 
@@ -303,7 +310,8 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                 bootstrap_steps: int | None, stage2_steps: int | None,
                 alpha_nll: float = 0.0, student: str = "tiny", budget: str | None = None,
                 cue_rate: float | None = 0.1, unit: str | None = None,
-                max_new_tokens: int | None = None) -> list[dict[str, Any]]:
+                max_new_tokens: int | None = None,
+                positive: str = "consensus") -> list[dict[str, Any]]:
     """Run the benchmark for each seed, print the tables (and, over several seeds, every
     row's mean and spread), write the JSON."""
     from dataclasses import replace
@@ -333,7 +341,7 @@ def run_distill(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
     for seed in seeds:
         settings = BenchSettings(scenario=scenario, seed=seed, samples=samples,
                                  eval_every=eval_every, cue_rate=cue_rate,
-                                 unit=unit or "case",
+                                 unit=unit or "case", positive=positive,
                                  train=preset(seed=seed, alpha_nll=alpha_nll, **steps))
         if max_new_tokens is not None:
             settings = replace(settings, max_new_tokens=max_new_tokens)
@@ -397,7 +405,7 @@ def aggregate_table(rows: list[dict[str, Any]], result: dict[str, Any], what: st
 def run_multimodal(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
                    workdir: Path | None, samples: int | None, eval_every: int,
                    bootstrap_steps: int, stage2_steps: int,
-                   cue_rate: float) -> list[dict[str, Any]]:
+                   cue_rate: float, positive: str = "consensus") -> list[dict[str, Any]]:
     """``--multimodal``: the table with a tiny VLM student, then the text-only comparison."""
     from dataclasses import replace
 
@@ -411,6 +419,7 @@ def run_multimodal(scenario: str, seeds: tuple[int, ...], json_out: Path | None,
         base = MultimodalSettings()
         settings = replace(base, scenario=scenario, seed=seed, eval_every=eval_every,
                            samples=samples or base.samples, cue_rate=cue_rate,
+                           positive=positive,
                            train=replace(base.train, bootstrap_steps=bootstrap_steps,
                                          stage2_steps=stage2_steps, seed=seed))
         result = _run_seed(console, run, settings, seed, workdir, "bench-mm-")

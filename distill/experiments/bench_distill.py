@@ -36,13 +36,14 @@ from distill.experiments.students import TrainSettings
 
 METHODS = ("bootstrap", "sft_majority", "dpo", "apo_uniform", "apo_drift")
 METHOD_NAMES = {"bootstrap": "SFT on all teachers (bootstrap only)",
-                "sft_majority": "SFT on majority-vote answers",
+                "sft_majority": "SFT on the consensus answers",
                 "dpo": "Pairwise DPO (authors' script)",
                 "apo_uniform": "APO, uniform negatives (paper)",
                 "apo_drift": "APO, drift-weighted negatives (ours)"}
 LOOKUP_NAME = "lookup: training plurality for the same prompt (no model)"
 FINDING_LOOKUP_NAME = "lookup: training plurality for the same finding phrases (no model)"
 MAJORITY_NAME = "majority vote of the teachers (test-time)"
+CONSENSUS_NAME = "the monitor's consensus of the teachers (test-time)"
 DEFAULT_CUE_RATE = 0.1
 UNITS = ("case", "finding")
 ANSWER_TOKENS = {"case": 320, "finding": 96}
@@ -55,7 +56,8 @@ class BenchSettings:
     the scenario's own); ``eval_every``: every N-th case is a test case, every 2N-th after
     it a probe case; ``max_new_tokens``: the students' answer budget when scored;
     ``unit``: what a student is asked, a whole case or one finding of it
-    (:func:`training_groups`)."""
+    (:func:`training_groups`); ``positive``: what the positive states, the monitor's
+    consensus or the plain majority (:func:`distill.experiments.mscxr.positive_labels`)."""
 
     scenario: str = "default"
     seed: int = 0
@@ -65,11 +67,16 @@ class BenchSettings:
     max_new_tokens: int | None = None  # None = ANSWER_TOKENS of the unit
     torch_threads: int = 1  # tiny models are per-op overhead: extra threads only contend
     unit: str = "case"
+    positive: str = "consensus"
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def __post_init__(self) -> None:
+        from distill.experiments.mscxr import POSITIVES
+
         if self.unit not in UNITS:
             raise ValueError(f"unit: {self.unit!r} is not one of {list(UNITS)}")
+        if self.positive not in POSITIVES:
+            raise ValueError(f"positive: {self.positive!r} is not one of {list(POSITIVES)}")
 
     @property
     def answer_tokens(self) -> int:
@@ -106,7 +113,8 @@ def monitor_groups(scenario: Any, seed: int, images_dir: Path | None = None,
     return groups, [a.to_dict() for a in out.alerts]
 
 
-def split(groups: list[Any], eval_every: int) -> tuple[list[Any], list[Any]]:
+def split(groups: list[Any], eval_every: int, positive: str = "consensus",
+          ) -> tuple[list[Any], list[Any]]:
     """The per-finding split of the multimodal benchmark: held-out cases (every
     ``eval_every``-th sample, ground truth kept for scoring) and the training groups, five
     per remaining case, built without ground truth."""
@@ -114,11 +122,12 @@ def split(groups: list[Any], eval_every: int) -> tuple[list[Any], list[Any]]:
 
     held = [g for g in groups if _index(g.sample_id) % eval_every == 0]
     train = [fg for g in groups if _index(g.sample_id) % eval_every != 0
-             for fg in finding_groups(g)]
+             for fg in finding_groups(g, positive=positive)]
     return held, train
 
 
-def split_cases(groups: Sequence[Any], eval_every: int) -> CaseSplit:
+def split_cases(groups: Sequence[Any], eval_every: int, positive: str = "consensus",
+                ) -> CaseSplit:
     """Test, probe and training cases, disjoint by case and by prompt text (module
     docstring); raises ValueError if a test prompt would still be trained on."""
     from distill.experiments.mscxr import case_group, case_prompt
@@ -129,7 +138,7 @@ def split_cases(groups: Sequence[Any], eval_every: int) -> CaseSplit:
     probe = [g for g in groups if _index(g.sample_id) % (2 * eval_every) == 1]
     held_ids = {g.sample_id for g in (*test, *probe)}
     held_prompts = {case_prompt(g.prompt) for g in (*test, *probe)}
-    train = [case_group(g) for g in groups if g.sample_id not in held_ids]
+    train = [case_group(g, positive) for g in groups if g.sample_id not in held_ids]
     kept = [g for g in train if g.prompt not in held_prompts]
     assert_disjoint(kept, test)
     return CaseSplit(kept, probe, test, len(train) - len(kept))
@@ -198,7 +207,8 @@ def finding_lookup_top1(train: Sequence[Any], test: Sequence[Any],
     return with_mean({f: hits[f] / max(len(test), 1) for f in FINDINGS})
 
 
-def training_groups(unit: str, cases: Sequence[Any]) -> list[Any]:
+def training_groups(unit: str, cases: Sequence[Any], positive: str = "consensus",
+                    ) -> list[Any]:
     """What the students train on: the case groups themselves (``case``: a whole case in,
     a teacher's whole trajectory out), or five groups per case (``finding``: one finding's
     two phrases in, the teacher's reasoning line for it and a one-finding final line out,
@@ -209,7 +219,7 @@ def training_groups(unit: str, cases: Sequence[Any]) -> list[Any]:
     if unit == "case":
         return list(cases)
     blocks = FindingBlocks((a.teacher, a.output) for g in cases for a in g.answers)
-    return [fg for g in cases for fg in finding_groups(g, blocks)]
+    return [fg for g in cases for fg in finding_groups(g, blocks, positive)]
 
 
 def run(settings: BenchSettings, workdir: Path,
@@ -219,7 +229,12 @@ def run(settings: BenchSettings, workdir: Path,
 
     from distill.apo.synthesis import best_supported
     from distill.experiments import students as st
-    from distill.experiments.mscxr import case_prompt, majority_top1, teacher_top1
+    from distill.experiments.mscxr import (
+        case_prompt,
+        consensus_top1,
+        majority_top1,
+        teacher_top1,
+    )
     from distill.experiments.scoring import answer_scores
     from stream.simulator import FINDINGS, change_points, load_scenario
     from stream.simulator.images import with_cue_rate
@@ -236,8 +251,8 @@ def run(settings: BenchSettings, workdir: Path,
     say("monitor")
     groups, alerts = monitor_groups(scenario, settings.seed)
     clock.lap("monitor")
-    cases = split_cases(groups, settings.eval_every)
-    train, test = training_groups(settings.unit, cases.train), cases.test
+    cases = split_cases(groups, settings.eval_every, settings.positive)
+    train, test = training_groups(settings.unit, cases.train, settings.positive), cases.test
     truths = [g.ground_truth for g in test]
     workdir = Path(workdir)
     say("initial student")
@@ -272,7 +287,8 @@ def run(settings: BenchSettings, workdir: Path,
     say("evaluation")
     prompts = [case_prompt(g.prompt) for g in test]
     probe = [case_prompt(g.prompt) for g in cases.probe]
-    probe_votes = [g.consensus.labels or {} for g in _case_groups(cases.probe)]
+    probe_votes = [g.consensus.labels or {}
+                   for g in _case_groups(cases.probe, settings.positive)]
     scores = {m: answer_scores(dirs[m], prompts, truths, settings.answer_tokens,
                                t.max_length, probe, probe_votes, settings.unit)
               for m in METHODS}
@@ -283,7 +299,7 @@ def run(settings: BenchSettings, workdir: Path,
     return {
         "benchmark": "distill", "scenario": scenario.name, "seed": settings.seed,
         "settings": asdict(settings), "cue_rate": scenario.task.cue_rate,
-        "unit": settings.unit,
+        "unit": settings.unit, "positive": settings.positive,
         "cases": {"train": len(cases.train), "probe": len(cases.probe), "test": len(test),
                   "dropped_same_prompt": cases.dropped, "test_prompts_in_training": found,
                   "preference_groups": len(data.encoded),
@@ -293,6 +309,7 @@ def run(settings: BenchSettings, workdir: Path,
         "findings": list(FINDINGS),
         "teachers": teachers,
         "majority_vote": majority_top1(test, truths),
+        "consensus_vote": consensus_top1(test, truths),
         "lookup": lookup,
         "lookup_finding": finding_lookup_top1(cases.train, test, truths),
         "methods": {m: scores[m]["generated"] for m in METHODS},
@@ -320,10 +337,10 @@ def _threads(settings: BenchSettings) -> None:
         torch.set_num_threads(settings.torch_threads)
 
 
-def _case_groups(groups: Sequence[Any]) -> list[Any]:
+def _case_groups(groups: Sequence[Any], positive: str) -> list[Any]:
     from distill.experiments.mscxr import case_group
 
-    return [case_group(g) for g in groups]
+    return [case_group(g, positive) for g in groups]
 
 
 def targets(scores: dict[str, dict[str, dict[str, float]]],
@@ -354,6 +371,8 @@ def table_rows(result: dict[str, Any], key: str = "methods") -> list[tuple[str, 
     (when the run has one) and the methods."""
     rows = [(name, row) for name, row in result["teachers"].items()]
     rows.append((MAJORITY_NAME, result["majority_vote"]))
+    if "consensus_vote" in result:
+        rows.append((CONSENSUS_NAME, result["consensus_vote"]))
     if "lookup" in result:
         rows.append((LOOKUP_NAME, result["lookup"]))
     if "lookup_finding" in result:

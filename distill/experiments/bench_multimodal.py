@@ -41,6 +41,7 @@ class MultimodalSettings:
     samples: int = 250
     eval_every: int = 5
     cue_rate: float = 0.0
+    positive: str = "consensus"  # or "majority" (distill.experiments.mscxr.positive_labels)
     train: TrainSettings = field(default_factory=lambda: TrainSettings(
         bootstrap_steps=150, stage2_steps=60, sft_batch=32, hidden_size=64))
 
@@ -199,7 +200,7 @@ def run(settings: MultimodalSettings, workdir: Path,
     say("simulate + monitor")
     groups, alerts = monitor_groups(scenario, settings.seed, images_dir=images_dir)
     clock.lap("monitor")
-    held, train = split(groups, settings.eval_every)
+    held, train = split(groups, settings.eval_every, settings.positive)
     train = _with_images(train, groups)
     roots = [str(images_dir)]
     loaded, failures = load_group_images(train, roots, _pair)

@@ -8,10 +8,11 @@ The text benchmark (``distill bench distill``) asks about whole cases
   labels can be inferred from the prompt even when no change cue is written, and two cases
   share a prompt only by chance (the benchmark drops such training cases);
 * **trajectories**: each teacher's full output, reasoning and final line as written;
-* **consensus**: the per-finding majority of the teachers' final lines, written as one
-  answer string; the positive is the best-supported teacher trajectory whose final answer
-  is that string (:func:`distill.apo.synthesis.best_supported`), so a negative differs from
-  it in its reasoning as well as in its labels.
+* **consensus**: the monitor's per-finding consensus (the reliability-weighted labels the
+  service trains on; :func:`positive_labels`), written as one answer string; the positive
+  is the best-supported teacher trajectory whose final answer is that string
+  (:func:`distill.apo.synthesis.best_supported`), so a negative differs from it in its
+  reasoning as well as in its labels.
 
 With ``--unit finding`` the text benchmark asks the same cases one finding at a time
 (:func:`finding_groups` with :class:`FindingBlocks`): the prompt is as below, the trajectory
@@ -30,8 +31,10 @@ Every method sees the same items and trajectories, so the comparison between met
 not depend on this choice. Answers are read from the text only (the teachers' structured
 ``labels`` are never used): :func:`parse_labels` reads ``finding=label`` pairs from the final
 line, exactly what the monitor's answer extractor sees; a JSON or bare line therefore
-counts as no answer. Consensus is per finding (:func:`finding_majority`); a whole-string
-majority of seven noisy five-finding answers is nearly always a tie.
+counts as no answer. Consensus is per finding; a whole-string majority of seven noisy
+five-finding answers is nearly always a tie. The plain per-finding majority
+(:func:`finding_majority`) is kept as an ablation (``positive="majority"``) and as the
+test-time vote baseline.
 
 Examples
 --------
@@ -131,15 +134,44 @@ def full_answer(labels: dict[str, str] | None) -> str | None:
     return answer_string(labels)
 
 
-def case_group(group: TeacherGroup) -> TeacherGroup:
+POSITIVES = ("consensus", "majority")
+"""What a training group's positive states: the monitor's consensus, or the plain majority."""
+
+
+def positive_labels(group: TeacherGroup, parsed: Iterable[dict[str, str] | None],
+                    positive: str = "consensus") -> dict[str, str]:
+    """The labels a training group's positive states, per finding.
+
+    ``consensus``: the monitor's reliability-weighted consensus (``group.consensus.labels``,
+    decided online from the teachers' parsed answers, never from gold: what ``distill
+    train`` learns from), the plain majority of ``parsed`` filling a finding it has no label
+    for; ``majority``: the plain majority alone (an ablation).
+
+    >>> g = TeacherGroup("s", "p", "complete", [], Consensus(None, 0, False, {"edema": "stable"}),
+    ...                  {})
+    >>> votes = [{"edema": "worsening", "pneumonia": "stable"}] * 2
+    >>> positive_labels(g, votes), positive_labels(g, votes, "majority")
+    ({'pneumonia': 'stable', 'edema': 'stable'}, {'pneumonia': 'stable', 'edema': 'worsening'})
+    """
+    if positive not in POSITIVES:
+        raise ValueError(f"positive: {positive!r} is not one of {list(POSITIVES)}")
+    majority = finding_majority(parsed)
+    if positive == "majority":
+        return majority
+    monitor = {f: lab for f, lab in (group.consensus.labels or {}).items()
+               if f in FINDINGS and lab in LABELS}
+    return {**majority, **monitor}
+
+
+def case_group(group: TeacherGroup, positive: str = "consensus") -> TeacherGroup:
     """The monitor's group as the text benchmark's training group (module docstring).
 
-    Answers keep the teachers' full outputs; each answer (and the consensus) is the canonical
-    five-finding string read from the text with the monitor's extractor. Ground truth is
-    dropped: this is what training stages see.
+    Answers keep the teachers' full outputs; each answer is the canonical five-finding
+    string read from the text with the monitor's extractor, the consensus that of
+    :func:`positive_labels`. Ground truth is dropped: this is what training stages see.
     """
     parsed = [parse_labels(a.output) for a in group.answers]
-    majority = finding_majority(parsed)
+    majority = positive_labels(group, parsed, positive)
     consensus = full_answer(majority)
     answers = [TeacherAnswer(a.teacher, a.event_id, a.output, full_answer(lab), lab,
                              a.teacher_version, a.produced_at)
@@ -151,17 +183,18 @@ def case_group(group: TeacherGroup) -> TeacherGroup:
 
 
 def finding_groups(group: TeacherGroup, blocks: FindingBlocks | None = None,
-                   ) -> list[TeacherGroup]:
+                   positive: str = "consensus") -> list[TeacherGroup]:
     """The monitor's group as five student groups, one per finding (module docstring).
 
-    Each keeps the teachers' drift state; the consensus is the finding's majority label.
+    Each keeps the teachers' drift state; the consensus is the finding's label in
+    :func:`positive_labels`.
     With ``blocks``, a trajectory is the teacher's reasoning line for the finding and a
     one-finding final line (:meth:`FindingBlocks.trajectories`). Ground truth is dropped:
     these groups are what training stages see.
     """
     prompts = finding_prompts(group.prompt)
     parsed = [(a, parse_labels(short_trajectory(a.output))) for a in group.answers]
-    majority = finding_majority(lab for _, lab in parsed)
+    majority = positive_labels(group, (lab for _, lab in parsed), positive)
     texts = [blocks.trajectories(a.output, lab) if blocks is not None else
              {f: label_text(lab[f]) if lab and f in lab else short_trajectory(a.output)[:160]
               for f in FINDINGS} for a, lab in parsed]
@@ -207,6 +240,18 @@ def majority_top1(groups: Sequence[TeacherGroup], truths: Sequence[dict[str, str
         vote = finding_majority(case_labels(g))
         for f in FINDINGS:
             hits[f] += int(vote.get(f) == truth[f])
+    return with_mean({f: hits[f] / max(len(groups), 1) for f in FINDINGS})
+
+
+def consensus_top1(groups: Sequence[TeacherGroup], truths: Sequence[dict[str, str]],
+                   ) -> dict[str, float]:
+    """Top-1 of the monitor's own consensus on the same cases (what a test-time ensemble
+    of the 7 APIs scores when it is decided by the service rather than by a vote)."""
+    hits: Counter[str] = Counter()
+    for g, truth in zip(groups, truths, strict=True):
+        labels = positive_labels(g, case_labels(g))
+        for f in FINDINGS:
+            hits[f] += int(labels.get(f) == truth[f])
     return with_mean({f: hits[f] / max(len(groups), 1) for f in FINDINGS})
 
 
