@@ -13,12 +13,14 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import orjson
 
 from detectors.bank import TeacherDriftState
+from stream.answers import parse_labels
 from stream.images import ImageRef
 
 
@@ -35,13 +37,38 @@ class TeacherAnswer:
 
 @dataclass(frozen=True, slots=True)
 class Consensus:
-    """Majority answer over the teachers that gave one; ``tie`` when the top count is shared.
-    ``labels`` is the per-key majority for structured answers (one label per finding)."""
+    """The group's decided answer (``tie`` when the top choice was shared) and, for
+    structured answers, its decided label per key (one per finding).
+
+    For structured answers the labels are what a teacher is judged by: each key is decided
+    on its own (by reliability in the monitor), while the whole answer string of several
+    noisy multi-key answers is nearly always a tie between strings.
+
+    >>> c = Consensus("a=1; b=2", 1, True, {"a": "1", "b": "3"})
+    >>> c.agreement("a=1; b=2"), c.agrees("b=3; a=1"), Consensus("yes", 2, False).agrees("yes")
+    (0.5, True, True)
+    """
 
     answer: str | None
     support: int
     tie: bool
     labels: dict[str, str] | None = None
+
+    def agreement(self, answer: str | None, labels: Mapping[str, Any] | None = None) -> float:
+        """The share of the consensus labels that an answer states (its ``labels``, else
+        those parsed from ``answer``); without consensus labels, 1.0 for the consensus
+        answer and 0.0 otherwise."""
+        if not self.labels:
+            return float(self.answer is not None and answer == self.answer)
+        said = labels if labels is not None else parse_labels(answer)
+        if not said:
+            return 0.0
+        hits = sum(said.get(k) is not None and str(said[k]) == v for k, v in self.labels.items())
+        return hits / len(self.labels)
+
+    def agrees(self, answer: str | None, labels: Mapping[str, Any] | None = None) -> bool:
+        """Whether an answer is the consensus (every consensus label, if structured)."""
+        return self.agreement(answer, labels) == 1.0
 
 
 DriftState = TeacherDriftState  # each teacher's state when the group completed, as the bank

@@ -59,6 +59,44 @@ def test_fallback_prefers_undrifted_agreeing_teacher_without_ground_truth() -> N
     assert best_supported(group).teacher == "b"
 
 
+def _structured_group() -> TeacherGroup:
+    """Four teachers' two-finding answers; the monitor decided each finding on its own
+    (``labels``), while its whole-answer string is a tie won by a teacher that agrees
+    with neither decided label."""
+    said = {"a": "edema=stable; pneumonia=worsening", "b": "pneumonia=worsening; edema=stable",
+            "c": "edema=stable; pneumonia=stable", "d": "edema=improving; pneumonia=stable"}
+    answers = [TeacherAnswer(t, t, f"{t} reasons. Final answer: {ans}", ans,
+                             dict(p.split("=") for p in ans.split("; ")))
+               for t, ans in said.items()]
+    consensus = Consensus(said["d"], 1, True, {"edema": "stable", "pneumonia": "worsening"})
+    drift = {t: DriftState(0.1 if t == "a" else 0.0, False) for t in said}
+    return TeacherGroup("s", "p", "complete", answers, consensus, drift)
+
+
+def test_structured_answers_are_judged_by_the_consensus_labels_not_the_answer_string(
+) -> None:
+    from distill.apo.evaluate import _questions
+    from distill.apo.synthesis import choose_positive
+
+    group = _structured_group()
+    # The positive states every decided label (b: a's labels in another order, less drift).
+    assert best_supported(group).teacher == "b"
+    kept = "Merged. Final answer: pneumonia=worsening; edema=stable"
+    assert choose_positive(group, kept) == (kept, False)
+    assert choose_positive(group, "Final answer: " + group.consensus.answer) == (
+        group.answers[1].output, True)
+    # Negatives that state the decided labels are the ones spared.
+    w = negative_weights(group, "drift", consensus_weight=0.5, drift_weight_scale=0.0)
+    assert w == [0.5, 0.5, 1.0, 1.0]
+    # The gate's per-finding questions are scored against the decided labels.
+    decided = {key: c for key, _, c, _ in _questions(group) if key.startswith("finding:")}
+    assert decided == {"finding:edema": "stable", "finding:pneumonia": "worsening"}
+    # Where no answer states every decided label, the one stating the most wins.
+    partial = TeacherGroup("s", "p", "complete", [group.answers[2], group.answers[3]],
+                           group.consensus, group.drift)
+    assert best_supported(partial).teacher == "c"
+
+
 def _drift_group() -> TeacherGroup:
     answers = [TeacherAnswer(t, t, f"{t} says. Final answer: {a}", a)
                for t, a in (("calm", "yes"), ("agreeing_drifter", "yes"), ("drifter", "no"))]

@@ -12,7 +12,8 @@ a tiny or early student: which answer it prefers.
 Multi-finding tasks (MS-CXR-T: 5 findings x {improving, stable, worsening}): where the
 teachers' ``labels`` or the ground truth are dicts, each finding is scored separately
 (option text ``"<finding>=<value>"``); the result has ``agreement/<finding>`` (against the
-teachers' majority for that finding) and, only with ``with_gold=True`` (experiments),
+group's consensus label for that finding, the monitor's reliability-weighted decision, or
+the teachers' majority where the group has none) and, only with ``with_gold=True`` (experiments),
 ``top1/<finding>`` (accuracy against the ground truth), ``top1/mean`` (their plain mean, as
 in the paper's table) and ``accuracy``.
 
@@ -52,13 +53,14 @@ def _questions(group: TeacherGroup, with_gold: bool = False
                     truth if isinstance(truth, str) else None))
     labels = [a.labels for a in group.answers if isinstance(a.labels, dict)]
     truth_map = truth if isinstance(truth, dict) else {}
+    decided = group.consensus.labels or {}
     findings = sorted({k for lab in labels for k in lab})
     for k in findings:
         values = [str(lab[k]) for lab in labels if lab.get(k) is not None]
         gt = truth_map.get(k)
         opts = sorted(set(values))
         if opts:
-            out.append((f"finding:{k}", opts, _majority(values),
+            out.append((f"finding:{k}", opts, decided.get(k) or _majority(values),
                         str(gt) if gt is not None else None))
     return out
 

@@ -6,9 +6,10 @@ Weights (``APOConfig.weighting``):
 * ``uniform``: every negative 1, as in the paper.
 * ``drift``: ``w_u = (1 + drift_weight_scale * evidence_u) * c_u``, where ``evidence_u`` in
   [0, 1] is teacher u's drift evidence when the group completed and ``c_u`` is
-  ``consensus_weight`` if u's answer equals the consensus answer, else 1. A drifting
-  teacher's trajectory is pushed down harder; one that still agrees with the majority is
-  pushed down less (it is a worse sample than the consensus, but not a wrong one).
+  ``consensus_weight`` if u's answer is the consensus (every consensus label, for
+  structured answers), else 1. A drifting teacher's trajectory is pushed down harder; one
+  that still agrees with the consensus is pushed down less (it is a worse sample than the
+  consensus, but not a wrong one).
 
 The positive is scored on the plain prompt, WITHOUT the teachers in context. Ground truth
 is never read here.
@@ -59,7 +60,7 @@ def negative_weights(group: TeacherGroup, weighting: str, consensus_weight: floa
     for a in group.answers:
         state = group.drift.get(a.teacher)
         evidence = min(max(state.evidence, 0.0), 1.0) if state else 0.0
-        agrees = group.consensus.answer is not None and a.answer == group.consensus.answer
+        agrees = group.consensus.agrees(a.answer, a.labels)
         out.append((1.0 + drift_weight_scale * evidence) * (consensus_weight if agrees else 1.0))
     return out
 

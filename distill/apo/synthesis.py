@@ -1,13 +1,15 @@
 """Consensus synthesis: the student reads all N teacher trajectories and writes one.
 
-A synthesised trajectory is kept only when its final answer (``stream.answers``) equals
-the group's majority answer. Otherwise the positive falls back to the best-supported
+A synthesised trajectory is kept only when its final answer (``stream.answers``) is the
+group's consensus (every consensus label, for structured answers:
+:meth:`distill.groups.Consensus.agrees`). Otherwise the positive falls back to the best-supported
 teacher trajectory, and the fallback is counted: a high fallback rate says the student
 cannot yet write consensus answers (early rounds, tiny models) and APO is then learning
 "prefer the most agreed-upon teacher", which is still ground-truth free.
 
-Best-supported teacher: among teachers whose answer equals the consensus (all teachers if
-there is none), the one with the least drift evidence, then the highest mean word overlap
+Best-supported teacher: among teachers whose answer agrees most with the consensus (the
+answer itself, or the most consensus labels for structured answers; all teachers if none
+agrees at all), the one with the least drift evidence, then the highest mean word overlap
 with the other trajectories, then the first in the group.
 
 Examples
@@ -57,8 +59,10 @@ def _overlap(a: set[str], b: set[str]) -> float:
 
 def best_supported(group: TeacherGroup) -> TeacherAnswer:
     """The teacher trajectory that the most other evidence supports (module docstring)."""
-    pool = [a for a in group.answers
-            if group.consensus.answer is not None and a.answer == group.consensus.answer]
+    agreement = {a.event_id: group.consensus.agreement(a.answer, a.labels)
+                 for a in group.answers}
+    top = max(agreement.values(), default=0.0)
+    pool = [a for a in group.answers if top > 0 and agreement[a.event_id] == top]
     pool = pool or list(group.answers)
     words = {a.event_id: _words(a.output) for a in group.answers}
 
@@ -73,9 +77,8 @@ def best_supported(group: TeacherGroup) -> TeacherAnswer:
 
 
 def choose_positive(group: TeacherGroup, candidate: str | None) -> tuple[str, bool]:
-    """Keep ``candidate`` if its final answer is the majority answer, else fall back."""
-    if candidate and group.consensus.answer is not None \
-            and extract_answer(candidate) == group.consensus.answer:
+    """Keep ``candidate`` if its final answer is the consensus, else fall back."""
+    if candidate and group.consensus.agrees(extract_answer(candidate)):
         return candidate, False
     return best_supported(group).output, True
 
