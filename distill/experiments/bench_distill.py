@@ -229,12 +229,7 @@ def run(settings: BenchSettings, workdir: Path,
 
     from distill.apo.synthesis import best_supported
     from distill.experiments import students as st
-    from distill.experiments.mscxr import (
-        case_prompt,
-        consensus_top1,
-        majority_top1,
-        teacher_top1,
-    )
+    from distill.experiments.mscxr import case_prompt, ensemble_top1, teacher_top1
     from distill.experiments.scoring import answer_scores
     from stream.simulator import FINDINGS, change_points, load_scenario
     from stream.simulator.images import with_cue_rate
@@ -308,8 +303,8 @@ def run(settings: BenchSettings, workdir: Path,
                       [g for g in train if g.consensus.support > 0])},
         "findings": list(FINDINGS),
         "teachers": teachers,
-        "majority_vote": majority_top1(test, truths),
-        "consensus_vote": consensus_top1(test, truths),
+        "majority_vote": ensemble_top1(test, truths, "majority"),
+        "consensus_vote": ensemble_top1(test, truths, "consensus"),
         "lookup": lookup,
         "lookup_finding": finding_lookup_top1(cases.train, test, truths),
         "methods": {m: scores[m]["generated"] for m in METHODS},

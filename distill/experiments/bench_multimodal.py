@@ -183,9 +183,9 @@ def run(settings: MultimodalSettings, workdir: Path,
     from distill.apo.vision import load_group_images
     from distill.apo.vision_tiny import build_tiny_vlm
     from distill.experiments.mscxr import (
+        ensemble_top1,
         finding_prompts,
         label_text,
-        majority_top1,
         teacher_top1,
     )
     from stream.simulator import FINDINGS, change_points, load_scenario
@@ -254,7 +254,7 @@ def run(settings: MultimodalSettings, workdir: Path,
         "image_failures": dict(failures),
         "findings": list(FINDINGS),
         "teachers": teachers,
-        "majority_vote": majority_top1([g for g, _ in held_loaded], truths),
+        "majority_vote": ensemble_top1([g for g, _ in held_loaded], truths, "majority"),
         "methods": {m: scores[m]["top1"] for m in METHODS},
         "methods_sampled": {m: scores[m]["sampled"] for m in METHODS},
         "text_only": text_only,

@@ -171,14 +171,14 @@ def case_group(group: TeacherGroup, positive: str = "consensus") -> TeacherGroup
     :func:`positive_labels`. Ground truth is dropped: this is what training stages see.
     """
     parsed = [parse_labels(a.output) for a in group.answers]
-    majority = positive_labels(group, parsed, positive)
-    consensus = full_answer(majority)
+    decided = positive_labels(group, parsed, positive)
+    consensus = full_answer(decided)
     answers = [TeacherAnswer(a.teacher, a.event_id, a.output, full_answer(lab), lab,
                              a.teacher_version, a.produced_at)
                for a, lab in zip(group.answers, parsed, strict=True)]
     support = sum(1 for a in answers if consensus is not None and a.answer == consensus)
     return TeacherGroup(group.sample_id, case_prompt(group.prompt), group.status, answers,
-                        Consensus(consensus, support=support, tie=False, labels=majority),
+                        Consensus(consensus, support=support, tie=False, labels=decided),
                         dict(group.drift), None, group.completed_at)
 
 
@@ -194,7 +194,7 @@ def finding_groups(group: TeacherGroup, blocks: FindingBlocks | None = None,
     """
     prompts = finding_prompts(group.prompt)
     parsed = [(a, parse_labels(short_trajectory(a.output))) for a in group.answers]
-    majority = positive_labels(group, (lab for _, lab in parsed), positive)
+    decided = positive_labels(group, (lab for _, lab in parsed), positive)
     texts = [blocks.trajectories(a.output, lab) if blocks is not None else
              {f: label_text(lab[f]) if lab and f in lab else short_trajectory(a.output)[:160]
               for f in FINDINGS} for a, lab in parsed]
@@ -203,7 +203,7 @@ def finding_groups(group: TeacherGroup, blocks: FindingBlocks | None = None,
         answers = [TeacherAnswer(a.teacher, f"{a.event_id}/{f}", text[f], (lab or {}).get(f),
                                  None, a.teacher_version, a.produced_at)
                    for (a, lab), text in zip(parsed, texts, strict=True)]
-        consensus = majority.get(f)
+        consensus = decided.get(f)
         support = sum(1 for ans in answers if ans.answer == consensus)
         out.append(TeacherGroup(f"{group.sample_id}/{f}", prompts[f], group.status, answers,
                                 Consensus(consensus, support=support, tie=False),
@@ -232,24 +232,14 @@ def teacher_top1(groups: Sequence[TeacherGroup], truths: Sequence[dict[str, str]
     return {t: with_mean({f: hits[t][f] / seen[t] for f in FINDINGS}) for t in sorted(hits)}
 
 
-def majority_top1(groups: Sequence[TeacherGroup], truths: Sequence[dict[str, str]],
-                  ) -> dict[str, float]:
-    """Top-1 of the per-finding majority vote itself (a test-time ensemble of 7 APIs)."""
+def ensemble_top1(groups: Sequence[TeacherGroup], truths: Sequence[dict[str, str]],
+                  decide: str = "majority") -> dict[str, float]:
+    """Top-1 of the 7 APIs as a test-time ensemble, each case decided per finding as
+    :func:`positive_labels` decides (``majority``: the plain vote; ``consensus``: the
+    monitor's own consensus)."""
     hits: Counter[str] = Counter()
     for g, truth in zip(groups, truths, strict=True):
-        vote = finding_majority(case_labels(g))
-        for f in FINDINGS:
-            hits[f] += int(vote.get(f) == truth[f])
-    return with_mean({f: hits[f] / max(len(groups), 1) for f in FINDINGS})
-
-
-def consensus_top1(groups: Sequence[TeacherGroup], truths: Sequence[dict[str, str]],
-                   ) -> dict[str, float]:
-    """Top-1 of the monitor's own consensus on the same cases (what a test-time ensemble
-    of the 7 APIs scores when it is decided by the service rather than by a vote)."""
-    hits: Counter[str] = Counter()
-    for g, truth in zip(groups, truths, strict=True):
-        labels = positive_labels(g, case_labels(g))
+        labels = positive_labels(g, case_labels(g), decide)
         for f in FINDINGS:
             hits[f] += int(labels.get(f) == truth[f])
     return with_mean({f: hits[f] / max(len(groups), 1) for f in FINDINGS})
